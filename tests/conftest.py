@@ -1,0 +1,11 @@
+"""pytest setup: 4 fake CPU devices, set before jax is imported anywhere."""
+
+import os
+
+_flags = os.environ.get("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in _flags:
+  os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=4").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Offline: never let TFDS reach for the network or GCS.
+os.environ.setdefault("TFDS_DISABLE_GCS", "1")
+os.environ.setdefault("NO_GCE_CHECK", "true")
