@@ -20,6 +20,9 @@ def _rng(seed=0):
   return np.random.default_rng(seed)
 
 
+_jit_shuffle = jax.jit(A.shuffle_outside_mask)
+
+
 def _random_masks(rng, b, h, w, p_inside=0.4):
   m = (rng.random((b, h, w)) < p_inside).astype(np.float32)
   m[:, 0, 0] = 1.0  # at least one inside pixel
@@ -58,7 +61,7 @@ def test_shuffle_inside_unchanged_outside_permuted():
   assert not np.array_equal(np.asarray(y), x)
   # channels of a pixel move together: channel 1 = channel 0 + 1 stays true
   x2 = np.stack([x[..., 0], x[..., 0] + 1000.0], -1)
-  y2 = np.asarray(A.shuffle_outside_mask(jax.random.PRNGKey(3), x2, m))
+  y2 = np.asarray(_jit_shuffle(jax.random.PRNGKey(3), x2, m))
   np.testing.assert_array_equal(y2[..., 1], y2[..., 0] + 1000.0)
 
 
@@ -66,7 +69,7 @@ def test_shuffle_keys_images_and_jit():
   rng = _rng(2)
   x = rng.permutation(2 * 7 * 7).reshape(2, 7, 7, 1).astype(np.float32)
   m = _random_masks(rng, 2, 7, 7, p_inside=0.2)
-  f = jax.jit(A.shuffle_outside_mask)
+  f = _jit_shuffle
   y0 = np.asarray(f(jax.random.PRNGKey(0), x, m))
   y0_again = np.asarray(f(jax.random.PRNGKey(0), x, m))
   y1 = np.asarray(f(jax.random.PRNGKey(1), x, m))
@@ -90,11 +93,11 @@ def test_shuffle_keys_images_and_jit():
 def test_shuffle_all_ones_mask_is_identity_and_no_gradient():
   rng = _rng(3)
   x = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
-  y = A.shuffle_outside_mask(jax.random.PRNGKey(0), x, np.ones((2, 4, 4)))
+  y = _jit_shuffle(jax.random.PRNGKey(0), x, np.ones((2, 4, 4)))
   np.testing.assert_array_equal(np.asarray(y), x)
   m = _random_masks(rng, 2, 4, 4)
-  g = jax.grad(lambda v: jnp.sum(A.shuffle_outside_mask(jax.random.PRNGKey(0), v, m)))(x)
-  np.testing.assert_array_equal(np.asarray(g), 0.0)  # x~ is a constant for the loss
+  g = jax.jit(jax.grad(lambda v: jnp.sum(A.shuffle_outside_mask(jax.random.PRNGKey(0), v, m))))
+  np.testing.assert_array_equal(np.asarray(g(x)), 0.0)  # x~ is a constant for the loss
 
 
 # ----------------------------------------------------------------------------------------------
@@ -291,12 +294,12 @@ def test_double_backprop_parameter_gradients(kind):
       assert np.all(np.isfinite(leaf))
     assert max(float(np.abs(l).max()) for l in jax.tree_util.tree_leaves(tree)) > 1e-4
   # against finite differences
-  check_grads(lambda p: loss(p, x, y, m), (params,), order=1, modes=["rev"], eps=1e-2,
+  check_grads(jax.jit(lambda p: loss(p, x, y, m)), (params,), order=1, modes=["rev"], eps=1e-2,
               atol=5e-2, rtol=5e-2)
   # all-ones masks: the loss is plain cross-entropy
   ones = np.ones_like(m)
   np.testing.assert_allclose(
-      loss(params, x, y, ones), jnp.mean(L.softmax_cross_entropy(_tiny_mlp(params, x), y)),
+      jax.jit(loss)(params, x, y, ones), jnp.mean(L.softmax_cross_entropy(_tiny_mlp(params, x), y)),
       rtol=1e-6)
 
 
