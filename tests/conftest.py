@@ -9,3 +9,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Offline: never let TFDS reach for the network or GCS.
 os.environ.setdefault("TFDS_DISABLE_GCS", "1")
 os.environ.setdefault("NO_GCE_CHECK", "true")
+# Offline builders are generated once into a shared cache (reused across runs and xdist workers).
+os.environ.setdefault("TFDS_DATA_DIR", os.path.join(
+    os.environ.get("TMPDIR", "/tmp"), "labelwise-tests-tfds"))

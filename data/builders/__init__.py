@@ -1,0 +1,8 @@
+"""Offline datasets as TFDS builders (Tensor features, ArrayRecord), generated on first use.
+
+Each module registers its :class:`~labelwise.data.registry.DatasetSpec`. One import line per module.
+"""
+
+from labelwise.data.builders import digits
+from labelwise.data.builders import mnist1d
+# Method-specific builders (one line each):

@@ -1,0 +1,214 @@
+"""From a config to numpy batches: TFDS data sources, deterministic shuffling, padding, host slicing.
+
+* Training batches are a pure function of ``(seed, step)``: the permutation of epoch ``e`` is drawn from
+  ``(seed, e)``, so a resumed run sees exactly the batches an uninterrupted run sees. The remainder of
+  each epoch is dropped. Each host (process) reads its own contiguous slice of every global batch.
+* Eval batches visit every example of the split exactly once; the last batch is padded and carries
+  ``valid = 0`` on the padding. Each host evaluates its own contiguous slice of the split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, Iterator, Optional
+
+import jax
+import numpy as np
+
+from labelwise.data import registry
+from labelwise.data.registry import DatasetSpec
+
+_READ_CHUNK = 2048
+
+
+def default_data_dir() -> str:
+  return os.environ.get("TFDS_DATA_DIR") or os.path.join(
+      os.path.expanduser("~"), "tensorflow_datasets")
+
+
+class DatasetNotPreparedError(RuntimeError):
+  pass
+
+
+def _open_source(spec: DatasetSpec, split: str, data_dir: str):
+  """A random-access TFDS data source; offline builders are generated on first use."""
+  import tensorflow_datasets as tfds
+  if spec.builder is not None:
+    builder = spec.builder(data_dir=data_dir, file_format="array_record")
+    if not builder.is_prepared():
+      # Several processes (pytest workers, hosts of a pod) may generate at once: take a file lock.
+      import fcntl
+      os.makedirs(data_dir, exist_ok=True)
+      with open(os.path.join(data_dir, f".{spec.tfds_name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        builder = spec.builder(data_dir=data_dir, file_format="array_record")
+        if not builder.is_prepared():
+          builder.download_and_prepare()
+    return builder.as_data_source(split=split)
+  try:
+    return tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir,
+                            try_gcs=False, download=False)
+  except Exception as e:  # TFDS raises several types for "not prepared here".
+    raise DatasetNotPreparedError(
+        f"catalog dataset {spec.name!r} (split {split!r}) is not prepared in {data_dir}: "
+        f"run `python -m labelwise.data.prepare {spec.name} --data_dir={data_dir}` once "
+        f"(needs network and `pip install 'labelwise[prepare]'`). ({type(e).__name__}: {e})"
+    ) from e
+
+
+@dataclasses.dataclass
+class SplitData:
+  """One split: random access to examples as numpy dicts (``input``, ``label``, fields, ``index``)."""
+  spec: DatasetSpec
+  split: str
+  data_dir: str
+  coarse_map: Optional[np.ndarray] = None
+  cache_limit: int = 200_000
+
+  def __post_init__(self):
+    self._source = _open_source(self.spec, self.split, self.data_dir)
+    self.num_examples = len(self._source)
+    self._cache = None
+    if self.num_examples <= self.cache_limit:
+      self._cache = self._read(np.arange(self.num_examples))
+
+  def _read(self, indices: np.ndarray) -> Dict[str, np.ndarray]:
+    out = {}
+    for lo in range(0, len(indices), _READ_CHUNK):
+      chunk = [int(i) for i in indices[lo:lo + _READ_CHUNK]]
+      records = self._source.__getitems__(chunk)
+      cols = {"input": np.stack([r[self.spec.input_key] for r in records]),
+              "label": np.asarray([r[self.spec.label_key] for r in records], np.int32)}
+      for f in self.spec.fields:
+        cols[f] = np.stack([np.asarray(r[f]) for r in records])
+      for k, v in cols.items():
+        out.setdefault(k, []).append(v)
+    out = {k: np.concatenate(v) for k, v in out.items()}
+    pre = self.spec.preprocess or (lambda x: np.asarray(x, np.float32))
+    out["input"] = pre(out["input"]).astype(np.float32)
+    for f in ("coarse_label",):
+      if f in out:
+        out[f] = out[f].astype(np.int32)
+    if "soft_label" in out:
+      out["soft_label"] = out["soft_label"].astype(np.float32)
+    if self.coarse_map is not None and "coarse_label" not in self.spec.fields:
+      out["coarse_label"] = self.coarse_map[out["label"]]
+    out["index"] = np.asarray(indices, np.int32)
+    return out
+
+  def get(self, indices) -> Dict[str, np.ndarray]:
+    indices = np.asarray(indices)
+    if self._cache is not None:
+      return {k: v[indices] for k, v in self._cache.items()}
+    return self._read(indices)
+
+  def all(self) -> Dict[str, np.ndarray]:
+    return self.get(np.arange(self.num_examples))
+
+
+def _augment(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
+  """Random crop (zero padding ``pad``) and horizontal flip, per image, [B, H, W, C]."""
+  b, h, w = images.shape[:3]
+  padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  dy = rng.integers(0, 2 * pad + 1, size=b)
+  dx = rng.integers(0, 2 * pad + 1, size=b)
+  flip = rng.random(b) < 0.5
+  out = np.empty_like(images)
+  for i in range(b):
+    crop = padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
+    out[i] = crop[:, ::-1] if flip[i] else crop
+  return out
+
+
+class Dataset:
+  """The data of one run: a training split and any number of eval splits, sliced for this host."""
+
+  def __init__(self, spec: DatasetSpec, *, train_split: str, global_batch_size: int, seed: int,
+               data_dir: Optional[str] = None, coarse=None, augment: bool = False,
+               process_index: Optional[int] = None, process_count: Optional[int] = None,
+               cache_limit: int = 200_000):
+    self.spec = spec
+    self.data_dir = data_dir or default_data_dir()
+    self.coarse_map = registry.fine_to_coarse_map(spec, coarse)
+    if self.coarse_map is None and "coarse_label" in spec.fields and spec.fine_to_coarse:
+      self.coarse_map = np.asarray(spec.fine_to_coarse, np.int32)
+    self.seed = int(seed)
+    self.augment = bool(augment)
+    self.cache_limit = cache_limit
+    self.process_index = jax.process_index() if process_index is None else process_index
+    self.process_count = jax.process_count() if process_count is None else process_count
+    if global_batch_size % self.process_count:
+      raise ValueError(f"`batch_size` ({global_batch_size}) must be divisible by the number of "
+                       f"processes ({self.process_count}).")
+    self.global_batch_size = int(global_batch_size)
+    self.local_batch_size = self.global_batch_size // self.process_count
+    self._splits: Dict[str, SplitData] = {}
+    self.train = self.split(train_split)
+    self.steps_per_epoch = self.train.num_examples // self.global_batch_size
+    if self.steps_per_epoch < 1:
+      raise ValueError(f"`batch_size` ({global_batch_size}) is larger than the training split "
+                       f"{train_split!r} of {spec.name!r} ({self.train.num_examples} examples).")
+
+  @property
+  def num_classes(self) -> int:
+    return self.spec.num_classes
+
+  @property
+  def num_coarse_classes(self) -> Optional[int]:
+    return None if self.coarse_map is None else int(self.coarse_map.max()) + 1
+
+  def split(self, name: str) -> SplitData:
+    if name not in self._splits:
+      self._splits[name] = SplitData(self.spec, name, self.data_dir, self.coarse_map,
+                                     self.cache_limit)
+    return self._splits[name]
+
+  def input_shape(self):
+    return self.train.get(np.arange(1))["input"].shape[1:]
+
+  def train_indices(self, step: int) -> np.ndarray:
+    """Global example indices of training step ``step`` (all hosts)."""
+    epoch, pos = divmod(int(step), self.steps_per_epoch)
+    perm = np.random.default_rng([self.seed, epoch]).permutation(self.train.num_examples)
+    return perm[pos * self.global_batch_size:(pos + 1) * self.global_batch_size]
+
+  def train_batch(self, step: int) -> Dict[str, np.ndarray]:
+    """This host's slice of the global training batch of ``step``."""
+    idx = self.train_indices(step)
+    lo = self.process_index * self.local_batch_size
+    batch = self.train.get(idx[lo:lo + self.local_batch_size])
+    if self.augment and self.spec.image:
+      rng = np.random.default_rng([self.seed, int(step), self.process_index, 1])
+      batch["input"] = _augment(batch["input"], rng)
+    return batch
+
+  def eval_batches(self, split: str, batch_size: int) -> Iterator[Dict[str, np.ndarray]]:
+    """This host's slice of ``split`` in batches of ``batch_size``; the last one padded (valid=0)."""
+    data = self.split(split)
+    n = data.num_examples
+    per_host = -(-n // self.process_count)
+    lo, hi = self.process_index * per_host, min(n, (self.process_index + 1) * per_host)
+    num_batches = max(1, -(-per_host // batch_size))  # same count on every host
+    for b in range(num_batches):
+      start = lo + b * batch_size
+      idx = np.arange(start, min(hi, start + batch_size))
+      batch = data.get(idx) if len(idx) else data.get(np.zeros(1, np.int64))
+      count = len(idx)
+      pad = batch_size - count
+      batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) if pad else v
+               for k, v in batch.items()}
+      batch["valid"] = (np.arange(batch_size) < count).astype(np.float32)
+      yield batch
+
+
+def make_dataset(config, *, process_index=None, process_count=None) -> Dataset:
+  """Builds the :class:`Dataset` of ``config`` (``config.dataset``, ``config.data``)."""
+  spec = registry.get_dataset_spec(config.dataset)
+  data = config.get("data", {})
+  train_split = data.get("train_split", "train")
+  return Dataset(spec, train_split=train_split, global_batch_size=config.batch_size,
+                 seed=config.seed, data_dir=data.get("data_dir") or None,
+                 coarse=data.get("coarse"), augment=data.get("augment", False),
+                 process_index=process_index, process_count=process_count,
+                 cache_limit=data.get("cache_limit", 200_000))

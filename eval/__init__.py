@@ -1,0 +1,4 @@
+"""Metrics (plain array functions, ``labelwise.eval.metrics``) and evaluators looked up by name."""
+
+from labelwise.eval import metrics
+from labelwise.eval.evaluators import EVALUATORS, EvalContext, get_evaluator, register_evaluator

@@ -1,0 +1,45 @@
+"""Metric functions of arrays, usable outside the trainer (numpy or jax arrays in, per-example or
+scalar out). Topic modules add theirs below with one re-export line each."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def accuracy(logits, labels):
+  """Per-example top-1 correctness ``[batch]`` (float32 0/1)."""
+  return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+
+
+def top_k_accuracy(logits, labels, *, k: int):
+  """Per-example top-k correctness ``[batch]``: the label is among the ``k`` largest logits.
+
+  Ties are broken towards the label (a label tied with the k-th score counts as inside), matching
+  ``rank = #(scores > score[label]) < k``.
+  """
+  logits = jnp.asarray(logits)
+  if not 1 <= k <= logits.shape[-1]:
+    raise ValueError(f"`k` must be in [1, {logits.shape[-1]}], got {k}.")
+  true = jnp.take_along_axis(logits, jnp.asarray(labels)[:, None], axis=-1)
+  rank = jnp.sum(logits > true, axis=-1)
+  return (rank < k).astype(jnp.float32)
+
+
+def cross_entropy(logits, labels):
+  """Per-example softmax cross-entropy ``[batch]``."""
+  logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1)
+  return -jnp.take_along_axis(logp, jnp.asarray(labels)[:, None], axis=-1)[:, 0]
+
+
+def masked_mean(values, where=None) -> float:
+  """Mean of ``values`` over entries where ``where`` is nonzero (all when None)."""
+  values = np.asarray(values, np.float64)
+  if where is None:
+    return float(values.mean()) if values.size else float("nan")
+  w = np.asarray(where, np.float64)
+  return float((values * w).sum() / max(w.sum(), 1.0))
+
+
+# Topic metrics (one line each):

@@ -1,0 +1,5 @@
+"""``python -m labelwise.train`` runs :mod:`labelwise.train.main`."""
+
+from labelwise.train.main import run
+
+run()

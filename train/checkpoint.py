@@ -1,0 +1,55 @@
+"""Checkpoints of the whole train state with orbax, in ``workdir/checkpoints``.
+
+The data position is the step (batches are a function of (seed, step)), so the state alone resumes a
+run exactly. A checkpoint that cannot be restored (truncated or corrupted on disk) is skipped with a
+warning and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Tuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class Checkpointer:
+  def __init__(self, workdir: str, *, keep: int = 3):
+    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max(1, int(keep)), create=True))
+
+  def save(self, step: int, state: Any, *, wait: bool = True) -> None:
+    """Saves a host copy of ``state`` as checkpoint ``step`` (overwrites nothing)."""
+    if step in self.manager.all_steps():
+      return
+    self.manager.save(int(step), args=ocp.args.StandardSave(state))
+    if wait:
+      self.manager.wait_until_finished()
+
+  def latest_step(self) -> Optional[int]:
+    return self.manager.latest_step()
+
+  def restore(self, template: Any) -> Tuple[Optional[int], Any]:
+    """Restores the newest readable checkpoint into the structure of ``template``.
+
+    Returns ``(step, state)``, or ``(None, template)`` when there is no checkpoint.
+    """
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), template)
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        return step, state
+      except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back to the previous
+        logging.warning("checkpoint %d in %s cannot be restored (%s: %s); trying the previous one",
+                        step, self.directory, type(e).__name__, e)
+    return None, template
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()

@@ -1,0 +1,110 @@
+"""The method interface: what a training method computes from a batch.
+
+A method maps ``(params, batch, key, model)`` to ``(loss, metrics)``; the trainer does not know which
+method it runs. Methods are classes registered by name (``config.method``); their options come from
+the config dict named like the method (``config.<method name>``), merged onto ``defaults``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, ClassVar, Dict, Mapping, NamedTuple, Optional, Tuple
+
+import jax
+
+
+class LossOutput(NamedTuple):
+  """What ``Method.loss`` returns.
+
+  Attributes:
+    loss: scalar, the mean over this device's batch (the trainer averages over devices).
+    metrics: ``{name: scalar}`` logged as ``train/<name>`` (averaged over devices).
+    model_state: the model state after the forward pass(es) (e.g. BatchNorm statistics).
+  """
+  loss: jax.Array
+  metrics: Dict[str, jax.Array]
+  model_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class StepContext:
+  """Everything a method sees in one step on one device.
+
+  Attributes:
+    params: the trainable parameters (differentiate w.r.t. these).
+    model_state: non-trainable model collections (``batch_stats``), possibly empty.
+    buffers: the method's own non-trainable pytree (``Method.init_buffers``), saved in checkpoints.
+    batch: the device-local batch (``input``, ``label``, ``index``, optional fields).
+    key: a PRNG key, different per step and per device.
+    train: True in the training step.
+    axis_name: the device axis (``"data"``) under pmap/shard_map, None under jit (global batch).
+      Pass it to any loss whose statistic spans the batch.
+    apply_fn: the model's ``apply``.
+  """
+  params: Any
+  model_state: Any
+  buffers: Any
+  batch: Mapping[str, jax.Array]
+  key: jax.Array
+  train: bool
+  axis_name: Optional[str]
+  apply_fn: Callable
+
+  def apply(self, params, inputs, train: Optional[bool] = None, model_state=None):
+    """Runs the model: returns ``(outputs, new_model_state)``; outputs has logits, features, heads."""
+    train = self.train if train is None else train
+    model_state = self.model_state if model_state is None else model_state
+    variables = {"params": params, **model_state}
+    if train and model_state:
+      outputs, new_state = self.apply_fn(variables, inputs, train=True,
+                                         mutable=list(model_state.keys()))
+      return outputs, dict(new_state)
+    return self.apply_fn(variables, inputs, train=train), model_state
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+  """Static facts about a run that methods may need to build heads and buffers."""
+  num_classes: int                      # classes of the training label
+  num_fine_classes: int                 # classes of the dataset's fine label
+  num_coarse_classes: Optional[int]
+  num_train_examples: int
+  input_shape: Tuple[int, ...]
+  fine_to_coarse: Optional[Any] = None  # np.ndarray [num_fine_classes]
+
+
+class Method:
+  """Base class. Subclasses set ``defaults`` and implement ``loss``."""
+  name: ClassVar[str] = ""
+  defaults: ClassVar[Mapping[str, Any]] = {}
+  #: evaluators run by default for this method (``config.evaluators`` overrides).
+  evaluators: ClassVar[Tuple[str, ...]] = ("classification",)
+
+  def __init__(self, config):
+    self.config = config
+    given = config.get(self.name, None) if self.name else None
+    given = dict(given) if given is not None else {}
+    unknown = sorted(set(given) - set(self.defaults))
+    if unknown:
+      raise ValueError(f"unknown option(s) {unknown} for method {self.name!r}; known options: "
+                       f"{sorted(self.defaults)}.")
+    self.options = {**dict(self.defaults), **given}
+    self.validate()
+
+  def validate(self) -> None:
+    """Raises ValueError for option values out of range (called by __init__)."""
+
+  def extra_heads(self, info: RunInfo) -> Dict[str, int]:
+    """Extra model heads this method needs: ``{name: output_dim}``."""
+    return {}
+
+  def init_buffers(self, key, *, info: RunInfo) -> Any:
+    """The method's non-trainable state (saved in checkpoints)."""
+    return {}
+
+  def host_update(self, state, trainer) -> Any:
+    """Called on the host before every training step; may return a modified state."""
+    return state
+
+  def loss(self, ctx: StepContext) -> LossOutput:
+    raise NotImplementedError

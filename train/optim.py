@@ -1,0 +1,67 @@
+"""Optimizers and learning-rate schedules from ``config.optimizer``."""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+_KNOWN = ("sgd", "adam", "adamw")
+
+
+def make_schedule(opt, total_steps: int) -> optax.Schedule:
+  lr = float(opt.learning_rate)
+  warmup = int(opt.get("warmup_steps", 0))
+  kind = opt.get("schedule", "constant")
+  decay_steps = max(1, total_steps - warmup)
+  if kind == "constant":
+    main = optax.constant_schedule(lr)
+  elif kind == "cosine":
+    main = optax.cosine_decay_schedule(lr, decay_steps, alpha=float(opt.get("final_fraction", 0.0)))
+  elif kind == "step":
+    bounds = [int(b * decay_steps) if b < 1 else int(b) for b in opt.get("boundaries", (0.5, 0.75))]
+    factor = float(opt.get("decay_factor", 0.1))
+    main = optax.piecewise_constant_schedule(lr, {b: factor for b in bounds})
+  else:
+    raise ValueError(f"`optimizer.schedule` must be one of ['constant', 'cosine', 'step'], "
+                     f"got {kind!r}.")
+  if warmup:
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+  return main
+
+
+def decay_mask(params, exclude: str):
+  """True for parameters that get weight decay. ``exclude="bias_and_norm"`` skips 1-D leaves
+  (biases, norm scales and offsets)."""
+  if exclude in ("", "none", None):
+    return jax.tree_util.tree_map(lambda _: True, params)
+  if exclude != "bias_and_norm":
+    raise ValueError(f"`optimizer.exclude_from_weight_decay` must be 'bias_and_norm' or 'none', "
+                     f"got {exclude!r}.")
+  return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(opt, total_steps: int) -> optax.GradientTransformation:
+  """sgd (momentum, nesterov), adam or adamw, with a schedule, weight decay and gradient clipping."""
+  name = opt.name
+  if name not in _KNOWN:
+    raise ValueError(f"Unknown optimizer {name!r}; known optimizers: {list(_KNOWN)}.")
+  schedule = make_schedule(opt, total_steps)
+  wd = float(opt.get("weight_decay", 0.0))
+  exclude = opt.get("exclude_from_weight_decay", "bias_and_norm")
+  mask = lambda p: decay_mask(p, exclude)
+  chain = []
+  if opt.get("grad_clip_norm", 0.0):
+    chain.append(optax.clip_by_global_norm(float(opt.grad_clip_norm)))
+  if name == "adamw":
+    chain.append(optax.adamw(schedule, b1=opt.get("b1", 0.9), b2=opt.get("b2", 0.999),
+                             weight_decay=wd, mask=mask))
+  else:
+    if wd:  # L2 regularization added to the gradient (classic SGD / Adam weight decay)
+      chain.append(optax.add_decayed_weights(wd, mask=mask))
+    if name == "sgd":
+      momentum = float(opt.get("momentum", 0.9))
+      chain.append(optax.sgd(schedule, momentum=momentum or None,
+                             nesterov=bool(opt.get("nesterov", False))))
+    else:
+      chain.append(optax.adam(schedule, b1=opt.get("b1", 0.9), b2=opt.get("b2", 0.999)))
+  return optax.chain(*chain)

@@ -1,0 +1,154 @@
+"""The pure per-device training step and its three parallel forms (pmap, shard_map, jit).
+
+``train_step(state, batch)`` is written once, for one device holding a slice of the global batch, with
+the device axis named ``"data"``. The gradient is ``pmean(grad(pmean(loss)))``: correct both under
+``pmap`` (per-device gradients are averaged) and under ``shard_map`` (where the gradient of a replicated
+parameter is already summed over devices; the outer pmean then leaves it unchanged). Under ``jit`` the
+step sees the whole global batch (``axis_name=None``) and the compiler partitions it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from labelwise.train.methods.base import Method, StepContext
+from labelwise.train.state import TrainState
+
+AXIS = "data"
+PARALLEL_MODES = ("pmap", "shard_map", "jit")
+
+
+def _pmean(x, axis_name):
+  return x if axis_name is None else jax.lax.pmean(x, axis_name)
+
+
+def make_train_step(method: Method, apply_fn: Callable, tx: optax.GradientTransformation, *,
+                    axis_name: Optional[str], nan_policy: str = "stop"):
+  """Returns the per-device ``step(state, batch) -> (state, metrics)``."""
+
+  def step(state: TrainState, batch) -> Tuple[TrainState, Dict[str, jax.Array]]:
+    key = jax.random.fold_in(state.rng, state.step)
+    if axis_name is not None:
+      key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+
+    def loss_fn(params):
+      ctx = StepContext(params=params, model_state=state.model_state, buffers=state.buffers,
+                        batch=batch, key=key, train=True, axis_name=axis_name, apply_fn=apply_fn)
+      out = method.loss(ctx)
+      return _pmean(out.loss, axis_name), out
+
+    (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = _pmean(grads, axis_name)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    model_state = _pmean(out.model_state, axis_name)
+    metrics = {"loss": loss, **{k: _pmean(jnp.asarray(v, jnp.float32), axis_name)
+                                for k, v in out.metrics.items()}}
+    metrics["grad_norm"] = optax.global_norm(grads)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              model_state=model_state)
+    if nan_policy == "skip":
+      finite = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
+      new_state = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new_state, state)
+      new_state = new_state.replace(step=state.step + 1)
+      metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
+    return new_state, metrics
+
+  return step
+
+
+def make_predict_step(apply_fn: Callable):
+  """``predict(params, model_state, inputs) -> outputs`` in eval mode (no collectives needed)."""
+  def predict(params, model_state, inputs):
+    return apply_fn({"params": params, **model_state}, inputs, train=False)
+  return predict
+
+
+class Parallel:
+  """Places state and batches on devices and compiles the step for ``config.parallel``.
+
+  * ``pmap``: state replicated with a leading device axis; batches reshaped ``[devices, per_device, ...]``.
+  * ``shard_map``: ``jax.jit(jax.shard_map(step))`` over a 1-D mesh; state replicated, batch sharded.
+  * ``jit``: the global-batch step under ``jax.jit`` with a ``NamedSharding`` on the batch.
+  """
+
+  def __init__(self, mode: str, devices=None):
+    if mode not in PARALLEL_MODES:
+      raise ValueError(f"`parallel` must be one of {list(PARALLEL_MODES)}, got {mode!r}.")
+    self.mode = mode
+    self.devices = list(devices if devices is not None else jax.devices())
+    self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
+    self.mesh = Mesh(np.asarray(self.devices), (AXIS,),
+                     axis_types=(jax.sharding.AxisType.Auto,))
+    self.replicated = NamedSharding(self.mesh, P())
+    self.batch_sharding = NamedSharding(self.mesh, P(AXIS))
+    # pmap: arrays with a leading axis over this host's devices.
+    self.local_mesh = Mesh(np.asarray(self.local_devices), (AXIS,),
+                           axis_types=(jax.sharding.AxisType.Auto,))
+    self.stacked = NamedSharding(self.local_mesh, P(AXIS))
+
+  @property
+  def axis_name(self) -> Optional[str]:
+    return None if self.mode == "jit" else AXIS
+
+  @property
+  def num_devices(self) -> int:
+    return len(self.devices)
+
+  # --- state -----------------------------------------------------------------------------------
+  def put_state(self, state):
+    """Host (or single-device) state -> the layout the compiled step expects."""
+    if self.mode == "pmap":
+      n = len(self.local_devices)
+      return jax.device_put(
+          jax.tree_util.tree_map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)),
+                                 state), self.stacked)
+    return jax.device_put(state, self.replicated)
+
+  def get_state(self, state):
+    """Device state -> one host copy (numpy leaves)."""
+    if self.mode == "pmap":
+      state = jax.tree_util.tree_map(lambda x: x[0], state)
+    return jax.device_get(state)
+
+  # --- batches ---------------------------------------------------------------------------------
+  def put_batch(self, batch: Dict[str, np.ndarray]):
+    """This host's batch -> device arrays (sharded over the devices)."""
+    if self.mode == "pmap":
+      n = len(self.local_devices)
+      def split(x):
+        if x.shape[0] % n:
+          raise ValueError(f"the per-host batch ({x.shape[0]}) must be divisible by the number "
+                           f"of local devices ({n}).")
+        return x.reshape((n, x.shape[0] // n) + x.shape[1:])
+      return jax.device_put({k: split(v) for k, v in batch.items()}, self.stacked)
+    return jax.tree_util.tree_map(
+        lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), batch)
+
+  # --- compiled functions ----------------------------------------------------------------------
+  def compile_train_step(self, step_fn):
+    if self.mode == "pmap":
+      return jax.pmap(step_fn, axis_name=AXIS, donate_argnums=(0,))
+    if self.mode == "shard_map":
+      mapped = jax.shard_map(step_fn, mesh=self.mesh, in_specs=(P(), P(AXIS)),
+                             out_specs=(P(), P()))
+      return jax.jit(mapped, donate_argnums=(0,))
+    return jax.jit(step_fn, in_shardings=(self.replicated, self.batch_sharding),
+                   out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
+
+  def compile_predict(self, predict_fn):
+    """Eval forward pass, data-parallel over the mesh (all modes), on unreplicated params."""
+    return jax.jit(predict_fn, in_shardings=(self.replicated, self.replicated, self.batch_sharding),
+                   out_shardings=self.batch_sharding)
+
+  def metrics_to_host(self, metrics) -> Dict[str, float]:
+    if self.mode == "pmap":
+      metrics = jax.tree_util.tree_map(lambda x: x[0], metrics)
+    return {k: float(v) for k, v in jax.device_get(metrics).items()}

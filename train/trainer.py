@@ -1,0 +1,303 @@
+"""``train_and_evaluate(config, workdir)``: the one trainer every method runs in.
+
+It builds the dataset, model, optimizer and method from the config, resumes from the newest checkpoint
+in ``workdir/checkpoints``, runs the compiled step (``config.parallel``: pmap, shard_map or jit), logs
+metrics to ``workdir/metrics.jsonl`` (and TensorBoard), evaluates with the configured evaluators, and
+writes ``workdir/results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import threading
+import time
+from typing import Any, Dict, Optional
+
+import jax
+import numpy as np
+from absl import logging
+
+from labelwise.data import make_dataset
+from labelwise.data.registry import get_dataset_spec
+from labelwise.eval import evaluators as evaluators_lib
+from labelwise.models import get_model
+from labelwise.models.registry import MODELS
+from labelwise.train import checkpoint as checkpoint_lib
+from labelwise.train import methods as methods_lib
+from labelwise.train import optim
+from labelwise.train import step as step_lib
+from labelwise.train import writers
+from labelwise.train.methods.base import RunInfo
+from labelwise.train.state import create_state
+
+NAN_POLICIES = ("stop", "skip")
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def select_devices(config):
+  n = int(config.get("num_devices", -1))
+  devices = jax.devices()
+  if n == -1 or n is None:
+    return devices
+  if not 1 <= n <= len(devices):
+    raise ValueError(f"`num_devices` must be -1 (all) or in [1, {len(devices)}], got {n}.")
+  return devices[:n]
+
+
+def validate_config(config) -> None:
+  """Fails fast, before any data is read or anything compiled, on names and shapes that cannot work."""
+  get_dataset_spec(config.dataset)
+  if config.model not in MODELS:
+    raise ValueError(f"Unknown model {config.model!r}; known models: {sorted(MODELS)}.")
+  if config.method not in methods_lib.METHODS:
+    raise ValueError(f"Unknown method {config.method!r}; known methods: "
+                     f"{sorted(methods_lib.METHODS)}.")
+  if config.parallel not in step_lib.PARALLEL_MODES:
+    raise ValueError(f"`parallel` must be one of {list(step_lib.PARALLEL_MODES)}, "
+                     f"got {config.parallel!r}.")
+  if config.get("nan_policy", "stop") not in NAN_POLICIES:
+    raise ValueError(f"`nan_policy` must be one of {list(NAN_POLICIES)}, got {config.nan_policy!r}.")
+  for key in ("batch_size", "total_steps"):
+    if int(config[key]) < 1:
+      raise ValueError(f"`{key}` must be >= 1, got {config[key]}.")
+  n = len(select_devices(config))
+  for key in ("batch_size", "eval_batch_size"):
+    value = config.get(key) or config.batch_size
+    if value % n:
+      raise ValueError(f"`{key}` ({value}) must be divisible by the number of devices ({n}); "
+                       f"set --config.{key} to a multiple of {n} or --config.num_devices.")
+  for name in config.get("evaluators") or ():
+    evaluators_lib.get_evaluator(name)
+
+
+class _Prefetcher:
+  """Reads and places the batches of steps ``start..stop-1`` on a background thread (depth 2)."""
+
+  def __init__(self, make_batch, start: int, stop: int, depth: int = 2):
+    self._q: "queue.Queue" = queue.Queue(maxsize=depth)
+    self._stop = threading.Event()
+    def work():
+      try:
+        for s in range(start, stop):
+          if self._stop.is_set():
+            return
+          self._q.put((s, make_batch(s)))
+      except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+        self._q.put((None, e))
+    self._thread = threading.Thread(target=work, daemon=True)
+    self._thread.start()
+
+  def next(self):
+    step, batch = self._q.get()
+    if step is None:
+      raise batch
+    return step, batch
+
+  def close(self):
+    self._stop.set()
+    while not self._q.empty():
+      self._q.get_nowait()
+
+
+class Trainer:
+  """One run. ``Trainer(config, workdir).run()`` is ``train_and_evaluate``."""
+
+  def __init__(self, config, workdir: str):
+    validate_config(config)
+    self.config = config
+    self.workdir = workdir
+    self.is_writer = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    self.method = methods_lib.get_method(config)
+    self.parallel = step_lib.Parallel(config.parallel, select_devices(config))
+    self.dataset = make_dataset(config)
+    data_cfg = config.get("data", {})
+    self.train_on = data_cfg.get("train_on", "label")
+    self.eval_split = data_cfg.get("eval_split", "test")
+    self.eval_batch_size = int(config.get("eval_batch_size") or config.batch_size)
+    if self.train_on not in ("label", "coarse_label"):
+      raise ValueError(f"`data.train_on` must be 'label' or 'coarse_label', got {self.train_on!r}.")
+    if self.train_on == "coarse_label" and self.dataset.coarse_map is None:
+      raise ValueError("`data.train_on='coarse_label'` needs a coarse map: set `data.coarse`.")
+    spec = self.dataset.spec
+    num_classes = (self.dataset.num_coarse_classes if self.train_on == "coarse_label"
+                   else spec.num_classes)
+    self.info = RunInfo(
+        num_classes=num_classes, num_fine_classes=spec.num_classes,
+        num_coarse_classes=self.dataset.num_coarse_classes,
+        num_train_examples=self.dataset.train.num_examples,
+        input_shape=tuple(self.dataset.input_shape()), fine_to_coarse=self.dataset.coarse_map)
+    kwargs = dict(config.get("model_kwargs", {}) or {})
+    model_cls = MODELS[config.model]
+    fields = getattr(model_cls, "__dataclass_fields__", {})
+    if "bn_axis_name" in fields and self.parallel.axis_name is not None:
+      kwargs.setdefault("bn_axis_name", self.parallel.axis_name)
+    if "dtype" in fields and config.get("dtype"):
+      kwargs.setdefault("dtype", {"float32": jax.numpy.float32,
+                                  "bfloat16": jax.numpy.bfloat16}[config.dtype])
+    heads = self.method.extra_heads(self.info)
+    if heads:
+      kwargs["extra_heads"] = {**dict(kwargs.get("extra_heads") or {}), **heads}
+    self.model = get_model(config.model, num_classes=num_classes, **kwargs)
+    self.tx = optim.make_optimizer(config.optimizer, int(config.total_steps))
+    self.checkpointer = (checkpoint_lib.Checkpointer(workdir, keep=config.get("keep_checkpoints", 3))
+                         if config.get("checkpoint_every", 0) >= 0 else None)
+    step_fn = step_lib.make_train_step(self.method, self.model.apply, self.tx,
+                                       axis_name=self.parallel.axis_name,
+                                       nan_policy=config.get("nan_policy", "stop"))
+    self.train_step = self.parallel.compile_train_step(step_fn)
+    self.predict = self.parallel.compile_predict(step_lib.make_predict_step(self.model.apply))
+
+  # --- data ------------------------------------------------------------------------------------
+  def relabel(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Training on coarse labels: ``label`` <- ``coarse_label``, the fine one kept as ``fine_label``."""
+    if self.train_on == "coarse_label":
+      batch = dict(batch)
+      batch["fine_label"] = batch["label"]
+      batch["label"] = batch["coarse_label"]
+    return batch
+
+  def host_batch(self, step: int) -> Dict[str, np.ndarray]:
+    return self.relabel(self.dataset.train_batch(step))
+
+  def predictions(self, split: str, state_host=None) -> Dict[str, np.ndarray]:
+    """Eval-mode outputs and batch fields for every example of ``split`` exactly once."""
+    state_host = self.host_state if state_host is None else state_host
+    params = jax.device_put(state_host.params, self.parallel.replicated)
+    model_state = jax.device_put(state_host.model_state, self.parallel.replicated)
+    chunks: Dict[str, list] = {}
+    for batch in self.dataset.eval_batches(split, self.eval_batch_size):
+      batch = self.relabel(batch)
+      inputs = jax.make_array_from_process_local_data(self.parallel.batch_sharding, batch["input"])
+      outputs = self.predict(params, model_state, inputs)
+      if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        outputs = multihost_utils.process_allgather(outputs, tiled=True)
+        batch = multihost_utils.process_allgather(batch, tiled=True)
+      outputs = jax.device_get(outputs)
+      keep = np.asarray(batch["valid"]) > 0
+      for k, v in {**{k: v for k, v in batch.items() if k != "input"}, **outputs}.items():
+        chunks.setdefault(k, []).append(np.asarray(v)[keep])
+    return {k: np.concatenate(v) for k, v in chunks.items()}
+
+  # --- evaluation ------------------------------------------------------------------------------
+  def evaluate(self, state_host) -> Dict[str, float]:
+    names = self.config.get("evaluators") or self.method.evaluators
+    ctx = evaluators_lib.EvalContext(
+        config=self.config, params=state_host.params, model_state=state_host.model_state,
+        buffers=state_host.buffers, model=self.model, method=self.method, dataset=self.dataset,
+        eval_split=self.eval_split, workdir=self.workdir if self.is_writer else None,
+        predict_fn=lambda split: self.predictions(split, state_host))
+    out = {}
+    for name in names:
+      for k, v in evaluators_lib.get_evaluator(name)(ctx).items():
+        out[f"eval/{k}"] = float(v)
+    return out
+
+  # --- the run ---------------------------------------------------------------------------------
+  def initial_state(self):
+    sample = self.dataset.train.get(np.arange(1))["input"]
+    state = create_state(self.model, self.tx, self.method, self.info, seed=int(self.config.seed),
+                         sample_input=sample)
+    return jax.device_get(state)
+
+  def save(self, step: int, state_host) -> None:
+    if self.checkpointer is not None:
+      self.checkpointer.save(step, state_host)
+
+  def run(self) -> Dict[str, Any]:
+    config = self.config
+    total = int(config.total_steps)
+    state = self.initial_state()
+    start = 0
+    if self.checkpointer is not None:
+      restored, state = self.checkpointer.restore(state)
+      if restored is not None:
+        start = int(restored)
+        logging.info("resumed from checkpoint %d in %s", start, self.workdir)
+    writer = writers.MetricWriter(self.workdir, active=self.is_writer,
+                                  tensorboard=config.get("tensorboard", True))
+    writer.truncate_after(start)
+    self.host_state = state
+    dstate = self.parallel.put_state(state)
+    log_every = max(1, int(config.get("log_every", 50)))
+    eval_every = int(config.get("eval_every", 0) or 0)
+    ckpt_every = int(config.get("checkpoint_every", 0) or 0)
+    last_good = start
+    metrics: Dict[str, float] = {}
+    progress = None
+    if self.is_writer and config.get("progress_bar", True) and start < total:
+      from tqdm import tqdm
+      progress = tqdm(total=total, initial=start, desc=f"{config.method}@{config.dataset}",
+                      dynamic_ncols=True, leave=False)
+    prefetch = _Prefetcher(lambda s: self.parallel.put_batch(self.host_batch(s)), start, total)
+    t0, seen = time.time(), 0
+    try:
+      for step in range(start, total):
+        new_host_state = self.method.host_update(dstate, self)
+        if new_host_state is not None:
+          dstate = new_host_state
+        _, batch = prefetch.next()
+        dstate, dmetrics = self.train_step(dstate, batch)
+        metrics = self.parallel.metrics_to_host(dmetrics)  # blocks: one step in flight at a time
+        seen += config.batch_size
+        done = step + 1
+        if not math.isfinite(metrics["loss"]) and config.get("nan_policy", "stop") == "stop":
+          raise NonFiniteLossError(
+              f"non-finite loss {metrics['loss']} at step {done} (method {config.method!r}, "
+              f"metrics {metrics}); the last good checkpoint (step {last_good}) is kept in "
+              f"{os.path.join(self.workdir, 'checkpoints')}. Lower the learning rate or set "
+              f"--config.nan_policy=skip.")
+        if progress is not None:
+          progress.update(1)
+          progress.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+        log_now = done % log_every == 0 or done == total
+        eval_now = eval_every and done % eval_every == 0 and done != total
+        ckpt_now = ckpt_every and done % ckpt_every == 0
+        if log_now or eval_now or ckpt_now:
+          self.host_state = self.parallel.get_state(dstate)
+        if log_now:
+          elapsed = max(time.time() - t0, 1e-9)
+          record = {f"train/{k}": v for k, v in metrics.items()}
+          record["train/examples_per_sec"] = seen / elapsed
+          record["train/learning_rate"] = float(optim.make_schedule(
+              config.optimizer, total)(done - 1))
+          writer.write(done, record)
+          t0, seen = time.time(), 0
+        if eval_now:
+          writer.write(done, self.evaluate(self.host_state))
+        if ckpt_now:
+          self.save(done, self.host_state)
+          last_good = done
+    finally:
+      prefetch.close()
+      if progress is not None:
+        progress.close()
+    self.host_state = self.parallel.get_state(dstate)
+    final_step = int(self.host_state.step)
+    self.save(final_step, self.host_state)
+    if not metrics:  # resumed at the end: recover the last logged training loss
+      logged = [m for m in writers.read_metrics(self.workdir) if "train/loss" in m] \
+          if os.path.exists(writer.path) else []
+      metrics = {"loss": logged[-1]["train/loss"]} if logged else {"loss": float("nan")}
+    eval_metrics = self.evaluate(self.host_state)
+    writer.write(final_step, eval_metrics)
+    results = {"step": final_step, "train/loss": metrics["loss"], **eval_metrics}
+    if self.is_writer:
+      with open(os.path.join(self.workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+    writer.close()
+    if self.checkpointer is not None:
+      self.checkpointer.close()
+    return results
+
+
+def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
+  """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint); returns the results dict."""
+  return Trainer(config, workdir).run()

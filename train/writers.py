@@ -1,0 +1,59 @@
+"""Metric writers: JSON lines (always), TensorBoard events (when tensorboardX is installed)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Dict, Optional
+
+
+def _clean(v):
+  v = float(v)
+  return v if math.isfinite(v) else str(v)
+
+
+class MetricWriter:
+  """Appends ``{"step": s, **metrics}`` to ``workdir/metrics.jsonl``; mirrors to TensorBoard.
+
+  Only the writing process (process 0 of a multi-host run) should create one with ``active=True``.
+  """
+
+  def __init__(self, workdir: str, *, active: bool = True, tensorboard: bool = True):
+    self.active = active
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if active and tensorboard:
+      try:
+        from tensorboardX import SummaryWriter  # optional extra: labelwise[tensorboard]
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      except ImportError:
+        self._tb = None
+
+  def truncate_after(self, step: int) -> None:
+    """Drops lines logged after ``step`` (a resumed run re-logs the steps it recomputes)."""
+    if not self.active or not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      lines = [l for l in f if l.strip() and json.loads(l).get("step", 0) <= step]
+    with open(self.path, "w") as f:
+      f.writelines(lines)
+
+  def write(self, step: int, metrics: Dict[str, float]) -> None:
+    if not self.active:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps({"step": int(step), **{k: _clean(v) for k, v in metrics.items()}}) + "\n")
+    if self._tb is not None:
+      for k, v in metrics.items():
+        self._tb.add_scalar(k, float(v), int(step))
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str):
+  """All logged lines of ``workdir/metrics.jsonl`` as a list of dicts."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(l) for l in f if l.strip()]
