@@ -1,0 +1,27 @@
+"""Shared test helpers: tiny configs and runs."""
+
+from __future__ import annotations
+
+import importlib
+
+import jax
+import numpy as np
+
+
+def load_config(module: str, arg: str = "runlocal", **overrides):
+  """``configs/<module>.py:get_config(arg)`` with dotted ``overrides`` (e.g. ``optimizer__name``)."""
+  config = importlib.import_module(f"labelwise.configs.{module}").get_config(arg)
+  for key, value in overrides.items():
+    node, parts = config, key.split("__")
+    for p in parts[:-1]:
+      node = node[p]
+    node[parts[-1]] = value
+  return config
+
+
+def max_abs_diff(a, b) -> float:
+  leaves_a = jax.tree_util.tree_leaves(a)
+  leaves_b = jax.tree_util.tree_leaves(b)
+  assert len(leaves_a) == len(leaves_b)
+  return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+             for x, y in zip(leaves_a, leaves_b))
