@@ -7,3 +7,4 @@ keyword-only. See each function's docstring for the formula and the paper.
 from labelwise.losses.classification import softmax_cross_entropy
 from labelwise.losses.classification import softmax_cross_entropy_with_targets
 # Method modules (one line each, kept sorted by method):
+from labelwise.losses.collision import collision_cross_entropy, collision_cross_entropy_with_logits, collision_pseudo_labels, self_labeling_objective, shannon_pseudo_labels, simplex_projection, pgd_pseudo_labels, mutual_information_loss, check_not_deadlocked  # noqa: E501
