@@ -77,7 +77,10 @@ class SplitData:
     out = {}
     for lo in range(0, len(indices), _READ_CHUNK):
       chunk = [int(i) for i in indices[lo:lo + _READ_CHUNK]]
-      records = self._source.__getitems__(chunk)
+      try:
+        records = self._source.__getitems__(chunk)
+      except TypeError:  # tfds.testing.mock_data's source only supports __getitem__
+        records = [self._source[i] for i in chunk]
       cols = {"input": np.stack([r[self.spec.input_key] for r in records]),
               "label": np.asarray([r[self.spec.label_key] for r in records], np.int32)}
       for f in self.spec.fields:

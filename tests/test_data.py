@@ -1,0 +1,114 @@
+"""Input pipeline: offline builders, determinism, eval coverage, catalog loaders under mock data."""
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from labelwise.data import make_dataset, registry
+from labelwise.data.builders.digits import stratified_split
+from labelwise.data.pipeline import DatasetNotPreparedError
+from tests.helpers import load_config
+
+
+def test_digits_split_is_stratified_and_disjoint():
+  labels = np.repeat(np.arange(10), [178, 182, 177, 183, 181, 182, 181, 179, 174, 180])
+  train, test = stratified_split(labels, 0.2, 0)
+  assert len(np.intersect1d(train, test)) == 0
+  assert len(train) + len(test) == len(labels)
+  for c in range(10):  # every class is split 80/20 (rounded)
+    assert np.sum(labels[test] == c) == round(0.2 * np.sum(labels == c))
+
+
+def test_offline_datasets_shapes():
+  c = load_config("digits_ce", "runlocal")
+  d = make_dataset(c)
+  assert d.train.num_examples + d.split("test").num_examples == 1797
+  b = d.train_batch(0)
+  assert b["input"].shape == (c.batch_size, 8, 8, 1) and b["input"].dtype == np.float32
+  assert 0.0 <= b["input"].min() and b["input"].max() <= 1.0
+  assert b["label"].dtype == np.int32
+  m = make_dataset(load_config("mnist1d_ce", "runlocal"))
+  assert (m.train.num_examples, m.split("test").num_examples) == (4000, 1000)
+  assert m.train_batch(0)["input"].shape == (32, 40)
+
+
+def test_train_batches_depend_only_on_seed_and_step():
+  c = load_config("digits_ce", "runlocal")
+  d1, d2 = make_dataset(c), make_dataset(c)
+  for step in (0, 7, 100):  # 100 is in a later epoch
+    np.testing.assert_array_equal(d1.train_batch(step)["index"], d2.train_batch(step)["index"])
+  # An epoch visits distinct examples; different steps give different batches.
+  epoch = np.concatenate([d1.train_batch(s)["index"] for s in range(d1.steps_per_epoch)])
+  assert len(np.unique(epoch)) == len(epoch) == d1.steps_per_epoch * c.batch_size
+  c.seed = 1
+  assert not np.array_equal(make_dataset(c).train_batch(0)["index"], d1.train_batch(0)["index"])
+
+
+def test_eval_batches_cover_every_example_once():
+  d = make_dataset(load_config("digits_ce", "runlocal"))
+  n = d.split("test").num_examples
+  assert n % 64  # the point of the test: not a multiple of the batch
+  batches = list(d.eval_batches("test", 64))
+  assert all(b["input"].shape[0] == 64 for b in batches)
+  seen = np.concatenate([b["index"][b["valid"] > 0] for b in batches])
+  np.testing.assert_array_equal(np.sort(seen), np.arange(n))
+  assert sum(b["valid"].sum() for b in batches) == n
+
+
+def test_host_slices_partition_each_global_batch():
+  c = load_config("digits_ce", "runlocal")
+  full = make_dataset(c).train_batch(5)["index"]
+  parts = [make_dataset(c, process_index=i, process_count=2).train_batch(5)["index"]
+           for i in range(2)]
+  np.testing.assert_array_equal(np.concatenate(parts), full)
+  evals = [np.concatenate([b["index"][b["valid"] > 0] for b in
+                           make_dataset(c, process_index=i, process_count=2).eval_batches("test", 16)])
+           for i in range(2)]
+  np.testing.assert_array_equal(np.sort(np.concatenate(evals)), np.arange(359))
+
+
+def test_coarse_maps():
+  c = load_config("digits_ce", "runlocal")
+  c.data.coarse = "parity"
+  b = make_dataset(c).train_batch(0)
+  np.testing.assert_array_equal(b["coarse_label"], b["label"] % 2)
+  c.data.coarse = "nonsense"
+  with pytest.raises(ValueError, match="data.coarse"):
+    make_dataset(c)
+
+
+def _mock_config(name):
+  c = load_config("digits_ce", "runlocal")
+  c.dataset = name
+  c.batch_size = 4
+  return c
+
+
+def test_cifar100_mock_yields_coarse_label():
+  with tfds.testing.mock_data(num_examples=12):
+    d = make_dataset(_mock_config("cifar100"))
+    b = d.train_batch(0)
+  assert b["input"].shape == (4, 32, 32, 3) and b["input"].dtype == np.float32
+  assert b["coarse_label"].shape == (4,)
+  assert d.num_coarse_classes is not None
+  assert b["coarse_label"].max() < 20 and b["label"].max() < 100
+
+
+def test_cifar10_h_mock_yields_soft_label():
+  c = _mock_config("cifar10_h")
+  c.data.train_split = "test"  # CIFAR-10H has only the test images
+  with tfds.testing.mock_data(num_examples=8):
+    b = make_dataset(c).train_batch(0)
+  assert b["soft_label"].shape == (4, 10) and b["soft_label"].dtype == np.float32
+
+
+def test_catalog_not_prepared_names_the_prepare_command(tmp_path):
+  c = _mock_config("cifar10")
+  c.data.data_dir = str(tmp_path)
+  with pytest.raises(DatasetNotPreparedError, match="python -m labelwise.data.prepare cifar10"):
+    make_dataset(c)
+
+
+def test_unknown_dataset_lists_known_ones():
+  with pytest.raises(ValueError, match="known datasets: .*digits"):
+    registry.get_dataset_spec("imagenet-1m")
