@@ -271,3 +271,65 @@ def save_saliency_grid(path: str, images, masks, saliencies: Mapping[str, np.nda
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluator (registered last: ``labelwise.eval.metrics`` re-exports this module's functions)
+# --------------------------------------------------------------------------------------------------
+
+from labelwise.eval.evaluators import EvalContext, register_evaluator  # noqa: E402
+
+
+def _chunked(fn, arrays, size=128):
+  outs = []
+  n = len(arrays[0])
+  for lo in range(0, n, size):
+    outs.append(np.asarray(fn(*[a[lo:lo + size] for a in arrays])))
+  return np.concatenate(outs) if outs else np.zeros((0,))
+
+
+@register_evaluator("attribution")
+def attribution_evaluator(ctx: EvalContext) -> Dict[str, float]:
+  """Accuracy and ROC AUC on every non-train split; saliency-vs-mask metrics on the shifted split.
+
+  Keys: ``<split>/accuracy``, ``<split>/auc`` for each split of the dataset except ``train``;
+  ``saliency/<kind>_<metric>`` (kind ``grad`` = |d z_y / dx|, ``ig`` = integrated gradients;
+  metric ``iou``, ``iop``, ``iot``, ``mass`` = mass fraction inside the mask) on
+  ``config.attribution_eval.split`` (default: the first split whose name contains ``shift``, else the
+  eval split). Writes ``saliency_<split>.png`` to the workdir. Options under
+  ``config.attribution_eval``: ``split``, ``ig_steps`` (32), ``blur_sigma`` (0), ``max_examples``
+  for the saliency metrics (256), ``picture_examples`` (8).
+  """
+  opts = dict(ctx.config.get("attribution_eval", None) or {})
+  spec = ctx.dataset.spec
+  splits = [s for s in spec.splits if s != "train"] or [ctx.eval_split]
+  out: Dict[str, float] = {}
+  for split in splits:
+    p = ctx.predictions(split)
+    out[f"{split}/accuracy"] = float(np.mean(p["logits"].argmax(-1) == p["label"]))
+    out[f"{split}/auc"] = multiclass_auc(p["logits"], p["label"])
+  sal_split = opts.get("split") or next((s for s in splits if "shift" in s), ctx.eval_split)
+  data = ctx.dataset.split(sal_split).all()
+  if "mask" not in data:
+    return out
+  n = min(int(opts.get("max_examples", 256)), len(data["label"]))
+  x, m, y = data["input"][:n], np.asarray(data["mask"])[:n], data["label"][:n]
+  variables = {"params": ctx.params, **(ctx.model_state or {})}
+  apply = lambda v: ctx.model.apply(variables, v, train=False)["logits"]
+  sigma = float(opts.get("blur_sigma", 0.0))
+  steps = int(opts.get("ig_steps", 32))
+  grad_fn = jax.jit(lambda v, t: input_gradient_saliency(apply, v, t, blur_sigma=sigma))
+  ig_fn = jax.jit(lambda v, t: integrated_gradients_saliency(apply, v, t, steps=steps,
+                                                             blur_sigma=sigma))
+  maps = {"grad": _chunked(grad_fn, (x, y)), "ig": _chunked(ig_fn, (x, y))}
+  for kind, smap in maps.items():
+    ov = saliency_overlap(smap, m)
+    out[f"saliency/{kind}_iou"] = float(np.nanmean(ov["iou"]))
+    out[f"saliency/{kind}_iop"] = float(np.nanmean(ov["iop"]))
+    out[f"saliency/{kind}_iot"] = float(np.nanmean(ov["iot"]))
+    out[f"saliency/{kind}_mass"] = float(np.nanmean(ov["mass_fraction"]))
+  if ctx.workdir:
+    k = int(opts.get("picture_examples", 8))
+    save_saliency_grid(os.path.join(ctx.workdir, f"saliency_{sal_split}.png"), x[:k], m[:k],
+                       {"|dz_y/dx|": maps["grad"][:k], "IG": maps["ig"][:k]}, labels=y[:k])
+  return out
