@@ -1,0 +1,130 @@
+"""Average-K methods: the two-head loss (Garcin et al. 2023) and two multi-label baselines.
+
+* ``two_head``: shared backbone, softmax head (``logits``) with CE on the observed label, and a
+  multi-label head (``multilabel``, added to the model) with BCE on the batch's average-K
+  pseudo-labels (:func:`labelwise.losses.two_head_loss`). The pseudo-label threshold is over the
+  global batch (``ctx.axis_name``). ``pseudo_labels="posterior"`` is the oracle control: the
+  pseudo-labels rank the dataset's true ``posterior`` field instead of the softmax head.
+* ``assume_negative``: one sigmoid head (the model's ``logits``) with BCE, observed label positive
+  and every other class negative (AN).
+* ``epr``: one sigmoid head with ``-log sigmoid(z_iy)`` on the observed label plus ``weight`` times
+  the expected positive regularizer ``((1/B) sum_ij sigmoid(z_ij) - K)^2 / L^2`` (Cole et al. 2021).
+* Softmax thresholding is the ``ce`` method with the ``average_k`` evaluator.
+
+Every method here evaluates with ``("classification", "average_k")``; ``average_k_heads`` tells the
+evaluator which outputs to threshold (head name -> (output key, link)).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from labelwise import losses
+from labelwise.eval import average_k as _avgk_eval  # noqa: F401  (registers the evaluator)
+from labelwise.eval import metrics as metrics_lib
+from labelwise.train.methods import register_method
+from labelwise.train.methods.base import LossOutput, Method, RunInfo, StepContext
+
+_EVALUATORS = ("classification", "average_k")
+
+
+def _check_k(k, num_classes=None):
+  k = float(k)
+  if not k > 0 or (num_classes is not None and k > num_classes):
+    raise ValueError(f"`k` must be in (0, num_classes], got {k}.")
+  return k
+
+
+@register_method("two_head")
+class TwoHead(Method):
+  """``mean_i CE(z^s_i, y_i) + weight * mean_ij BCE(z^m_ij, P_ij)`` with batch pseudo-labels P."""
+  defaults = {"k": 2.0, "weight": 1.0, "include_true": True, "pseudo_labels": "softmax"}
+  evaluators = _EVALUATORS
+  average_k_heads = {"softmax": ("logits", "softmax"), "multilabel": ("multilabel", "sigmoid")}
+
+  def validate(self):
+    _check_k(self.options["k"])
+    if float(self.options["weight"]) < 0:
+      raise ValueError(f"`two_head.weight` must be >= 0, got {self.options['weight']}.")
+    if self.options["pseudo_labels"] not in ("softmax", "posterior"):
+      raise ValueError("`two_head.pseudo_labels` must be 'softmax' or 'posterior' (the oracle "
+                       f"control), got {self.options['pseudo_labels']!r}.")
+    if self.options["include_true"] not in (True, False):
+      raise ValueError(f"`two_head.include_true` must be a bool, got "
+                       f"{self.options['include_true']!r}.")
+
+  def extra_heads(self, info: RunInfo):
+    _check_k(self.options["k"], info.num_classes)
+    return {"multilabel": info.num_classes}
+
+  def loss(self, ctx: StepContext) -> LossOutput:
+    o = self.options
+    outputs, model_state = ctx.apply(ctx.params, ctx.batch["input"])
+    zs, zm, y = outputs["logits"], outputs["multilabel"], ctx.batch["label"]
+    k, weight = float(o["k"]), float(o["weight"])
+    if o["pseudo_labels"] == "softmax":
+      per_example = losses.two_head_loss(zs, zm, y, k=k, weight=weight,
+                                         include_true=bool(o["include_true"]),
+                                         axis_name=ctx.axis_name)
+      ce = losses.softmax_cross_entropy(zs, y)
+      bce = (per_example - ce) / max(weight, 1e-12) if weight > 0 else jnp.zeros_like(ce)
+    else:
+      if "posterior" not in ctx.batch:
+        raise ValueError("`two_head.pseudo_labels='posterior'` needs a dataset with a `posterior` "
+                         "field (e.g. ambiguous_gaussians).")
+      pseudo = losses.average_k_pseudo_labels(ctx.batch["posterior"], y, k=k,
+                                              include_true=bool(o["include_true"]),
+                                              axis_name=ctx.axis_name)
+      ce = losses.softmax_cross_entropy(zs, y)
+      bce = losses.mean_binary_cross_entropy(zm, pseudo)
+      per_example = ce + weight * bce
+    metrics = {"accuracy": jnp.mean(metrics_lib.accuracy(zs, y)), "ce": jnp.mean(ce),
+               "bce": jnp.mean(bce),
+               "multilabel_mean_positives": jnp.mean(jnp.sum(jax.nn.sigmoid(zm), -1))}
+    return LossOutput(jnp.mean(per_example), metrics, model_state)
+
+
+@register_method("assume_negative")
+class AssumeNegative(Method):
+  """One sigmoid head (``logits``), BCE against the one-hot observed label."""
+  defaults = {}
+  evaluators = _EVALUATORS
+  average_k_heads = {"multilabel": ("logits", "sigmoid")}
+
+  def loss(self, ctx: StepContext) -> LossOutput:
+    outputs, model_state = ctx.apply(ctx.params, ctx.batch["input"])
+    z, y = outputs["logits"], ctx.batch["label"]
+    per_example = losses.assume_negative_loss(z, y)
+    metrics = {"accuracy": jnp.mean(metrics_lib.accuracy(z, y)),
+               "mean_positives": jnp.mean(jnp.sum(jax.nn.sigmoid(z), -1))}
+    return LossOutput(jnp.mean(per_example), metrics, model_state)
+
+
+@register_method("epr")
+class ExpectedPositive(Method):
+  """One sigmoid head: ``mean_i -log sigmoid(z_iy) + weight * EPR(z; K)`` (global batch mean)."""
+  defaults = {"k": 2.0, "weight": 1.0}
+  evaluators = _EVALUATORS
+  average_k_heads = {"multilabel": ("logits", "sigmoid")}
+
+  def validate(self):
+    _check_k(self.options["k"])
+    if float(self.options["weight"]) < 0:
+      raise ValueError(f"`epr.weight` must be >= 0, got {self.options['weight']}.")
+
+  def extra_heads(self, info: RunInfo):
+    _check_k(self.options["k"], info.num_classes)
+    return {}
+
+  def loss(self, ctx: StepContext) -> LossOutput:
+    outputs, model_state = ctx.apply(ctx.params, ctx.batch["input"])
+    z, y = outputs["logits"], ctx.batch["label"]
+    zy = jnp.take_along_axis(z.astype(jnp.float32), y[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    positive = -jax.nn.log_sigmoid(zy)
+    reg = losses.expected_positive_regularizer(z, k=float(self.options["k"]),
+                                               axis_name=ctx.axis_name)
+    loss = jnp.mean(positive) + float(self.options["weight"]) * reg
+    metrics = {"accuracy": jnp.mean(metrics_lib.accuracy(z, y)), "epr": reg,
+               "mean_positives": jnp.mean(jnp.sum(jax.nn.sigmoid(z), -1))}
+    return LossOutput(loss, metrics, model_state)
