@@ -44,3 +44,4 @@ def masked_mean(values, where=None) -> float:
 
 # Topic metrics (one line each):
 from labelwise.eval.simloss import ordinal_absolute_error, ordinal_squared_error, failure_severity, superclass_correct, superclass_accuracy, failed_superclass_accuracy, num_predicted_classes, ordinal_metrics, superclass_metrics  # noqa: E402,F401,E501
+from labelwise.eval.clustering import clustering_accuracy, normalized_mutual_information, adjusted_rand_index, contingency_matrix, cluster_to_class_map, clustering_metrics, kmeans_clusters  # noqa: E402,F401,E501

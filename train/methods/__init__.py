@@ -30,3 +30,4 @@ def get_method(config) -> Method:
 # Method modules register themselves on import (one line each).
 from labelwise.train.methods import ce  # noqa: E402,F401
 from labelwise.train.methods import simloss  # noqa: E402,F401
+from labelwise.train.methods import collision  # noqa: E402,F401

@@ -1,0 +1,54 @@
+"""Shared parts of the collision cross-entropy configs (soft targets and self-labeled clustering).
+
+Config args (``--config=configs/<file>.py:arg1=v,arg2``): ``method=...``, ``seed=N``,
+``lam=<fairness weight>``, ``fairness=strong|classic``, ``pseudo=batch|dataset``, ``runlocal``.
+"""
+
+from __future__ import annotations
+
+from labelwise.configs import common
+
+CLUSTER_METHODS = ("collision_cluster", "shannon_cluster", "mi_cluster")
+SOFT_METHODS = ("collision_soft", "shannon_soft")
+
+
+def method_options(method: str, args: dict) -> dict:
+  """The method's own config dict from the config args."""
+  if method in ("collision_cluster", "shannon_cluster"):
+    opts = dict(fairness_weight=float(args.get("lam", 1.0)),
+                fairness=args.get("fairness", "strong"),
+                tol=1e-5, max_iter=int(args.get("max_iter", 200)),
+                pseudo_labels=args.get("pseudo", "batch"),
+                update_every=int(args.get("update_every", 50)))
+    return opts
+  if method == "mi_cluster":
+    return dict(marginal_weight=float(args.get("marginal_weight", 1.0)))
+  if method in SOFT_METHODS:
+    return dict(targets=args.get("targets", "mix"), noise_level=float(args.get("level", 0.0)),
+                noise_seed=int(args.get("noise_seed", args.get("seed", 0))))
+  raise ValueError(f"unknown collision/cluster method {method!r}; expected one of "
+                   f"{CLUSTER_METHODS + SOFT_METHODS}.")
+
+
+def cluster_config(args: dict, *, dataset: str, model: str, default_method="collision_cluster"):
+  """A clustering run: no labels in the loss, ``clustering`` evaluator (ACC/NMI/ARI)."""
+  method = args.get("method", default_method)
+  if method not in CLUSTER_METHODS:
+    raise ValueError(f"`method` must be one of {CLUSTER_METHODS}, got {method!r}.")
+  c = common.base_config(dataset=dataset, model=model, method=method)
+  c[method] = method_options(method, args)
+  c.evaluators = ("clustering",)
+  if "seed" in args:
+    c.seed = int(args["seed"])
+  return c
+
+
+def soft_config(args: dict, *, dataset: str, model: str, default_method="collision_soft"):
+  method = args.get("method", default_method)
+  if method not in SOFT_METHODS:
+    raise ValueError(f"`method` must be one of {SOFT_METHODS}, got {method!r}.")
+  c = common.base_config(dataset=dataset, model=model, method=method)
+  if "seed" in args:
+    c.seed = int(args["seed"])
+  c[method] = method_options(method, args)
+  return c
