@@ -43,5 +43,7 @@ def masked_mean(values, where=None) -> float:
 
 
 # Topic metrics (one line each):
-from labelwise.eval.simloss import ordinal_absolute_error, ordinal_squared_error, failure_severity, superclass_correct, superclass_accuracy, failed_superclass_accuracy, num_predicted_classes, ordinal_metrics, superclass_metrics  # noqa: E402,F401,E501
+from labelwise.eval.saliency import input_gradient_saliency, integrated_gradients, integrated_gradients_saliency, gaussian_blur, topk_mask, saliency_overlap, roc_auc, multiclass_auc, save_saliency_grid  # noqa: E402,F401,E501
+from labelwise.eval.average_k import average_k_threshold, average_k_accuracy, average_k_set_size, average_k_sets, average_k_correct, expected_average_k_accuracy, top_k_set_accuracy  # noqa: E402,F401,E501
 from labelwise.eval.clustering import clustering_accuracy, normalized_mutual_information, adjusted_rand_index, contingency_matrix, cluster_to_class_map, clustering_metrics, kmeans_clusters  # noqa: E402,F401,E501
+from labelwise.eval.simloss import ordinal_absolute_error, ordinal_squared_error, failure_severity, superclass_correct, superclass_accuracy, failed_superclass_accuracy, num_predicted_classes, ordinal_metrics, superclass_metrics  # noqa: E402,F401,E501

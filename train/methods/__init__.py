@@ -29,5 +29,7 @@ def get_method(config) -> Method:
 
 # Method modules register themselves on import (one line each).
 from labelwise.train.methods import ce  # noqa: E402,F401
-from labelwise.train.methods import simloss  # noqa: E402,F401
+from labelwise.train.methods import attribution  # noqa: E402,F401
+from labelwise.train.methods import average_k  # noqa: E402,F401
 from labelwise.train.methods import collision  # noqa: E402,F401
+from labelwise.train.methods import simloss  # noqa: E402,F401
