@@ -3,8 +3,8 @@
 ``diabetes_ordinal`` (offline): scikit-learn's bundled diabetes data (442 patients, 10 features) with
 the disease-progression target cut into 10 quantile bins (class 0 = lowest decile). Features are
 standardised with the statistics of all 442 rows (only a mean and a scale per feature). Splits:
-``train`` / ``test`` a fixed 80/20 split stratified by bin; ``all`` every row in one fixed random
-order, so that the contiguous TFDS slices ``all[0%:20%]`` ... ``all[80%:100%]`` are random folds.
+``train`` / ``test`` a fixed 80/20 split stratified by bin; ``cv`` every row in one fixed random
+order, so that the contiguous TFDS slices ``cv[0%:20%]`` ... ``cv[80%:100%]`` are random folds.
 
 ``age_folder`` (the paper's UTKFace / AFAD layout, bring your own images): ``<root>/<age>/*.jpg``
 (also .jpeg/.png), ages 1-90 become classes 0-89 (other ages are skipped), images are converted to
@@ -53,7 +53,7 @@ def _diabetes_splits(labels: np.ndarray) -> Dict[str, np.ndarray]:
     test.extend(idx[:n_test])
     train.extend(idx[n_test:])
   return {"train": np.sort(train), "test": np.sort(test),
-          "all": np.random.RandomState(_DIABETES_SEED + 1).permutation(len(labels))}
+          "cv": np.random.RandomState(_DIABETES_SEED + 1).permutation(len(labels))}
 
 
 class DiabetesOrdinal(tfds.core.GeneratorBasedBuilder):
@@ -85,10 +85,10 @@ class DiabetesOrdinal(tfds.core.GeneratorBasedBuilder):
 
 register_dataset(DatasetSpec(
     name="diabetes_ordinal", tfds_name="diabetes_ordinal", num_classes=DIABETES_BINS,
-    input_key="features", splits=("train", "test", "all"), builder=DiabetesOrdinal,
+    input_key="features", splits=("train", "test", "cv"), builder=DiabetesOrdinal,
     preprocess=lambda x: np.asarray(x, np.float32), image=False,
     description="scikit-learn diabetes target in 10 quantile bins (ordinal), 352 train / 90 test, "
-                "`all` for cross-validation folds, offline"))
+                "`cv` for cross-validation folds, offline"))
 
 # ---------------------------------------------------------------------------------- age folder
 AGE_MIN, AGE_MAX = 1, 90

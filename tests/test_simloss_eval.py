@@ -1,0 +1,100 @@
+"""SimLoss study metrics against hand counts, and the study's offline datasets."""
+
+import os
+
+import numpy as np
+import pytest
+
+from labelwise.eval import metrics
+
+
+def _onehot_logits(pred, c):
+  z = np.zeros((len(pred), c), np.float32)
+  z[np.arange(len(pred)), pred] = 1.0
+  return z
+
+
+def test_ordinal_metrics_hand_numbers():
+  labels = np.array([0, 3, 5, 5, 9])
+  pred = np.array([0, 1, 5, 8, 9])           # errors: |3-1| = 2, |5-8| = 3
+  z = _onehot_logits(pred, 10)
+  np.testing.assert_array_equal(metrics.ordinal_absolute_error(z, labels), [0, 2, 0, 3, 0])
+  np.testing.assert_array_equal(metrics.ordinal_squared_error(z, labels), [0, 4, 0, 9, 0])
+  assert metrics.failure_severity(z, labels) == pytest.approx(2.5)
+  assert metrics.num_predicted_classes(z) == 5
+  assert metrics.num_predicted_classes(z, where=np.array([1, 1, 1, 0, 0])) == 3
+  out = metrics.ordinal_metrics(z, labels)
+  assert out["mae"] == pytest.approx(1.0) and out["mse"] == pytest.approx(13 / 5)
+  assert np.isnan(metrics.failure_severity(z[:1], labels[:1]))
+
+
+def test_superclass_metrics_hand_numbers():
+  f2c = np.array([0, 0, 1, 1, 2, 2])
+  labels = np.array([0, 0, 2, 3, 4, 5])
+  pred = np.array([0, 1, 3, 0, 4, 2])        # correct: 0, 4; errors: 1 (same sc), 3 (same), 0, 2
+  z = _onehot_logits(pred, 6)
+  np.testing.assert_array_equal(metrics.superclass_correct(z, labels, f2c), [1, 1, 1, 0, 1, 0])
+  assert metrics.superclass_accuracy(z, labels, f2c) == pytest.approx(4 / 6)
+  assert metrics.failed_superclass_accuracy(z, labels, f2c) == pytest.approx(2 / 4)
+  out = metrics.superclass_metrics(z, labels, f2c)
+  assert out == {"superclass_accuracy": pytest.approx(4 / 6),
+                 "failed_superclass_accuracy": pytest.approx(0.5)}
+
+
+def test_diabetes_bins_and_splits():
+  from labelwise.data.builders import simloss_ordinal as so
+  x, y = so.diabetes_arrays()
+  assert x.shape == (442, 10) and y.min() == 0 and y.max() == 9
+  counts = np.bincount(y)
+  assert counts.min() >= 40 and counts.max() <= 50          # quantile bins: about 44 each
+  np.testing.assert_allclose(x.mean(0), 0, atol=1e-5)
+  np.testing.assert_allclose(x.std(0), 1, atol=1e-4)
+  from sklearn.datasets import load_diabetes
+  target = load_diabetes().target
+  # Ordinal: the bin order follows the target order.
+  assert np.all(np.diff(y[np.argsort(target, kind="stable")]) >= 0)
+  splits = so._diabetes_splits(y)
+  assert len(splits["train"]) + len(splits["test"]) == 442
+  assert not set(splits["train"]) & set(splits["test"])
+  assert sorted(splits["cv"]) == list(range(442))
+
+
+def test_hierarchy_gaussians_generator():
+  from labelwise.data.builders import hierarchy_gaussians as hg
+  x, y = hg.generate(per_class=3, seed=5)
+  assert x.shape == (300, 16) and np.all(np.bincount(y) == 3)
+  assert hg.FINE_TO_COARSE[:6] == (0, 0, 0, 0, 0, 1)
+  # Same-superclass class means are closer than means of different superclasses (on average).
+  m = hg.class_means()
+  d = np.linalg.norm(m[:, None] - m[None], axis=-1)
+  f2c = np.array(hg.FINE_TO_COARSE)
+  same = (f2c[:, None] == f2c[None]) & ~np.eye(100, dtype=bool)
+  assert d[same].mean() < 0.5 * d[f2c[:, None] != f2c[None]].mean()
+  x2, y2 = hg.generate(per_class=3, seed=5)
+  np.testing.assert_array_equal(x, x2)
+
+
+def test_age_folder_builder_on_a_tiny_generated_folder(tmp_path, monkeypatch):
+  from PIL import Image
+  from labelwise.data.builders import simloss_ordinal as so
+  root = tmp_path / "faces"
+  rng = np.random.default_rng(0)
+  ages = {1: 6, 30: 7, 90: 7, 95: 2}                      # 95 is outside 1..90: skipped
+  for age, n in ages.items():
+    os.makedirs(root / str(age))
+    for i in range(n):
+      Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(
+          root / str(age) / f"{i}.jpg")
+  (root / "notes.txt").write_text("not an age folder")
+  monkeypatch.setenv(so.AGE_FOLDER_ENV, str(root))
+  b = so.AgeFolder(data_dir=str(tmp_path / "tfds"), file_format="array_record")
+  b.download_and_prepare()
+  sizes = {s: len(b.as_data_source(split=s)) for s in ("train", "validation", "test")}
+  assert sum(sizes.values()) == 20 and sizes["train"] == 16
+  ex = b.as_data_source(split="train")[0]
+  assert ex["image"].shape == (60, 60, 3) and ex["image"].dtype == np.uint8
+  labels = sorted(int(b.as_data_source(split=s)[i]["label"])
+                  for s in sizes for i in range(sizes[s]))
+  assert labels == [0] * 6 + [29] * 7 + [89] * 7
+  with pytest.raises(ValueError, match="no images"):
+    so.list_age_folder(str(tmp_path / "tfds"))
