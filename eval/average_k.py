@@ -190,7 +190,7 @@ def k_tag(k: float) -> str:
 
 #: defaults of ``config.avgk_eval``.
 EVAL_DEFAULTS = dict(ks=(1.5, 2.0, 3.0), ambiguous_max_posterior=0.5, tail_fraction=1.0 / 3.0,
-                     oracle=True)
+                     oracle=True, posterior_field="posterior")
 
 
 def _softmax(z):
@@ -234,7 +234,8 @@ def _register():
     """Calibrates lambda on ``config.data.validation_split``, reports test metrics per head and K.
 
     Keys ``avgk/<head>/<K>/<metric>`` (see :func:`average_k_report`), the top-k accuracy for
-    integer K, and with a ``posterior`` field the oracle (threshold on the true posterior,
+    integer K, and with a posterior field (``avgk_eval.posterior_field``: ``posterior`` of the
+    synthetic data, or CIFAR-10H's human ``soft_label``) the oracle (threshold on the true posterior,
     calibrated the same way) and the regrets ``oracle - method`` (micro and macro).
     """
     opts = _eval_options(ctx.config)
@@ -247,14 +248,15 @@ def _register():
     num_classes = test["logits"].shape[-1]
     labels = test["label"]
     tail = tail_classes(cal["label"], num_classes, opts["tail_fraction"])
-    posterior = test.get("posterior")
+    field = opts["posterior_field"]
+    posterior = test.get(field)
     ambiguous = None
     if posterior is not None:
       ambiguous = np.asarray(posterior).max(-1) < float(opts["ambiguous_max_posterior"])
     cal_heads = head_scores(ctx.method, cal)
     test_heads = head_scores(ctx.method, test)
     if posterior is not None and opts["oracle"]:
-      cal_heads["oracle"] = np.asarray(cal["posterior"], np.float64)
+      cal_heads["oracle"] = np.asarray(cal[field], np.float64)
       test_heads["oracle"] = np.asarray(posterior, np.float64)
     out: Dict[str, float] = {}
     for k in opts["ks"]:

@@ -9,7 +9,8 @@
   and every other class negative (AN).
 * ``epr``: one sigmoid head with ``-log sigmoid(z_iy)`` on the observed label plus ``weight`` times
   the expected positive regularizer ``((1/B) sum_ij sigmoid(z_ij) - K)^2 / L^2`` (Cole et al. 2021).
-* Softmax thresholding is the ``ce`` method with the ``average_k`` evaluator.
+* Softmax thresholding is the ``ce`` method with the ``average_k`` evaluator (or ``two_head`` with
+  ``weight=0``, which is exactly CE, when labels are sampled with ``sampled_labels_from``).
 
 Every method here evaluates with ``("classification", "average_k")``; ``average_k_heads`` tells the
 evaluator which outputs to threshold (head name -> (output key, link)).
@@ -27,6 +28,31 @@ from labelwise.train.methods import register_method
 from labelwise.train.methods.base import LossOutput, Method, RunInfo, StepContext
 
 _EVALUATORS = ("classification", "average_k")
+# Shared options: train on one label per example drawn once from a distribution field
+# (e.g. CIFAR-10H's human ``soft_label``), deterministic in (label_seed, example index).
+_LABEL_OPTIONS = {"sampled_labels_from": "", "label_seed": 0}
+
+
+def sample_labels(index, probs, seed: int):
+  """One label per example drawn from ``probs [B, C]``, a pure function of ``(seed, index)``.
+
+  The same example gets the same label at every step and epoch (a fixed single-annotator
+  draw), whatever the batch composition or the number of devices.
+  """
+  root = jax.random.PRNGKey(int(seed))
+  keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.asarray(index, jnp.int32))
+  logp = jnp.log(jnp.clip(jnp.asarray(probs, jnp.float32), 0.0, None))
+  return jax.vmap(jax.random.categorical)(keys, logp).astype(jnp.int32)
+
+
+def _train_labels(ctx: StepContext, options):
+  field = options["sampled_labels_from"]
+  if not field:
+    return ctx.batch["label"]
+  if field not in ctx.batch:
+    raise ValueError(f"`sampled_labels_from`={field!r} is not a field of the batch "
+                     f"({sorted(ctx.batch)}).")
+  return sample_labels(ctx.batch["index"], ctx.batch[field], options["label_seed"])
 
 
 def _check_k(k, num_classes=None):
@@ -39,7 +65,8 @@ def _check_k(k, num_classes=None):
 @register_method("two_head")
 class TwoHead(Method):
   """``mean_i CE(z^s_i, y_i) + weight * mean_ij BCE(z^m_ij, P_ij)`` with batch pseudo-labels P."""
-  defaults = {"k": 2.0, "weight": 1.0, "include_true": True, "pseudo_labels": "softmax"}
+  defaults = {"k": 2.0, "weight": 1.0, "include_true": True, "pseudo_labels": "softmax",
+              **_LABEL_OPTIONS}
   evaluators = _EVALUATORS
   average_k_heads = {"softmax": ("logits", "softmax"), "multilabel": ("multilabel", "sigmoid")}
 
@@ -61,7 +88,7 @@ class TwoHead(Method):
   def loss(self, ctx: StepContext) -> LossOutput:
     o = self.options
     outputs, model_state = ctx.apply(ctx.params, ctx.batch["input"])
-    zs, zm, y = outputs["logits"], outputs["multilabel"], ctx.batch["label"]
+    zs, zm, y = outputs["logits"], outputs["multilabel"], _train_labels(ctx, o)
     k, weight = float(o["k"]), float(o["weight"])
     if o["pseudo_labels"] == "softmax":
       per_example = losses.two_head_loss(zs, zm, y, k=k, weight=weight,
@@ -88,13 +115,13 @@ class TwoHead(Method):
 @register_method("assume_negative")
 class AssumeNegative(Method):
   """One sigmoid head (``logits``), BCE against the one-hot observed label."""
-  defaults = {}
+  defaults = dict(_LABEL_OPTIONS)
   evaluators = _EVALUATORS
   average_k_heads = {"multilabel": ("logits", "sigmoid")}
 
   def loss(self, ctx: StepContext) -> LossOutput:
     outputs, model_state = ctx.apply(ctx.params, ctx.batch["input"])
-    z, y = outputs["logits"], ctx.batch["label"]
+    z, y = outputs["logits"], _train_labels(ctx, self.options)
     per_example = losses.assume_negative_loss(z, y)
     metrics = {"accuracy": jnp.mean(metrics_lib.accuracy(z, y)),
                "mean_positives": jnp.mean(jnp.sum(jax.nn.sigmoid(z), -1))}
@@ -104,7 +131,7 @@ class AssumeNegative(Method):
 @register_method("epr")
 class ExpectedPositive(Method):
   """One sigmoid head: ``mean_i -log sigmoid(z_iy) + weight * EPR(z; K)`` (global batch mean)."""
-  defaults = {"k": 2.0, "weight": 1.0}
+  defaults = {"k": 2.0, "weight": 1.0, **_LABEL_OPTIONS}
   evaluators = _EVALUATORS
   average_k_heads = {"multilabel": ("logits", "sigmoid")}
 
@@ -119,7 +146,7 @@ class ExpectedPositive(Method):
 
   def loss(self, ctx: StepContext) -> LossOutput:
     outputs, model_state = ctx.apply(ctx.params, ctx.batch["input"])
-    z, y = outputs["logits"], ctx.batch["label"]
+    z, y = outputs["logits"], _train_labels(ctx, self.options)
     zy = jnp.take_along_axis(z.astype(jnp.float32), y[:, None].astype(jnp.int32), axis=-1)[:, 0]
     positive = -jax.nn.log_sigmoid(zy)
     reg = losses.expected_positive_regularizer(z, k=float(self.options["k"]),
