@@ -22,6 +22,9 @@ QUICKSTART = [
     ("digits / ce", "digits_ce", "", dict(total_steps=300), "eval/loss"),
     ("mnist1d / ce", "mnist1d_ce", "", dict(total_steps=400), "eval/loss"),
     # Method rows (one line each):
+    ("crosses / actdiff", "crosses_attribution", "method=actdiff,lam=0.1", dict([("total_steps", 200), ("attribution_eval.ig_steps", 8)]), "eval/test_shift/auc"),  # noqa: E501
+    ("diabetes / simloss r=.9", "diabetes_simloss", "r=0.9", dict(total_steps=300), "eval/mae"),
+    ("gaussians / two_head avg-K", "gaussians_avgk", "method=two_head,runlocal", dict([("total_steps", 300), ("avgk_eval.ks", (2.0,))]), "eval/avgk/multilabel/K2/regret"),  # noqa: E501
 ]
 
 
