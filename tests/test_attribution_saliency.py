@@ -147,3 +147,45 @@ def test_crosses_generator_distractor_and_shift():
   # class 1 has two crosses: more bright pixels than class 0 on average
   nb = (x[:, :r0, :, 0] == 1.0).reshape(40, -1).sum(1)
   assert nb[y == 1].mean() > 1.5 * nb[y == 0].mean()
+
+
+# ----------------------------------------------------------------------------------------------
+# masked image folder
+# ----------------------------------------------------------------------------------------------
+
+
+def _write_folder(root, n_per_class=3, size=10):
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  for split in ("train", "test"):
+    for cls in ("cat", "dog"):
+      d = root / split / cls
+      d.mkdir(parents=True)
+      for i in range(n_per_class):
+        arr = (rng.random((size, size, 3)) * 255).astype(np.uint8)
+        Image.fromarray(arr).save(d / f"im{i}.png")
+        if i != 1:  # im1 has no mask file
+          m = np.zeros((size, size), np.uint8)
+          m[: size // 2] = 255  # top half is the region of interest
+          Image.fromarray(m).save(d / f"im{i}_mask.png")
+
+
+def test_masked_folder_reader(tmp_path):
+  from labelwise.data.builders import masked_folder as MF
+  _write_folder(tmp_path)
+  splits, classes = MF.folder_layout(str(tmp_path))
+  assert splits == ["test", "train"] and classes == ["cat", "dog"]
+  x, m, y, names = MF.read_masked_folder(str(tmp_path), "train", classes, size=10)
+  assert x.shape == (6, 10, 10, 3) and m.shape == (6, 10, 10) and x.dtype == np.float32
+  assert 0.0 <= x.min() and x.max() <= 1.0
+  np.testing.assert_array_equal(y, [0, 0, 0, 1, 1, 1])
+  assert names[1] == os.path.join("train", "cat", "im1.png")
+  np.testing.assert_array_equal(m[1], 1)            # no mask file: all ones (no mask)
+  np.testing.assert_array_equal(m[0, :5], 1)        # top half inside
+  np.testing.assert_array_equal(m[0, 5:], 0)
+  # pixel values survive (same size: no resampling)
+  from PIL import Image
+  raw = np.asarray(Image.open(tmp_path / "train" / "dog" / "im2.png"), np.float32) / 255.0
+  np.testing.assert_allclose(x[5], raw, atol=1e-6)
+  with pytest.raises(ValueError, match="train"):
+    MF.folder_layout(str(tmp_path / "train"))
