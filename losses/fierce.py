@@ -103,6 +103,11 @@ def fierce_codes(key, num_codes: int, dim: int, *, init: str = "uniform",
   return scale * jax.random.normal(key, shape, jnp.float32)
 
 
+def _concrete(x) -> bool:
+  """True for Python/numpy numbers: hyperparameters may also be traced (e.g. a swept lambda)."""
+  return not isinstance(x, jax.core.Tracer)
+
+
 def _l2_normalize(x, eps=1e-12):
   # rsqrt(max(|x|^2, eps^2)) keeps the gradient finite at x = 0.
   sq = jnp.sum(x * x, axis=-1, keepdims=True)
@@ -138,7 +143,7 @@ def fierce_logits(features, codes, *, similarity: str = "cosine",
   if similarity not in SIMILARITIES:
     raise ValueError(
         f"`similarity` must be one of {SIMILARITIES}, got {similarity!r}.")
-  if not logit_scale > 0:
+  if _concrete(logit_scale) and not logit_scale > 0:
     raise ValueError(f"`logit_scale` must be > 0, got {logit_scale!r}.")
   _checks.check_floating(features, "features")
   _checks.check_floating(codes, "codes")
@@ -186,7 +191,7 @@ def fierce_assignments(features, codes, key=None, *, temperature: float = 1.0,
   Returns:
     ``[batch, num_codes]`` float32 one-hot rows.
   """
-  if not temperature > 0:
+  if _concrete(temperature) and not temperature > 0:
     raise ValueError(f"`temperature` must be > 0, got {temperature!r}.")
   s = fierce_logits(features, codes, similarity=similarity, logit_scale=logit_scale)
   if key is not None:
@@ -322,7 +327,7 @@ def fierce_objective(ce, entropy, *, lam: float = 1.0, form: str = "difference",
   """
   if form not in FORMS:
     raise ValueError(f"`form` must be one of {FORMS}, got {form!r}.")
-  if not lam >= 0:
+  if _concrete(lam) and not lam >= 0:
     raise ValueError(f"`lam` must be >= 0, got {lam!r}.")
   _checks.check_rank(ce, 1, "ce", "[batch]")
   if _checks.shape_of(entropy) != ():
