@@ -47,3 +47,4 @@ from labelwise.eval.saliency import input_gradient_saliency, integrated_gradient
 from labelwise.eval.average_k import average_k_threshold, average_k_accuracy, average_k_set_size, average_k_sets, average_k_correct, expected_average_k_accuracy, top_k_set_accuracy  # noqa: E402,F401,E501
 from labelwise.eval.clustering import clustering_accuracy, normalized_mutual_information, adjusted_rand_index, contingency_matrix, cluster_to_class_map, clustering_metrics, kmeans_clusters  # noqa: E402,F401,E501
 from labelwise.eval.simloss import ordinal_absolute_error, ordinal_squared_error, failure_severity, superclass_correct, superclass_accuracy, failed_superclass_accuracy, num_predicted_classes, ordinal_metrics, superclass_metrics  # noqa: E402,F401,E501
+from labelwise.eval.fine_grain import knn_accuracy, knn_predict, linear_probe_accuracy, ridge_probe, spearman, within_group_spearman, rankdata, fine_grain_metrics  # noqa: E402,F401,E501

@@ -32,4 +32,5 @@ from labelwise.train.methods import ce  # noqa: E402,F401
 from labelwise.train.methods import attribution  # noqa: E402,F401
 from labelwise.train.methods import average_k  # noqa: E402,F401
 from labelwise.train.methods import collision  # noqa: E402,F401
+from labelwise.train.methods import fierce  # noqa: E402,F401
 from labelwise.train.methods import simloss  # noqa: E402,F401
