@@ -40,7 +40,8 @@ def make_train_step(method: Method, apply_fn: Callable, tx: optax.GradientTransf
 
     def loss_fn(params):
       ctx = StepContext(params=params, model_state=state.model_state, buffers=state.buffers,
-                        batch=batch, key=key, train=True, axis_name=axis_name, apply_fn=apply_fn)
+                        batch=batch, key=key, train=True, axis_name=axis_name, apply_fn=apply_fn,
+                        step=state.step)
       out = method.loss(ctx)
       return _pmean(out.loss, axis_name), out
 

@@ -40,6 +40,7 @@ class StepContext:
     axis_name: the device axis (``"data"``) under pmap/shard_map, None under jit (global batch).
       Pass it to any loss whose statistic spans the batch.
     apply_fn: the model's ``apply``.
+    step: the global step being computed (0-based, traced int32), e.g. for warm-up of a weight.
   """
   params: Any
   model_state: Any
@@ -49,6 +50,7 @@ class StepContext:
   train: bool
   axis_name: Optional[str]
   apply_fn: Callable
+  step: Any = 0
 
   def apply(self, params, inputs, train: Optional[bool] = None, model_state=None):
     """Runs the model: returns ``(outputs, new_model_state)``; outputs has logits, features, heads."""
