@@ -1,7 +1,8 @@
 """Shared parts of the collision cross-entropy configs (soft targets and self-labeled clustering).
 
 Config args (``--config=configs/<file>.py:arg1=v,arg2``): ``method=...``, ``seed=N``,
-``lam=<fairness weight>``, ``fairness=strong|classic``, ``pseudo=batch|dataset``, ``runlocal``.
+``lam=<fairness weight>`` (default 3: with 1, collision clustering collapsed to a single cluster in
+the offline study), ``fairness=strong|classic``, ``pseudo=batch|dataset``, ``runlocal``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ SOFT_METHODS = ("collision_soft", "shannon_soft")
 def method_options(method: str, args: dict) -> dict:
   """The method's own config dict from the config args."""
   if method in ("collision_cluster", "shannon_cluster"):
-    opts = dict(fairness_weight=float(args.get("lam", 1.0)),
+    opts = dict(fairness_weight=float(args.get("lam", 3.0)),
                 fairness=args.get("fairness", "strong"),
                 tol=1e-5, max_iter=int(args.get("max_iter", 200)),
                 pseudo_labels=args.get("pseudo", "batch"),

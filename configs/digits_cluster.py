@@ -6,7 +6,7 @@ r"""Self-labeled clustering of all 1797 scikit-learn digits (offline), K = 10, M
     python -m labelwise.train --config=configs/digits_cluster.py:pseudo=dataset,update_every=25 --workdir=runs/dds
     python -m labelwise.train --config=configs/digits_cluster.py:runlocal --workdir=/tmp/smoke
 
-Args: ``method`` (collision_cluster | shannon_cluster | mi_cluster), ``lam`` (fairness weight, 1),
+Args: ``method`` (collision_cluster | shannon_cluster | mi_cluster), ``lam`` (fairness weight, 3),
 ``fairness`` (strong | classic), ``pseudo`` (batch | dataset), ``update_every``, ``seed``.
 Training and evaluation both use train+test (clustering is unsupervised; labels only score it).
 Evaluators: ``clustering`` (ACC with Hungarian matching, NMI, ARI); add ``kmeans_baseline`` with

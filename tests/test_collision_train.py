@@ -118,3 +118,19 @@ def test_method_option_errors(tmp_path):
       get_method(load_config("digits_cluster", arg))
   with pytest.raises(ValueError, match="targets"):
     get_method(load_config("digits_collision_soft", "runlocal,targets=human"))
+
+
+def test_four_devices_equal_one_device(tmp_path):
+  """The per-batch EM psums over the data axis: 4-device pmap == 1-device jit on the same batch."""
+  out = {}
+  for name, overrides in (("pmap4", dict(parallel="pmap")),
+                          ("jit1", dict(parallel="jit", num_devices=1))):
+    config = load_config("digits_cluster", "runlocal", total_steps=2, log_every=1,
+                         checkpoint_every=-1, **overrides)
+    trainer_lib.train_and_evaluate(config, str(tmp_path / name))
+    out[name] = [m for m in read_metrics(str(tmp_path / name)) if "train/loss" in m]
+  for a, b in zip(out["pmap4"], out["jit1"]):
+    assert a["train/loss"] == pytest.approx(b["train/loss"], rel=1e-4)
+    assert abs(a["train/em_iterations"] - b["train/em_iterations"]) <= 1
+    assert a["train/self_labeling_objective"] == pytest.approx(
+        b["train/self_labeling_objective"], rel=1e-4)
