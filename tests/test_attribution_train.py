@@ -121,3 +121,75 @@ def test_masked_folder_config_end_to_end(tmp_path, monkeypatch):
   assert np.isfinite(results["train/loss"])
   assert 0.0 <= results["eval/test/auc"] <= 1.0
   assert 0.0 <= results["eval/saliency/grad_iou"] <= 1.0
+
+
+def _method_loss_setup(method_name, options):
+  import jax.numpy as jnp
+  from labelwise.models import get_model
+  from labelwise.train.methods import METHODS
+  from labelwise.train.methods.base import RunInfo, StepContext
+  rng = np.random.default_rng(0)
+  b = 6
+  x = rng.normal(size=(b, 8, 8, 1)).astype(np.float32)
+  m = np.ones((b, 8, 8), np.float32)
+  m[:4, :, 4:] = 0.0  # examples 0-3 have a mask (right half outside), 4-5 none
+  y = rng.integers(0, 2, b).astype(np.int32)
+  batch = {"input": jnp.asarray(x), "label": jnp.asarray(y), "mask": jnp.asarray(m),
+           "index": jnp.arange(b, dtype=jnp.int32)}
+  model = get_model("attribution_cnn", num_classes=2, channels=(3,), dense=8)
+  params = model.init(jax.random.PRNGKey(0), batch["input"], train=False)["params"]
+
+  class Cfg(dict):
+    def get(self, k, d=None):
+      return dict.get(self, k, d)
+
+  method = METHODS[method_name](Cfg({"seed": 0, method_name: options}))
+  info = RunInfo(num_classes=2, num_fine_classes=2, num_coarse_classes=None,
+                 num_train_examples=b, input_shape=(8, 8, 1))
+  buffers = method.init_buffers(jax.random.PRNGKey(1), info=info)
+  key = jax.random.PRNGKey(3)
+  ctx = StepContext(params=params, model_state={}, buffers=buffers, batch=batch, key=key,
+                    train=True, axis_name=None, apply_fn=model.apply)
+  return method, ctx, model, params, x, m, y, key
+
+
+def _np_ce(z, y):
+  z = np.asarray(z, np.float64)
+  lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+  return float(np.mean(lse - z[np.arange(len(y)), y]))
+
+
+@pytest.mark.parametrize("apply_lambda", [True, False])
+def test_actdiff_method_loss_matches_independent_computation(apply_lambda):
+  from labelwise.losses import shuffle_outside_mask
+  method, ctx, model, params, x, m, y, key = _method_loss_setup(
+      "actdiff", {"lam": 0.3, "apply_lambda": apply_lambda})
+  out = method.loss(ctx)
+  xs = np.asarray(shuffle_outside_mask(key, x, m))
+  o1 = model.apply({"params": params}, x, train=False)
+  o2 = model.apply({"params": params}, xs, train=False)
+  d = np.linalg.norm(np.asarray(o1["features"], np.float64) - np.asarray(o2["features"]), axis=1)
+  lam = 0.3 if apply_lambda else 1.0  # the authors' code never multiplies ActDiff by lambda
+  expect = _np_ce(o1["logits"], y) + lam * d[:4].mean()  # mean over the 4 masked examples
+  assert float(out.loss) == pytest.approx(expect, rel=1e-4)
+  assert d[4:].max() == 0.0  # no mask: the shuffle leaves the image alone
+
+
+def test_gradmask_method_loss_matches_finite_difference_input_gradients():
+  method, ctx, model, params, x, m, y, key = _method_loss_setup("gradmask", {"lam": 0.5})
+  out = method.loss(ctx)
+  logits = jax.jit(lambda v: model.apply({"params": params}, v, train=False)["logits"])
+  z = lambda v: np.asarray(logits(v), np.float64)
+  # central differences of s_i = |z_i0 - z_i1| w.r.t. every pixel outside the masks
+  eps = 1e-2
+  l1 = np.zeros(6)
+  for r in range(8):
+    for c in range(4, 8):
+      xp, xm = x.copy(), x.copy()
+      xp[:, r, c, 0] += eps
+      xm[:, r, c, 0] -= eps
+      sp, sm = z(xp), z(xm)
+      g = (np.abs(sp[:, 0] - sp[:, 1]) - np.abs(sm[:, 0] - sm[:, 1])) / (2 * eps)
+      l1 += np.abs(g)
+  expect = _np_ce(z(x), y) + 0.5 * l1[:4].mean()
+  assert float(out.loss) == pytest.approx(expect, rel=2e-2)
