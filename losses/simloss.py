@@ -14,13 +14,17 @@ With ``S = I`` this is softmax cross-entropy. The gradient w.r.t. the logits is 
 
 Readings chosen here (see docs/simloss.md):
 
-* The default is the numerically stable form ``logsumexp_c(z_c) - logsumexp_c(z_c + log S[y, c])``
-  (the second over the classes with ``S[y, c] > 0``). The authors' code takes probabilities and returns
-  ``-log(sum_c S[y, c] p_c + 1e-8)``; ``epsilon=1e-8`` reproduces that exactly (note that it caps the
-  loss near ``-log(1e-8) = 18.42`` and shrinks the gradient of badly wrong examples).
+* The default is a numerically stable form (below). The authors' code takes probabilities and
+  returns ``-log(sum_c S[y, c] p_c + 1e-8)``; ``epsilon=1e-8`` reproduces that exactly (note that it
+  caps the loss near ``-log(1e-8) = 18.42`` and shrinks the gradient of badly wrong examples).
 * Entries with ``S = 0`` contribute nothing to the value, but the gradient w.r.t. ``similarity``
-  there is the true one, ``-p_c / q``, computed without ``0 * inf`` (no NaN), and capped at
-  ``exp(80)`` times the largest term, far beyond any value that matters.
+  there is the true one, ``-p_c / q``, computed without ``0 * inf`` (no NaN) and capped at
+  ``exp(80)``. The derivative is written by hand (``jax.custom_jvp``): ``p - t`` for the logits and
+  ``-p / q`` for the similarity row, from the exponentials of the forward pass.
+* Implementation: ``logsumexp(z) - log(sum_c S_c e^z_c)``, the second sum shifted by the largest
+  logit among the similar classes, so it cannot underflow even when every similar class is
+  hundreds of nats below the top logit (the loss is then large but exact, with no 18.4 cap).
+  Similarity entries below the smallest normal float32 (1.2e-38) count as 0.
 * Soft targets ``t`` (rows on the simplex) use the expected similarity row ``t @ S``.
 * The builders and host validators are plain functions that return ``float32`` arrays. They
   validate their hyperparameters when those are concrete Python/NumPy values; under a JAX transform
@@ -29,11 +33,13 @@ Readings chosen here (see docs/simloss.md):
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from labelwise.losses import _checks
 
@@ -48,30 +54,55 @@ _TINY = float(np.finfo(np.float32).tiny)
 # ----------------------------------------------------------------------------------------------
 
 
-def _log_weighted_sumexp(x, weights):
-  """``log(sum_c w_c exp(x_c))`` per row, stable, finite gradients (also where ``w = 0``).
+def _weighted_log_ratio_parts(x, w):
+  """Shared forward pieces of ``log(sum_c e^x_c) - log(sum_c w_c e^x_c)`` for shifted logits x.
 
-  Args:
-    x: ``[B, C]`` finite logits (or log-probabilities).
-    weights: ``[B, C]`` non-negative weights.
-
-  Returns:
-    ``[B]``. ``-inf`` only for a row whose weights are all 0.
+  Two exponentials per entry: ``e1 = e^x`` (x <= 0, the usual softmax mass) and
+  ``e2 = e^(x - m_w)`` over the positive weights, shifted by their largest logit ``m_w``, so the
+  weighted sum is >= the smallest normal float and never underflows, however far the similar
+  classes sit below the top logit. Weights below the smallest normal float count as 0.
   """
-  positive = weights >= _TINY          # subnormal weights count as 0 (their e^-log w overflows)
-  safe_w = jnp.where(positive, weights, 1.0)
-  # The shift is the largest log term, so the largest term is ~1 and the sum is >= ~1.
-  log_terms = jnp.where(positive, x + jnp.log(safe_w), -jnp.inf)
-  shift = jnp.max(log_terms, axis=-1, keepdims=True)
-  shift = jax.lax.stop_gradient(jnp.where(jnp.isfinite(shift), shift, 0.0))
-  # Terms are w * e^(x - shift): every term carries the same rounding of `shift`, which cancels
-  # between value and gradient. For positive w, x - shift <= -log w < 88, so e^(...) is finite.
-  # For w = 0 the value is 0 * finite = 0 and d/dw is e^(x - shift), the true e^x / e^shift,
-  # capped at exp(_ZERO_ENTRY_LOG_CAP) so that it never overflows.
-  diff = x - shift
-  expo = jnp.exp(jnp.where(positive, diff, jnp.minimum(diff, _ZERO_ENTRY_LOG_CAP)))
-  total = jnp.sum(weights * expo, axis=-1)
-  return jnp.log(total) + shift[:, 0]
+  positive = w >= _TINY
+  m_w = jnp.max(jnp.where(positive, x, -jnp.inf), axis=-1, keepdims=True)
+  m_w = jnp.where(jnp.isfinite(m_w), m_w, 0.0)             # a row of zero weights gives +inf loss
+  e1 = jnp.exp(x)
+  e2 = jnp.where(positive, jnp.exp(jnp.where(positive, x - m_w, 0.0)), 0.0)
+  mass = jnp.sum(e1, axis=-1)
+  total = jnp.sum(w * e2, axis=-1)
+  lse = jnp.log(mass)
+  lse_w = m_w[:, 0] + jnp.log(total)
+  return e1, e2, mass, total, lse, lse_w
+
+
+@jax.custom_jvp
+def _stable_simloss(x, w):
+  """``log(sum_c e^x_c) - log(sum_c w_c e^x_c)`` per row (x: logits shifted to max 0)."""
+  *_, lse, lse_w = _weighted_log_ratio_parts(x, w)
+  return lse - lse_w
+
+
+@functools.partial(_stable_simloss.defjvp, symbolic_zeros=True)
+def _stable_simloss_jvp(primals, tangents):
+  x, w = primals
+  dx, dw = tangents
+  e1, e2, mass, total, lse, lse_w = _weighted_log_ratio_parts(x, w)
+  out = lse - lse_w
+  dout = jnp.zeros_like(out)
+  if not isinstance(dx, SymbolicZero):
+    p = e1 / mass[:, None]
+    t = jnp.where(total[:, None] > 0, w * e2 / jnp.where(total > 0, total, 1.0)[:, None], 0.0)
+    dout = dout + jnp.sum((p - t) * dx, axis=-1)           # dL/dz = p - t
+  if not isinstance(dw, SymbolicZero):
+    # dL/dw_c = -p_c / q = -exp(x_c - lse_w): exact, also where w_c = 0, capped at exp(80).
+    ratio = jnp.exp(jnp.minimum(x - lse_w[:, None], _ZERO_ENTRY_LOG_CAP))
+    dout = dout - jnp.sum(ratio * dw, axis=-1)
+  return out, dout
+
+
+def _log_weighted_sumexp(x, weights):
+  """``log(sum_c w_c exp(x_c))`` per row (reference helper; the loss uses ``_stable_simloss``)."""
+  *_, lse_w = _weighted_log_ratio_parts(x, weights)
+  return lse_w
 
 
 def _loss_from_rows(logits, rows, epsilon):
@@ -79,13 +110,13 @@ def _loss_from_rows(logits, rows, epsilon):
   # Shift by the row maximum (exact for the entries near it); the loss is shift invariant.
   x = x - jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
   rows = _checks.as_f32(rows)
-  if epsilon is None:
-    # -log(sum_c S_c p_c) = logsumexp(x) - log(sum_c S_c e^x_c): both terms come from the shifted
-    # logits, so neither an easy nor a hopeless example loses relative precision.
-    return jax.nn.logsumexp(x, axis=-1) - _log_weighted_sumexp(x, rows)
-  # The authors' reference form: probabilities, weighted sum, + epsilon, log.
-  q = jnp.sum(rows * jax.nn.softmax(x, axis=-1), axis=-1)
-  return -jnp.log(q + epsilon)
+  if epsilon is not None:
+    # The authors' reference form: -log(sum_c S_c p_c + eps), p = softmax(z).
+    e = jnp.exp(x)
+    return -jnp.log(jnp.sum(rows * e, axis=-1) / jnp.sum(e, axis=-1) + epsilon)
+  # -log(sum_c S_c p_c) = logsumexp(x) - log(sum_c S_c e^x_c), with a hand-written derivative
+  # (p - t for the logits, -p / q for the weights) so that nothing is recomputed in log space.
+  return _stable_simloss(x, rows)
 
 
 def _check_similarity_for_logits(similarity, logits):
@@ -149,7 +180,7 @@ def simloss(logits, labels, similarity, *, where=None, epsilon: Optional[float] 
   _check_similarity_for_logits(similarity, logits)
   _checks.check_where(where, _checks.shape_of(logits)[0])
   _check_epsilon(epsilon)
-  rows = jnp.take(_checks.as_f32(similarity), jnp.asarray(labels).astype(jnp.int32), axis=0)
+  rows = _checks.as_f32(similarity)[jnp.asarray(labels).astype(jnp.int32)]  # [B, C] gather
   loss = _loss_from_rows(logits, rows, epsilon)
   return _checks.apply_where(loss, where)
 

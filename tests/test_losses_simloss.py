@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 from jax.test_util import check_grads
 
-from labelwise.losses import simloss as sl
+from labelwise import losses as sl  # the re-exported API (the module name is shadowed by the function)
 from labelwise.losses.classification import softmax_cross_entropy_with_targets
 
 
