@@ -222,13 +222,14 @@ def gradmask_score(logits, labels=None):
   if c < 2:
     raise ValueError(f"`logits` must have at least 2 classes, got shape {(b, c)}.")
   z = _checks.as_f32(logits)
+  if labels is not None:
+    _checks.check_logits_labels(logits, labels)
   if c == 2:
     return jnp.abs(z[:, 0] - z[:, 1])
   if labels is None:
     raise ValueError(
         f"`labels` ([batch] integer) is required by gradmask_score when num_classes > 2, "
         f"got logits of shape {(b, c)} and labels=None.")
-  _checks.check_logits_labels(logits, labels)
   onehot = jax.nn.one_hot(labels, c, dtype=bool)
   z_y = jnp.sum(jnp.where(onehot, z, 0.0), axis=-1)
   others = jax.nn.logsumexp(jnp.where(onehot, -jnp.inf, z), axis=-1)

@@ -413,6 +413,8 @@ def test_errors_name_the_argument():
     A.gradmask_score(np.zeros((2, 3), np.float32))
   with pytest.raises(ValueError, match="logits"):
     A.gradmask_score(np.zeros((2, 1), np.float32))
+  with pytest.raises(ValueError, match="labels"):
+    A.gradmask_score(np.zeros((2, 2), np.float32), np.zeros(3, np.int32))
   with pytest.raises(ValueError, match="normalization"):
     A.reduce_masked_penalty(jnp.ones(2), jnp.ones(2), normalization="mean")
   with pytest.raises(ValueError, match="weights"):
