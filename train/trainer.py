@@ -34,6 +34,7 @@ from labelwise.train.methods.base import RunInfo
 from labelwise.train.state import create_state
 
 NAN_POLICIES = ("stop", "skip")
+DTYPES = ("float32", "bfloat16")  # config.dtype: model compute; params and losses float32
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -63,6 +64,9 @@ def validate_config(config) -> None:
                      f"got {config.parallel!r}.")
   if config.get("nan_policy", "stop") not in NAN_POLICIES:
     raise ValueError(f"`nan_policy` must be one of {list(NAN_POLICIES)}, got {config.nan_policy!r}.")
+  if (config.get("dtype") or "float32") not in DTYPES:
+    raise ValueError(f"`dtype` (the model compute dtype) must be one of {list(DTYPES)}, "
+                     f"got {config.dtype!r}.")
   for key in ("batch_size", "total_steps"):
     if int(config[key]) < 1:
       raise ValueError(f"`{key}` must be >= 1, got {config[key]}.")
