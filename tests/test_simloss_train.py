@@ -1,6 +1,8 @@
 """SimLoss methods in the trainer: one step of each method on 4 devices equals one device, the
 similarity in the buffers is the configured one, config errors are clear, the study datasets load."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -104,3 +106,35 @@ def test_diabetes_folds_partition_the_data():
     seen.append(held["input"])
   allx = np.concatenate(seen)
   assert allx.shape[0] == 442 and np.unique(allx, axis=0).shape[0] == 442
+
+
+@pytest.mark.parametrize("module", ["diabetes_simloss", "diabetes_sord", "diabetes_label_smoothing",
+                                    "hierarchy_simloss", "hierarchy_hierarchical_soft",
+                                    "cifar100_simloss", "age_simloss"])
+def test_configs_build_and_validate(module):
+  from labelwise.data.registry import get_dataset_spec
+  for arg in (None, "runlocal"):
+    c = load_config(module, arg)
+    get_dataset_spec(c.dataset)
+    methods_lib.get_method(c)                       # options known and in range
+    assert c.batch_size % 4 == 0 or arg is None
+  c = load_config("cifar100_simloss", "model=lenet,similarity=embedding,embeddings=e.npy,b=0.3")
+  assert c.model == "small_cnn" and c.simloss.similarity == "embedding"
+  assert c.simloss.lower_bound == 0.3 and c.batch_size == 1024
+
+
+def test_age_config_one_step_on_a_tiny_image_folder(tmp_path, monkeypatch):
+  from PIL import Image
+  from labelwise.data.builders import simloss_ordinal as so
+  rng = np.random.default_rng(0)
+  for age in (3, 40, 41, 88):
+    os.makedirs(tmp_path / "faces" / str(age))
+    for i in range(5):
+      Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)).save(
+          tmp_path / "faces" / str(age) / f"{i}.jpg")
+  monkeypatch.setenv(so.AGE_FOLDER_ENV, str(tmp_path / "faces"))
+  c = load_config("age_simloss", "runlocal", total_steps=1, log_every=1)
+  c.data.data_dir = str(tmp_path / "tfds")
+  results = trainer.train_and_evaluate(c, str(tmp_path / "run"))
+  assert results["step"] == 1 and np.isfinite(results["train/loss"])
+  assert results["eval/num_examples"] == 2 and 0 <= results["eval/mae"] <= 89
