@@ -1,0 +1,95 @@
+"""Fine-grain metrics (labelwise.eval.fine_grain) against scikit-learn / scipy on small data."""
+
+import numpy as np
+import pytest
+import scipy.stats
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.neighbors import KNeighborsClassifier
+
+from labelwise.eval import fine_grain
+from labelwise.eval import metrics
+
+
+def _data(seed=0, n_train=120, n_test=50, d=6, c=4):
+  rng = np.random.RandomState(seed)
+  centers = rng.randn(c, d) * 1.5
+  ytr, yte = rng.randint(0, c, n_train), rng.randint(0, c, n_test)
+  xtr = centers[ytr] + rng.randn(n_train, d)
+  xte = centers[yte] + rng.randn(n_test, d)
+  return xtr.astype(np.float32), ytr, xte.astype(np.float32), yte
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_knn_matches_sklearn_cosine_and_chunking_does_not_matter(k):
+  xtr, ytr, xte, yte = _data()
+  ref = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute").fit(xtr, ytr)
+  expect = ref.predict(xte)
+  got = fine_grain.knn_predict(xtr, ytr, xte, k=k)
+  np.testing.assert_array_equal(got, expect)
+  # Tiny chunks (several training chunks with padding, several query blocks): same predictions.
+  np.testing.assert_array_equal(
+      fine_grain.knn_predict(xtr, ytr, xte, k=k, query_chunk=7, train_chunk=13), expect)
+  acc = fine_grain.knn_accuracy(xtr, ytr, xte, yte, k=k, train_chunk=16)
+  assert acc == pytest.approx(np.mean(expect == yte))
+  assert metrics.knn_accuracy is fine_grain.knn_accuracy
+
+
+def test_knn_hand_example_and_errors():
+  x = np.eye(4, dtype=np.float32)
+  assert fine_grain.knn_accuracy(x, [0, 1, 2, 3], 3.0 * x, [0, 1, 2, 3], k=1) == 1.0
+  with pytest.raises(ValueError, match="k"):
+    fine_grain.knn_accuracy(x, [0, 1, 2, 3], x, [0, 1, 2, 3], k=5)
+  with pytest.raises(ValueError, match="test_x"):
+    fine_grain.knn_predict(x, [0, 1, 2, 3], np.ones((2, 3)), k=1)
+
+
+def test_logistic_probe_matches_sklearn():
+  xtr, ytr, xte, yte = _data(1, d=5)
+  l2 = 1e-2
+  tr, te = fine_grain.standardize(xtr, xte)
+  w, b, converged = fine_grain.fit_logistic_regression(tr, ytr, num_classes=4, l2=l2)
+  assert converged
+  ref = LogisticRegression(C=1.0 / (l2 * len(ytr)), tol=1e-10, max_iter=10_000).fit(tr, ytr)
+  z = te @ w + b
+  p = np.exp(z - z.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  np.testing.assert_allclose(p, ref.predict_proba(te), atol=2e-4)
+  acc = fine_grain.linear_probe_accuracy(xtr, ytr, xte, yte, l2=l2)
+  assert acc == pytest.approx(np.mean(ref.predict(te) == yte))
+  with pytest.raises(ValueError, match="l2"):
+    fine_grain.linear_probe_accuracy(xtr, ytr, xte, yte, l2=0.0)
+
+
+def test_ridge_probe_matches_sklearn():
+  rng = np.random.RandomState(2)
+  x, xt = rng.randn(80, 4), rng.randn(20, 4)
+  t = x @ rng.randn(4) + 0.1 * rng.randn(80)
+  l2 = 0.05
+  tr, te = fine_grain.standardize(x, xt)
+  ref = Ridge(alpha=l2 * len(x)).fit(tr, t).predict(te)
+  np.testing.assert_allclose(fine_grain.ridge_probe(x, t, xt, l2=l2), ref, rtol=1e-8, atol=1e-10)
+  two = fine_grain.ridge_probe(x, np.stack([t, 2 * t], 1), xt, l2=l2)
+  np.testing.assert_allclose(two[:, 1], 2 * ref, rtol=1e-8, atol=1e-10)
+
+
+def test_spearman_matches_scipy_with_ties():
+  rng = np.random.RandomState(3)
+  x = rng.randint(0, 6, 40).astype(float)
+  y = x + rng.randint(0, 4, 40)
+  np.testing.assert_allclose(fine_grain.rankdata(x), scipy.stats.rankdata(x))
+  assert fine_grain.spearman(x, y) == pytest.approx(scipy.stats.spearmanr(x, y)[0], rel=1e-10)
+  assert fine_grain.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+  assert np.isnan(fine_grain.spearman([1, 1, 1], [1, 2, 3]))
+  g = np.arange(40) % 3
+  expect = np.mean([scipy.stats.spearmanr(x[g == i], y[g == i])[0] for i in range(3)])
+  assert fine_grain.within_group_spearman(x, y, g) == pytest.approx(expect, rel=1e-10)
+
+
+def test_fine_grain_metrics_spearman_for_one_dimensional_features():
+  rng = np.random.RandomState(4)
+  y = rng.randint(0, 10, 60)
+  f = -(y + 0.3 * rng.randn(60))[:, None]   # anti-correlated: the sign is arbitrary
+  out = fine_grain.fine_grain_metrics(f, y, f, y, test_coarse=(y >= 5).astype(int))
+  assert out["fine_spearman"] == pytest.approx(abs(scipy.stats.spearmanr(f[:, 0], y)[0]))
+  assert out["fine_spearman_within_coarse"] > 0.5
+  assert 0.0 <= out["fine_knn_accuracy"] <= 1.0
