@@ -2,7 +2,9 @@
 
 The data position is the step (batches are a function of (seed, step)), so the state alone resumes a
 run exactly. A checkpoint that cannot be restored (truncated or corrupted on disk) is skipped with a
-warning and the previous one is used.
+warning and the previous one is used; on a single-process run the unreadable one is renamed to
+``<step>.unreadable`` (kept for inspection, ignored by orbax) so that the recomputed step can be saved
+again under its own number.
 """
 
 from __future__ import annotations
@@ -48,7 +50,23 @@ class Checkpointer:
       except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back to the previous
         logging.warning("checkpoint %d in %s cannot be restored (%s: %s); trying the previous one",
                         step, self.directory, type(e).__name__, e)
+        self._set_aside(step)
     return None, template
+
+  def _set_aside(self, step: int) -> None:
+    """Renames the unreadable checkpoint ``step`` to ``<step>.unreadable[.n]`` (one process only)."""
+    if jax.process_count() > 1:
+      return  # other hosts may still be reading it; leave it where it is
+    src = os.path.join(self.directory, str(step))
+    if not os.path.isdir(src):
+      return
+    dst, n = src + ".unreadable", 0
+    while os.path.exists(dst):
+      n += 1
+      dst = f"{src}.unreadable.{n}"
+    os.rename(src, dst)
+    logging.warning("renamed the unreadable checkpoint to %s", dst)
+    self.manager.reload()
 
   def close(self) -> None:
     self.manager.wait_until_finished()

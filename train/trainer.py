@@ -28,6 +28,7 @@ from labelwise.models.registry import MODELS
 from labelwise.train import checkpoint as checkpoint_lib
 from labelwise.train import methods as methods_lib
 from labelwise.train import optim
+from labelwise.train import preemption
 from labelwise.train import step as step_lib
 from labelwise.train import writers
 from labelwise.train.methods.base import RunInfo
@@ -242,6 +243,8 @@ class Trainer:
                       dynamic_ncols=True, leave=False)
     prefetch = _Prefetcher(lambda s: self.parallel.put_batch(self.host_batch(s)), start, total)
     t0, seen = time.time(), 0
+    guard = self.preemption_guard = preemption.PreemptionGuard().install()  # SIGTERM -> flag
+    preempted = False
     try:
       for step in range(start, total):
         new_host_state = self.method.host_update(dstate, self)
@@ -279,13 +282,24 @@ class Trainer:
         if ckpt_now:
           self.save(done, self.host_state)
           last_good = done
+        if guard.should_stop(done) and done < total:  # preempted: checkpoint `done` below, return
+          logging.warning("preempted at step %d: saving a checkpoint and stopping; rerun the same "
+                          "command to resume", done)
+          preempted = True
+          break
     finally:
+      guard.uninstall()
       prefetch.close()
       if progress is not None:
         progress.close()
     self.host_state = self.parallel.get_state(dstate)
     final_step = int(self.host_state.step)
     self.save(final_step, self.host_state)
+    if preempted:  # no evaluation, no results.json: the run is not finished
+      writer.close()
+      if self.checkpointer is not None:
+        self.checkpointer.close()
+      return {"step": final_step, "preempted": True, "train/loss": metrics["loss"]}
     if not metrics:  # resumed at the end: recover the last logged training loss
       logged = [m for m in writers.read_metrics(self.workdir) if "train/loss" in m] \
           if os.path.exists(writer.path) else []

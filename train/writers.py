@@ -34,8 +34,13 @@ class MetricWriter:
     """Drops lines logged after ``step`` (a resumed run re-logs the steps it recomputes)."""
     if not self.active or not os.path.exists(self.path):
       return
+    def keep(line):  # a line cut short by a killed process is dropped, not a crash
+      try:
+        return json.loads(line).get("step", 0) <= step
+      except ValueError:
+        return False
     with open(self.path) as f:
-      lines = [l for l in f if l.strip() and json.loads(l).get("step", 0) <= step]
+      lines = [l if l.endswith("\n") else l + "\n" for l in f if l.strip() and keep(l)]
     with open(self.path, "w") as f:
       f.writelines(lines)
 

@@ -1,0 +1,58 @@
+"""A training run for the kill/resume and preemption tests, as a subprocess or in-process.
+
+    python -m tests.kill_worker WORKDIR '{"total_steps": 40, "checkpoint_every": 7}' [SLEEP_S]
+
+Trains ``configs/digits_ce.py:runlocal`` with the JSON overrides (dotted keys as ``a__b``) and the
+method ``_test_slow_ce``: cross-entropy (identical updates) that sleeps ``SLEEP_S`` seconds on the
+host before every step, so that a parent process can kill it at a step of its choosing. Prints the
+results dict as JSON on the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+from labelwise.train import methods as methods_lib
+from labelwise.train.methods.ce import CrossEntropy
+
+SLEEP_ENV = "LABELWISE_TEST_SLEEP_S"
+
+
+@methods_lib.register_method("_test_slow_ce")
+class SlowCrossEntropy(CrossEntropy):
+  """Cross-entropy that sleeps before every step (and can signal itself at a given step)."""
+
+  # (n, signal number): the process sends itself the signal before its n-th step (counted from 1
+  # in this process, whatever step it resumed from).
+  signal_before_call = None
+
+  def host_update(self, state, trainer):
+    self.calls = getattr(self, "calls", 0) + 1
+    time.sleep(float(os.environ.get(SLEEP_ENV, "0")))
+    if self.signal_before_call is not None and self.calls == self.signal_before_call[0]:
+      os.kill(os.getpid(), self.signal_before_call[1])
+    return None
+
+
+def config(**overrides):
+  from tests.helpers import load_config
+  overrides = {"method": "_test_slow_ce", "log_every": 1, "progress_bar": False,
+               "tensorboard": False, **overrides}
+  return load_config("digits_ce", "runlocal", **overrides)
+
+
+def main(argv):
+  workdir, overrides = argv[1], json.loads(argv[2])
+  if len(argv) > 3:
+    os.environ[SLEEP_ENV] = argv[3]
+  from labelwise.train import trainer
+  results = trainer.train_and_evaluate(config(**overrides), workdir)
+  print(json.dumps(results, sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+  main(sys.argv)

@@ -1,0 +1,191 @@
+"""A killed or preempted run loses nothing, a corrupted checkpoint is skipped, same seed = same bits.
+
+Every run here is compared with one uninterrupted reference run (bit for bit: same parameters,
+optimizer state, per-step metrics and final metrics), and each resumed run also proves that it really
+resumed (it executes only the steps after the checkpoint it restored).
+"""
+
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from labelwise.train import trainer
+from labelwise.train.writers import read_metrics
+from tests import kill_worker
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOTAL, EVERY = 24, 5
+_TIMING_KEYS = ("train/examples_per_sec",)
+
+
+def _cfg(**kw):
+  return kill_worker.config(**{"total_steps": TOTAL, "checkpoint_every": EVERY, **kw})
+
+
+def _run(workdir, config=None, **kw):
+  t = trainer.Trainer(config if config is not None else _cfg(**kw), str(workdir))
+  return t, t.run()
+
+
+def _logged(workdir):
+  """metrics.jsonl without wall-clock timings."""
+  return [{k: v for k, v in m.items() if k not in _TIMING_KEYS} for m in read_metrics(str(workdir))]
+
+
+def _checkpoints(workdir):
+  d = os.path.join(str(workdir), "checkpoints")
+  return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
+
+
+def _assert_bit_identical(t, results, workdir, ref):
+  ref_t, ref_results, ref_workdir = ref
+  for name in ("params", "opt_state", "model_state"):
+    a = jax.tree_util.tree_leaves(getattr(t.host_state, name))
+    b = jax.tree_util.tree_leaves(getattr(ref_t.host_state, name))
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=name)
+  assert results == ref_results
+  assert _logged(workdir) == _logged(ref_workdir)
+  assert [m["step"] for m in _logged(workdir) if "train/loss" in m] == list(range(1, TOTAL + 1))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """The uninterrupted run: (trainer, results, workdir)."""
+  workdir = tmp_path_factory.mktemp("reference")
+  t, results = _run(workdir)
+  assert results["step"] == TOTAL and "preempted" not in results
+  return t, results, workdir
+
+
+def _start_worker(workdir, sleep_s=0.15):
+  overrides = {"total_steps": TOTAL, "checkpoint_every": EVERY}
+  return subprocess.Popen(
+      [sys.executable, "-m", "tests.kill_worker", str(workdir), json.dumps(overrides), str(sleep_s)],
+      cwd=REPO, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_logged_step(proc, workdir, step, timeout=300):
+  """Blocks until ``workdir/metrics.jsonl`` has logged ``step`` (log_every=1); returns the last step."""
+  path = os.path.join(str(workdir), "metrics.jsonl")
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if proc.poll() is not None:
+      out, err = proc.communicate()
+      pytest.fail(f"worker exited ({proc.returncode}) before step {step}:\n{out}\n{err[-3000:]}")
+    if os.path.exists(path):
+      with open(path) as f:
+        steps = [json.loads(l)["step"] for l in f if l.strip().endswith("}")]
+      if steps and steps[-1] >= step:
+        return steps[-1]
+    time.sleep(0.02)
+  proc.kill()
+  pytest.fail(f"worker did not reach step {step} in {timeout}s")
+
+
+def test_sigkill_at_random_step_then_resume_is_bit_identical(reference, tmp_path):
+  rng = random.Random(os.environ.get("LABELWISE_KILL_SEED"))
+  target = rng.randint(EVERY + 1, TOTAL - 6)
+  proc = _start_worker(tmp_path)
+  _wait_for_logged_step(proc, tmp_path, target)
+  proc.send_signal(signal.SIGKILL)  # mid-step or mid-checkpoint: whatever it was doing
+  proc.communicate()
+  assert proc.returncode == -signal.SIGKILL, f"the worker was not killed (target step {target})"
+  assert not (tmp_path / "results.json").exists()
+  saved = _checkpoints(tmp_path)
+  assert saved and saved[-1] >= EVERY, f"killed at step ~{target}, checkpoints {saved}"
+  resumed_from = saved[-1]
+  t, results = _run(tmp_path)  # restart on the same workdir
+  assert t.method.calls == TOTAL - resumed_from, f"did not resume from checkpoint {resumed_from}"
+  _assert_bit_identical(t, results, tmp_path, reference)
+
+
+def test_sigterm_subprocess_checkpoints_and_exits_cleanly(reference, tmp_path):
+  proc = _start_worker(tmp_path)
+  _wait_for_logged_step(proc, tmp_path, EVERY + 2)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  results = json.loads(out.strip().splitlines()[-1])
+  stopped = results["step"]
+  assert results["preempted"] is True and EVERY + 2 <= stopped < TOTAL
+  assert _checkpoints(tmp_path)[-1] == stopped  # the step it stopped at is checkpointed
+  assert max(m["step"] for m in read_metrics(str(tmp_path))) == stopped
+  assert not (tmp_path / "results.json").exists()  # not finished, not evaluated
+  t, results = _run(tmp_path)
+  assert t.method.calls == TOTAL - stopped
+  _assert_bit_identical(t, results, tmp_path, reference)
+
+
+def test_sigterm_in_process_saves_that_step_and_restores_the_handler(reference, tmp_path):
+  previous = signal.getsignal(signal.SIGTERM)
+  t = trainer.Trainer(_cfg(checkpoint_every=0), str(tmp_path))  # 0: checkpoint only at the end
+  t.method.signal_before_call = (9, signal.SIGTERM)  # SIGTERM arrives during step 9
+  results = t.run()
+  assert results == {"step": 9, "preempted": True, "train/loss": pytest.approx(
+      [m for m in _logged(reference[2]) if m["step"] == 9][0]["train/loss"], abs=0)}
+  assert t.preemption_guard.received == signal.SIGTERM
+  assert signal.getsignal(signal.SIGTERM) == previous
+  assert _checkpoints(tmp_path) == [9]
+  t2, results2 = _run(tmp_path)
+  assert t2.method.calls == TOTAL - 9
+  _assert_bit_identical(t2, results2, tmp_path, reference)
+
+
+def _corrupt(checkpoint_dir):
+  """Truncates every data file of a checkpoint to half its size (a write cut short)."""
+  n = 0
+  for root, _, files in os.walk(checkpoint_dir):
+    for name in files:
+      path = os.path.join(root, name)
+      if os.path.basename(root) == "d":  # the array chunks of orbax's OCDBT store
+        with open(path, "r+b") as f:
+          f.truncate(os.path.getsize(path) // 2)
+        n += 1
+  assert n, f"nothing to corrupt in {checkpoint_dir}"
+
+
+def test_corrupted_newest_checkpoint_is_skipped_with_warning(reference, tmp_path, caplog):
+  _run(tmp_path, total_steps=2 * EVERY)  # "killed" after its checkpoint at 2 * EVERY
+  assert _checkpoints(tmp_path) == [EVERY, 2 * EVERY]
+  _corrupt(tmp_path / "checkpoints" / str(2 * EVERY))
+  with caplog.at_level(logging.WARNING):
+    t, results = _run(tmp_path, keep_checkpoints=10)
+  warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+  assert any(f"checkpoint {2 * EVERY} in" in w and "cannot be restored" in w for w in warnings), \
+      warnings
+  assert t.method.calls == TOTAL - EVERY  # fell back to the previous checkpoint
+  assert (tmp_path / "checkpoints" / f"{2 * EVERY}.unreadable").is_dir()  # kept for inspection
+  assert 2 * EVERY in _checkpoints(tmp_path)  # recomputed and saved again
+  _assert_bit_identical(t, results, tmp_path, reference)
+
+
+def test_same_config_and_seed_give_bit_identical_metrics(reference, tmp_path):
+  t, results = _run(tmp_path / "again")
+  _assert_bit_identical(t, results, tmp_path / "again", reference)
+  # ... and the comparison can fail: another seed gives other numbers.
+  _, other = _run(tmp_path / "seed1", total_steps=3, seed=1)
+  ref_loss_3 = [m for m in _logged(reference[2]) if m["step"] == 3][0]["train/loss"]
+  assert other["train/loss"] != ref_loss_3
+
+
+def test_metrics_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path):
+  from labelwise.train.writers import MetricWriter
+  with open(tmp_path / "metrics.jsonl", "w") as f:
+    f.write('{"step": 1, "train/loss": 2.0}\n{"step": 2, "train/loss": 1.5}\n{"step": 3, "trai')
+  w = MetricWriter(str(tmp_path), tensorboard=False)
+  w.truncate_after(5)
+  w.write(3, {"train/loss": 1.25})
+  assert read_metrics(str(tmp_path)) == [{"step": 1, "train/loss": 2.0},
+                                         {"step": 2, "train/loss": 1.5},
+                                         {"step": 3, "train/loss": 1.25}]
