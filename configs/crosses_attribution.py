@@ -1,6 +1,7 @@
 r"""Attribution control on the procedural crosses dataset (offline), small flattening CNN, no BatchNorm.
 
-One config for every arm; the method is an argument (ce, classify_masked, actdiff, gradmask, rrr):
+One config for every arm; the method is an argument (ce, classify_masked, actdiff, gradmask, rrr,
+adversarial):
 
     python -m labelwise.train --config=configs/crosses_attribution.py:method=actdiff --workdir=runs/crosses_actdiff
     python -m labelwise.train --config=configs/crosses_attribution.py:method=gradmask,lam=10 --workdir=runs/crosses_gm
@@ -19,8 +20,8 @@ and ActDiff recover; GradMask partly; RRR little. See docs/attribution.md for wh
 
 from labelwise.configs import common
 
-METHODS = ("ce", "classify_masked", "actdiff", "gradmask", "rrr")
-DEFAULT_LAMBDA = {"actdiff": 1.0, "gradmask": 1.0, "rrr": 1.0}
+METHODS = ("ce", "classify_masked", "actdiff", "gradmask", "rrr", "adversarial")
+DEFAULT_LAMBDA = {"actdiff": 1.0, "gradmask": 1.0, "rrr": 1.0, "adversarial": 0.1}
 
 
 def get_config(arg=None):

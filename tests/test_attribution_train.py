@@ -23,7 +23,7 @@ def _config(method, **kw):
   return c
 
 
-@pytest.mark.parametrize("method", ["classify_masked", "actdiff", "rrr"])
+@pytest.mark.parametrize("method", ["classify_masked", "actdiff", "rrr", "adversarial"])
 def test_one_step_end_to_end(method, tmp_path):
   config = _config(method, total_steps=1, log_every=1, batch_size=8,
                    evaluators=("classification",))
@@ -123,7 +123,7 @@ def test_masked_folder_config_end_to_end(tmp_path, monkeypatch):
   assert 0.0 <= results["eval/saliency/grad_iou"] <= 1.0
 
 
-def _method_loss_setup(method_name, options):
+def _method_loss_setup(method_name, options, extra_heads=None):
   import jax.numpy as jnp
   from labelwise.models import get_model
   from labelwise.train.methods import METHODS
@@ -136,7 +136,8 @@ def _method_loss_setup(method_name, options):
   y = rng.integers(0, 2, b).astype(np.int32)
   batch = {"input": jnp.asarray(x), "label": jnp.asarray(y), "mask": jnp.asarray(m),
            "index": jnp.arange(b, dtype=jnp.int32)}
-  model = get_model("attribution_cnn", num_classes=2, channels=(3,), dense=8)
+  model = get_model("attribution_cnn", num_classes=2, channels=(3,), dense=8,
+                    extra_heads=extra_heads)
   params = model.init(jax.random.PRNGKey(0), batch["input"], train=False)["params"]
 
   class Cfg(dict):
@@ -193,3 +194,36 @@ def test_gradmask_method_loss_matches_finite_difference_input_gradients():
       l1 += np.abs(g)
   expect = _np_ce(z(x), y) + 0.5 * l1[:4].mean()
   assert float(out.loss) == pytest.approx(expect, rel=2e-2)
+
+
+def test_adversarial_gradient_reversal():
+  """Head: gradient of +BCE; encoder: CE gradient minus lam times the BCE gradient."""
+  import jax.numpy as jnp
+  from labelwise.losses import shuffle_outside_mask
+  lam = 0.7
+  method, ctx, model, params, x, m, y, key = _method_loss_setup(
+      "adversarial", {"lam": lam}, extra_heads={"discriminator": 1})
+  assert method.extra_heads(None) == {"discriminator": 1}
+  xs = shuffle_outside_mask(key, x, m)
+
+  def parts(p):
+    o1 = model.apply({"params": p}, x, train=False)
+    o2 = model.apply({"params": p}, xs, train=False)
+    ce = jnp.mean(-jax.nn.log_softmax(o1["logits"])[jnp.arange(6), y])
+    bce = jnp.mean((jax.nn.softplus(-o1["discriminator"][:4, 0])
+                    + jax.nn.softplus(o2["discriminator"][:4, 0])))  # 4 masked examples
+    return ce, bce
+
+  import dataclasses
+  g_method = jax.grad(lambda p: method.loss(dataclasses.replace(ctx, params=p)).loss)(params)
+  g_ce = jax.grad(lambda p: parts(p)[0])(params)
+  g_bce = jax.grad(lambda p: parts(p)[1])(params)
+  heads = g_method["Heads_0"]
+  np.testing.assert_allclose(heads["head_discriminator"]["kernel"],
+                             g_bce["Heads_0"]["head_discriminator"]["kernel"], rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(g_method["Dense_0"]["kernel"],
+                             g_ce["Dense_0"]["kernel"] - lam * g_bce["Dense_0"]["kernel"],
+                             rtol=1e-4, atol=1e-6)
+  # the loss value itself is CE + BCE (the reversal only acts on gradients)
+  ce, bce = parts(params)
+  assert float(method.loss(ctx).loss) == pytest.approx(float(ce + bce), rel=1e-5)

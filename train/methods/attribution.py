@@ -214,3 +214,55 @@ class ClassifyMasked(_MaskMethod):
     mm = m[..., None] if x.ndim == 4 else m
     out, model_state = ctx.apply(ctx.params, x * mm.astype(x.dtype))
     return self._finish(out["logits"], y, jnp.zeros((), jnp.float32), 0.0, w, model_state)
+
+
+def _find_head(params, name: str):
+  """The ``{kernel, bias}`` dict of the extra head ``name`` anywhere in the params tree."""
+  if isinstance(params, Mapping):
+    if f"head_{name}" in params:
+      return params[f"head_{name}"]
+    for v in params.values():
+      found = _find_head(v, name)
+      if found is not None:
+        return found
+  return None
+
+
+@register_method("adversarial")
+class Adversarial(_MaskMethod):
+  """CE + a discriminator on the features telling ``x`` from ``x~``, which the encoder must fool.
+
+  The discriminator is a linear extra head ``discriminator`` (1 logit) on the penultimate features.
+  One optimizer trains everything through a gradient-reversal layer: the head minimizes the
+  discriminator's logistic loss, the encoder receives ``-lam`` times its gradient (Ganin &
+  Lempitsky 2015), i.e. it maximizes the discriminator's loss on masked examples. Our reading of the
+  authors' optional "adversarial" arm; not part of the committed study.
+  """
+  defaults = {**_MaskMethod.defaults, "lam": 0.1}
+
+  def extra_heads(self, info: RunInfo):
+    return {"discriminator": 1}
+
+  def loss(self, ctx: StepContext) -> LossOutput:
+    x, y = ctx.batch["input"], ctx.batch["label"]
+    m, w = self.batch_masks(ctx)
+    x_shuffled = losses.shuffle_outside_mask(ctx.key, x, m)
+    b = x.shape[0]
+    both, model_state = ctx.apply(ctx.params, jnp.concatenate([x, x_shuffled.astype(x.dtype)]))
+    head = _find_head(ctx.params, "discriminator")
+    if head is None:
+      raise ValueError("method 'adversarial' needs the model's extra head 'discriminator'; the "
+                       "trainer adds it from `extra_heads` (use a model built on models.heads).")
+    lam = float(self.options["lam"])
+    f = both["features"].reshape(2 * b, -1)
+    f_rev = jax.lax.stop_gradient((1.0 + lam) * f) - lam * f  # forward f, backward -lam
+    d_logit = (f_rev @ head["kernel"] + head["bias"])[:, 0]
+    target = jnp.concatenate([jnp.ones(b), jnp.zeros(b)])      # 1 = raw image, 0 = shuffled
+    bce = jnp.maximum(d_logit, 0) - d_logit * target + jnp.log1p(jnp.exp(-jnp.abs(d_logit)))
+    per_example = bce[:b] + bce[b:]
+    share = losses.reduce_masked_penalty(per_example, w,
+                                         normalization=self.options["normalization"],
+                                         axis_name=ctx.axis_name)
+    d_acc = jnp.mean(((d_logit > 0) == (target > 0)).astype(jnp.float32))
+    return self._finish(both["logits"][:b], y, share, 1.0, w, model_state,
+                        extra={"discriminator_accuracy": d_acc})
