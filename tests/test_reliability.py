@@ -189,3 +189,26 @@ def test_metrics_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path):
   assert read_metrics(str(tmp_path)) == [{"step": 1, "train/loss": 2.0},
                                          {"step": 2, "train/loss": 1.5},
                                          {"step": 3, "train/loss": 1.25}]
+
+
+def test_provenance_records_config_seeds_versions_and_commit(tmp_path):
+  from importlib import metadata
+  from labelwise.experiments import provenance
+  cfg = _cfg(seed=3)
+  table = str(tmp_path / "results.md")
+  record = provenance.write(table, configs={"ce": cfg}, seeds=[0, 1, 2], extra={"smoke": True})
+  with open(tmp_path / "results.provenance.json") as f:
+    on_disk = json.load(f)
+  assert on_disk == json.loads(json.dumps(record))
+  assert on_disk["configs"]["ce"] == json.loads(json.dumps(cfg.to_dict()))
+  assert on_disk["configs"]["ce"]["seed"] == 3 and on_disk["seeds"] == [0, 1, 2]
+  assert on_disk["packages"]["jax"] == jax.__version__
+  assert on_disk["packages"]["numpy"] == np.__version__
+  assert on_disk["packages"]["flax"] == metadata.version("flax")
+  assert on_disk["devices"]["count"] == jax.device_count()
+  assert on_disk["extra"] == {"smoke": True}
+  head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+  if head.returncode == 0:  # a git checkout
+    assert on_disk["git"]["commit"] == head.stdout.strip()
+    assert head.stdout.strip()[:12] in provenance.footer(record, table)
+  assert "results.provenance.json" in provenance.footer(record, table)
