@@ -72,7 +72,8 @@ def main(argv=None):
   lines = ["# Collision solvers and loss: timings", "",
            f"`python experiments/collision/bench.py --n {args.n}` on "
            f"{jax.devices()[0].platform.upper()} ({jax.devices()[0].device_kind}); best of "
-           f"{args.repeats}, compilation excluded. Shared CPUs: treat as rough.", ""]
+           f"{args.repeats}, compilation excluded; the numpy loop runs on the host CPU. "
+           f"jax {jax.__version__}.", ""]
 
   # 1. EM on device vs numpy loop
   sigma = probs(args.n, 10)
