@@ -8,12 +8,18 @@ from __future__ import annotations
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from labelwise.train import trainer
+from labelwise.train import distributed, trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 flags.mark_flags_as_required(["config", "workdir"])
+# Multi-host runs (docs/multihost.md): all three, the same address and count on every process.
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0's coordinator (multi-process runs); "
+    "default: $JAX_COORDINATOR_ADDRESS or an auto-detected TPU pod / Slurm / Open MPI cluster.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (hosts).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
 
 
 def main(argv):
@@ -21,8 +27,14 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO
+  try:  # before anything touches a device
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   results = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   logging.info("results: %s", results)
+  if not distributed.is_main_process():
+    return
   print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                  for k, v in sorted(results.items())))
 

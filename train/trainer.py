@@ -47,6 +47,9 @@ def select_devices(config):
   devices = jax.devices()
   if n == -1 or n is None:
     return devices
+  if jax.process_count() > 1 and n != len(devices):
+    raise ValueError(f"`num_devices` must be -1 (all {len(devices)} devices of the "
+                     f"{jax.process_count()} processes) in a multi-process run, got {n}.")
   if not 1 <= n <= len(devices):
     raise ValueError(f"`num_devices` must be -1 (all) or in [1, {len(devices)}], got {n}.")
   return devices[:n]
@@ -177,19 +180,26 @@ class Trainer:
     params = jax.device_put(state_host.params, self.parallel.replicated)
     model_state = jax.device_put(state_host.model_state, self.parallel.replicated)
     chunks: Dict[str, list] = {}
-    for batch in self.dataset.eval_batches(split, self.eval_batch_size):
+    # `eval_batch_size` is global, like `batch_size`: each process evaluates its share of it.
+    per_host = self.eval_batch_size // jax.process_count()
+    for batch in self.dataset.eval_batches(split, per_host):
       batch = self.relabel(batch)
       inputs = jax.make_array_from_process_local_data(self.parallel.batch_sharding, batch["input"])
       outputs = self.predict(params, model_state, inputs)
+      batch = {k: v for k, v in batch.items() if k != "input"}
       if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         outputs = multihost_utils.process_allgather(outputs, tiled=True)
         batch = multihost_utils.process_allgather(batch, tiled=True)
       outputs = jax.device_get(outputs)
       keep = np.asarray(batch["valid"]) > 0
-      for k, v in {**{k: v for k, v in batch.items() if k != "input"}, **outputs}.items():
+      for k, v in {**batch, **outputs}.items():
         chunks.setdefault(k, []).append(np.asarray(v)[keep])
-    return {k: np.concatenate(v) for k, v in chunks.items()}
+    out = {k: np.concatenate(v) for k, v in chunks.items()}
+    if jax.process_count() > 1:  # hosts hold contiguous slices: restore the split's order
+      order = np.argsort(out["index"], kind="stable")
+      out = {k: v[order] for k, v in out.items()}
+    return out
 
   # --- evaluation ------------------------------------------------------------------------------
   def evaluate(self, state_host) -> Dict[str, float]:
