@@ -1,0 +1,151 @@
+r"""Input pipeline cost: the trainer's step fed by the real pipeline vs the same step fed a batch that
+is already on the device.
+
+"Pipeline" is exactly the trainer's loop: ``Dataset.train_batch(step)`` (TFDS ArrayRecord source,
+per-epoch permutation from (seed, epoch), batching, optional crop/flip augmentation, this host's
+slice), ``Parallel.put_batch`` (device transfer, sharding) on the depth-2 background ``_Prefetcher``,
+then the compiled step and ``metrics_to_host`` (which blocks on every step). "On device" runs the same
+loop on one batch placed once. Rounds alternate the two feeds; medians are reported. The goal: the
+pipeline costs at most 10%.
+
+Datasets: the offline ``digits`` and ``mnist1d`` (in-memory cache, and ``cache_limit=0``: every
+batch read from the ArrayRecord files), and a CIFAR-sized mock (``tfds.testing.mock_data``, 32x32x3
+uint8 images generated per record, augmentation on, never cached) trained with a ResNet-18.
+
+    python benchmarks/pipeline.py            # full
+    python benchmarks/pipeline.py --quick    # tiny smoke run, not appended to results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+
+
+def cases(quick: bool, cifar_width: int, cifar_examples: int):
+  """(name, config module, overrides, mock examples or 0)."""
+  out = [
+      ("digits / mlp (cached)", "digits_ce", dict(model="mlp"), 0),
+      ("digits / mlp (ArrayRecord reads)", "digits_ce", dict(model="mlp", data__cache_limit=0), 0),
+      ("mnist1d / small_cnn (cached)", "mnist1d_ce", {}, 0),
+      ("mnist1d / small_cnn (ArrayRecord reads)", "mnist1d_ce", dict(data__cache_limit=0), 0),
+      (f"cifar10 mock / resnet18 w{cifar_width} (augment)", "cifar10_ce",
+       dict(model_kwargs__width=cifar_width, data__cache_limit=0), cifar_examples),
+  ]
+  return out[:1] + out[4:] if quick else out
+
+
+def build(module: str, overrides: dict, batch_size: int, workdir: str):
+  import importlib
+  from labelwise.train import trainer
+  config = importlib.import_module(f"labelwise.configs.{module}").get_config()
+  config.batch_size = batch_size
+  config.checkpoint_every = -1
+  config.progress_bar = False
+  config.num_devices = 1
+  config.parallel = "jit"
+  for key, value in overrides.items():
+    node, parts = config, key.split("__")
+    for p in parts[:-1]:
+      node = node[p]
+    node[parts[-1]] = value
+  return trainer.Trainer(config, workdir)
+
+
+def time_loop(t, steps: int, feed: str, start: int):
+  """Seconds per step of the trainer's loop over ``steps`` steps, fed by ``feed``."""
+  from labelwise.train import trainer as trainer_lib
+  dstate = t.parallel.put_state(t.host_state)
+  if feed == "device":
+    batch = t.parallel.put_batch(t.host_batch(start))
+    next_batch = lambda: batch  # noqa: E731
+    prefetch = None
+  else:
+    prefetch = trainer_lib._Prefetcher(lambda s: t.parallel.put_batch(t.host_batch(s)),
+                                       start, start + steps)
+    next_batch = lambda: prefetch.next()[1]  # noqa: E731
+  try:
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      new = t.method.host_update(dstate, t)
+      if new is not None:
+        dstate = new
+      dstate, dmetrics = t.train_step(dstate, next_batch())
+      t.parallel.metrics_to_host(dmetrics)
+    elapsed = time.perf_counter() - t0
+  finally:
+    if prefetch is not None:
+      prefetch.close()
+  t.host_state = t.parallel.get_state(dstate)
+  return elapsed / steps
+
+
+def time_data_only(t, steps: int, start: int):
+  t0 = time.perf_counter()
+  for s in range(start, start + steps):
+    import jax
+    jax.block_until_ready(t.parallel.put_batch(t.host_batch(s)))
+  return (time.perf_counter() - t0) / steps
+
+
+def run(quick: bool, steps: int, rounds: int, batch_size: int, cifar_width: int,
+        cifar_examples: int):
+  import tensorflow_datasets as tfds
+  rows = []
+  for name, module, overrides, mock in cases(quick, cifar_width, cifar_examples):
+    ctx = tfds.testing.mock_data(num_examples=mock) if mock else contextlib.nullcontext()
+    with ctx, tempfile.TemporaryDirectory() as workdir:
+      t = build(module, overrides, batch_size, workdir)
+      t.host_state = t.initial_state()
+      time_loop(t, 1, "device", 0)  # compile
+      dev, pipe, data = [], [], []
+      pos = 1
+      for _ in range(rounds):
+        dev.append(time_loop(t, steps, "device", pos))
+        pipe.append(time_loop(t, steps, "pipeline", pos))
+        data.append(time_data_only(t, steps, pos))
+        pos += steps
+      d, p, r = _common.median(dev), _common.median(pipe), _common.median(data)
+      row = [name, batch_size, f"{1e3 * d:.1f}", f"{1e3 * p:.1f}", f"{100 * (p / d - 1):+.1f}%",
+             f"{1e3 * r:.1f}", "yes" if p <= 1.10 * d else "NO", _common.loadavg()]
+      print(row, flush=True)
+      rows.append(row)
+  headers = ["dataset / model", "batch", "on-device ms/step", "pipeline ms/step",
+             "pipeline cost", "data alone ms/batch", "<= 10%", "loadavg"]
+  note = (f"Median over {rounds} rounds x {steps} steps, rounds alternating the two feeds; one "
+          f"device, `parallel=jit`. 'data alone' is reading + transferring a batch with no step "
+          f"running (the prefetcher hides it when it is shorter than the step).")
+  return _common.table(headers, rows) + "\n\n" + note
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--steps", type=int, default=20)
+  p.add_argument("--rounds", type=int, default=3)
+  p.add_argument("--batch_size", type=int, default=128)
+  p.add_argument("--cifar_width", type=int, default=16,
+                 help="ResNet-18 width for the CIFAR-sized mock (64 = the real ResNet-18)")
+  p.add_argument("--cifar_examples", type=int, default=4096)
+  p.add_argument("--quick", action="store_true", help="tiny smoke run, not appended to results")
+  p.add_argument("--out_dir", default=os.environ.get("OUT") or None)
+  a = p.parse_args(argv)
+  for k in ("steps", "rounds", "batch_size", "cifar_width", "cifar_examples"):
+    if getattr(a, k) < 1:
+      p.error(f"--{k} must be >= 1, got {getattr(a, k)}")
+  steps, rounds, bs, width = a.steps, a.rounds, a.batch_size, a.cifar_width
+  if a.quick:
+    steps, rounds, bs, width = 3, 1, 32, 4
+  text = run(a.quick, steps, rounds, bs, width, a.cifar_examples)
+  _common.report("Input pipeline (benchmarks/pipeline.py)", text, append=not a.quick,
+                 out_dir=a.out_dir)
+
+
+if __name__ == "__main__":
+  main()
