@@ -7,6 +7,8 @@ from labelwise.data.builders import digits
 from labelwise.data.builders import mnist1d
 # Method-specific builders (one line each):
 from labelwise.data.builders import crosses
+from labelwise.data.builders import masked_folder
 from labelwise.data.builders import ambiguous_gaussians
+from labelwise.data.builders import plantnet
 from labelwise.data.builders import simloss_ordinal
 from labelwise.data.builders import hierarchy_gaussians
