@@ -55,6 +55,9 @@ def test_resolve_flags_and_environment():
     s = distributed.resolve(environ=env)
     assert (s.coordinator_address, s.num_processes, s.process_id, s.source) == (
         None, None, None, "cluster"), env
+  s = distributed.resolve("auto", environ={})  # explicit: JAX detects everything
+  assert (s.coordinator_address, s.num_processes, s.process_id, s.source) == (
+      None, None, None, "cluster")
   # A single-host TPU VM is not a multi-process run.
   assert distributed.resolve(environ={"TPU_WORKER_HOSTNAMES": "localhost"}) is None
 
@@ -80,7 +83,9 @@ def test_resolve_rejects_bad_settings(args, environ, match):
 
 # --- two processes on loopback ------------------------------------------------------------------
 
-@pytest.mark.parametrize("parallel", ["pmap", "shard_map"])
+# Each 2-process run costs two interpreter start-ups and compilations, so `make test` runs one
+# uninterrupted mode and the other mode resumed; `make test-slow` runs the other two combinations.
+@pytest.mark.parametrize("parallel", ["pmap", pytest.param("shard_map", marks=pytest.mark.slow)])
 def test_two_processes_train_like_one(parallel, tmp_path):
   """Same parameters and results.json (1e-5) as a 1-process x 4-device run; written once."""
   multi, single = assert_multiprocess_matches(_config(parallel), tmp_path)
@@ -91,14 +96,16 @@ def test_two_processes_train_like_one(parallel, tmp_path):
     assert json.load(f) == pytest.approx(multi)
 
 
-def test_two_process_run_resumes_from_its_checkpoint(tmp_path):
+@pytest.mark.parametrize("parallel", ["shard_map", pytest.param("pmap", marks=pytest.mark.slow)])
+def test_two_process_run_resumes_from_its_checkpoint(parallel, tmp_path):
   """A 2-process run stopped after its checkpoint at step 2 resumes (settings from the environment
-  this time) and ends like an uninterrupted 1-process run."""
+  this time) and ends like an uninterrupted 1-process x 4-device run (parameters, optimizer state,
+  results.json to 1e-5)."""
   workdir = str(tmp_path / "multi")
-  launch(_config("shard_map", total_steps=2), workdir)  # "killed" after the checkpoint at 2
+  launch(_config(parallel, total_steps=2), workdir)  # "killed" after the checkpoint at 2
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
-  results, state = launch(_config("shard_map"), workdir, use_env=True)
-  ref = trainer.Trainer(_config("shard_map"), str(tmp_path / "single"))
+  results, state = launch(_config(parallel), workdir, use_env=True)
+  ref = trainer.Trainer(_config(parallel), str(tmp_path / "single"))
   ref_results = ref.run()
   assert int(state.step) == 4
   assert max_abs_diff(state.params, ref.host_state.params) < 1e-5

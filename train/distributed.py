@@ -6,7 +6,9 @@ its own slice of every split, and only process 0 writes logs and results (see ``
 
 Where the settings come from, first match wins:
 
-1. flags ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` (all three, or none);
+1. flags ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` (all three, or none),
+   or ``--coordinator_address=auto`` alone: JAX detects the cluster (Cloud TPU VM metadata, Slurm,
+   Open MPI, Kubernetes);
 2. environment variables ``JAX_COORDINATOR_ADDRESS`` (read by JAX itself), ``JAX_NUM_PROCESSES`` and
    ``JAX_PROCESS_ID`` (all three, or only the address on a cluster JAX detects);
 3. a cluster JAX detects by itself: a multi-host Cloud TPU slice, Slurm with several tasks, Open MPI;
@@ -29,6 +31,7 @@ import jax
 ENV_ADDRESS = "JAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "JAX_PROCESS_ID"
+AUTO = "auto"  # --coordinator_address=auto: jax.distributed.initialize() detects everything
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +91,12 @@ def resolve(coordinator_address: Optional[str] = None, num_processes: Optional[i
   flag_values = {"coordinator_address": coordinator_address, "num_processes": num_processes,
                  "process_id": process_id}
   given = {k for k, v in flag_values.items() if v is not None and v != ""}
+  if coordinator_address == AUTO:  # a cluster JAX configures by itself (e.g. a TPU pod slice)
+    n = None if num_processes is None else _to_int(num_processes, "num_processes")
+    i = None if process_id is None else _to_int(process_id, "process_id")
+    if n is not None and i is not None:
+      _check_counts(n, i, ("num_processes", "process_id"))
+    return DistributedSettings(None, n, i, "cluster")
   if given:
     if len(given) != 3:
       missing = sorted(set(flag_values) - given)

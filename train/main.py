@@ -16,8 +16,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 flags.mark_flags_as_required(["config", "workdir"])
 # Multi-host runs (docs/multihost.md): all three, the same address and count on every process.
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "HOST:PORT of process 0's coordinator (multi-process runs); "
-    "default: $JAX_COORDINATOR_ADDRESS or an auto-detected TPU pod / Slurm / Open MPI cluster.")
+    "coordinator_address", None, "HOST:PORT of process 0's coordinator (multi-process runs), or "
+    "'auto' to let JAX detect a TPU pod slice / Slurm / Open MPI cluster; default: "
+    "$JAX_COORDINATOR_ADDRESS with $JAX_NUM_PROCESSES and $JAX_PROCESS_ID, or a detected cluster.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (hosts).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
 
