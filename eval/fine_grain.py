@@ -133,8 +133,8 @@ def standardize(train_x, test_x):
   return (tr - mu) / sd, (te - mu) / sd
 
 
-def fit_logistic_regression(x, y, *, num_classes: int, l2: float = 1e-3, max_iter: int = 1000,
-                            tol: float = 1e-8):
+def fit_logistic_regression(x, y, *, num_classes: int, l2: float = 1e-3, max_iter: int = 500,
+                            tol: float = 1e-6):
   """Multinomial logistic regression, ``mean_i CE + l2/2 |W|^2`` (bias not penalized), by L-BFGS.
 
   Returns ``(W [D, C], b [C], converged)``.
@@ -157,13 +157,13 @@ def fit_logistic_regression(x, y, *, num_classes: int, l2: float = 1e-3, max_ite
 
   theta0 = np.zeros(d * num_classes + num_classes)
   res = minimize(fun, theta0, jac=True, method="L-BFGS-B",
-                 options=dict(maxiter=max_iter, gtol=tol, ftol=1e-15, maxcor=30))
+                 options=dict(maxiter=max_iter, gtol=tol, ftol=1e-12, maxcor=30))
   w, b = res.x[:d * num_classes].reshape(d, num_classes), res.x[d * num_classes:]
   return w, b, bool(res.success)
 
 
 def linear_probe_accuracy(train_x, train_y, test_x, test_y, *, l2: float = 1e-3,
-                          max_iter: int = 1000) -> float:
+                          max_iter: int = 500) -> float:
   """Test accuracy of a logistic-regression probe on standardized frozen features.
 
   Standardization uses the training statistics; the objective ``mean CE + l2/2 |W|^2`` is solved to
@@ -177,6 +177,9 @@ def linear_probe_accuracy(train_x, train_y, test_x, test_y, *, l2: float = 1e-3,
     raise ValueError(f"`l2` must be > 0 (keeps the probe well conditioned), got {l2!r}.")
   train_y = np.asarray(train_y).reshape(-1)
   test_y = np.asarray(test_y).reshape(-1)
+  if len(train_x) != len(train_y) or len(test_x) != len(test_y):
+    raise ValueError(f"features and labels must have the same length, got train {len(train_x)} "
+                     f"vs {len(train_y)}, test {len(test_x)} vs {len(test_y)}.")
   num_classes = int(max(train_y.max(), test_y.max()) + 1)
   tr, te = standardize(train_x, test_x)
   w, b, _ = fit_logistic_regression(tr, train_y, num_classes=num_classes, l2=l2,

@@ -134,9 +134,17 @@ def train_seeds(seeds, x, y, smoothing, lam, tau, *, num_classes, steps, batch, 
   return jax.vmap(one)(seeds)
 
 
-def features_of(params, x, num_classes, bottleneck):
+@functools.lru_cache(maxsize=None)
+def _apply_fn(num_classes, bottleneck):
   model = make_model(num_classes, bottleneck)
-  return jax.jit(jax.vmap(lambda p: model.apply({"params": p}, x)))(params)
+  return jax.jit(jax.vmap(lambda p, x: model.apply({"params": p}, x), in_axes=(0, None)))
+
+
+def features_of(params, x, num_classes, bottleneck):
+  return _apply_fn(num_classes, bottleneck)(params, x)
+
+
+_entropy = jax.jit(losses.fierce_entropy, static_argnames=("similarity",))
 
 
 def evaluate(params, codes, h_noisy, xtr, ytr_fine, xte, yte_fine, yte_coarse, num_classes,
@@ -147,7 +155,7 @@ def evaluate(params, codes, h_noisy, xtr, ytr_fine, xte, yte_fine, yte_coarse, n
   for s in range(len(h_noisy)):
     ftr, fte = np.asarray(out_tr["features"][s]), np.asarray(out_te["features"][s])
     r = {"coarse_acc": float(np.mean(np.argmax(np.asarray(out_te["logits"][s]), 1) == yte_coarse)),
-         "H_noiseless": float(losses.fierce_entropy(jnp.asarray(fte), codes[s], similarity=sim)),
+         "H_noiseless": float(_entropy(jnp.asarray(fte), codes[s], similarity=sim)),
          "H_noisy_train": float(h_noisy[s])}
     if bottleneck:
       rho = fine_grain.spearman(fte[:, 0], yte_fine)
@@ -178,8 +186,15 @@ def main(argv=None):
   ap.add_argument("--steps", type=int, default=800)
   ap.add_argument("--batch", type=int, default=128)
   ap.add_argument("--out", default=HERE)
+  ap.add_argument("--render", action="store_true", help="only re-render results.md/png from json")
   args = ap.parse_args(argv)
   os.makedirs(args.out, exist_ok=True)
+  if args.render:
+    with open(os.path.join(args.out, "results.json")) as f:
+      results = json.load(f)
+    write_markdown(results, args.out)
+    plot(results, args.out)
+    return
   t0 = time.time()
   xtr, ytr, xte, yte = load_digits_split()
   seeds = jnp.arange(args.seeds)
