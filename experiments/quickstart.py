@@ -26,6 +26,7 @@ QUICKSTART = [
     ("diabetes / simloss r=.9", "diabetes_simloss", "r=0.9", dict(total_steps=300), "eval/mae"),
     ("gaussians / two_head avg-K", "gaussians_avgk", "method=two_head,runlocal", dict([("total_steps", 300), ("avgk_eval.ks", (2.0,))]), "eval/avgk/multilabel/K2/regret"),  # noqa: E501
     ("digits / collision_soft mix .8", "digits_collision_soft", "targets=mix,level=0.8", dict(total_steps=300), "eval/loss"),  # noqa: E501
+    ("digits halves / fierce l=1", "digits_fierce", "lam=1", dict(total_steps=300), "eval/fine_knn_accuracy"),  # noqa: E501
 ]
 
 
