@@ -79,6 +79,15 @@ def rss_mb() -> float:
     return float("nan")
 
 
+def max_abs_diff(a, b) -> float:
+  import jax
+  import numpy as np
+  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert len(la) == len(lb)
+  return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+             for x, y in zip(la, lb))
+
+
 def median(xs: List[float]) -> float:
   return statistics.median(xs) if xs else float("nan")
 

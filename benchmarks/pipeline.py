@@ -42,9 +42,9 @@ def cases(quick: bool, cifar_width: int, cifar_examples: int):
   return out[:1] + out[4:] if quick else out
 
 
-def build(module: str, overrides: dict, batch_size: int, workdir: str):
+def make_config(module: str, overrides: dict, batch_size: int):
+  """``configs/<module>.py`` on one device (``jit``), no checkpoints, with dotted ``a__b`` overrides."""
   import importlib
-  from labelwise.train import trainer
   config = importlib.import_module(f"labelwise.configs.{module}").get_config()
   config.batch_size = batch_size
   config.checkpoint_every = -1
@@ -56,7 +56,12 @@ def build(module: str, overrides: dict, batch_size: int, workdir: str):
     for p in parts[:-1]:
       node = node[p]
     node[parts[-1]] = value
-  return trainer.Trainer(config, workdir)
+  return config
+
+
+def build(module: str, overrides: dict, batch_size: int, workdir: str):
+  from labelwise.train import trainer
+  return trainer.Trainer(make_config(module, overrides, batch_size), workdir)
 
 
 def time_loop(t, steps: int, feed: str, start: int):
