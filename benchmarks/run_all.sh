@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The four benchmarks, one after the other (what `make bench` runs); each appends to results.md.
+# PY=path/to/python (default .venv/bin/python). Not part of CI: minutes to hours on a CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+"$PY" benchmarks/throughput.py
+"$PY" benchmarks/pipeline.py
+"$PY" benchmarks/scaling.py
+"$PY" benchmarks/memory.py
