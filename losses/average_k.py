@@ -105,6 +105,24 @@ def num_pseudo_positives(k, batch: int, num_classes: int, *, include_true: bool 
   return n
 
 
+def _local_top(scores, n: int):
+  """The ``min(n, R*M)`` largest entries of ``scores`` [R, M]: (values, row-major flat indices),
+  sorted by value, ties by lower flat index.
+
+  When ``n < M`` every row holds at most ``n`` winners, so a batched per-row top-n first shrinks
+  the flat top-n from ``R*M`` to ``R*n`` entries (same result, ties included: the per-row pass keeps
+  the lower column, the flat pass the lower (row, rank) position, i.e. the lower flat index).
+  """
+  rows, cols = scores.shape
+  n_local = min(n, rows * cols)
+  if rows > 1 and n < cols:
+    row_vals, col = jax.lax.top_k(scores, n)
+    flat_idx = (jnp.arange(rows, dtype=jnp.int32)[:, None] * cols + col).reshape(-1)
+    vals, pos = jax.lax.top_k(row_vals.reshape(-1), n_local)
+    return vals, flat_idx[pos]
+  return jax.lax.top_k(scores.reshape(-1), n_local)
+
+
 def _top_n_mask(scores, n: int, axis_name):
   """Boolean mask of the ``n`` largest entries of ``scores`` [R, M] over the (global) batch.
 
@@ -112,17 +130,16 @@ def _top_n_mask(scores, n: int, axis_name):
   """
   rows, cols = scores.shape
   size = rows * cols
-  flat = scores.reshape(-1)
   if n == 0:
     return jnp.zeros((rows, cols), bool)
   if axis_name is None:
-    _, idx = jax.lax.top_k(flat, n)
+    _, idx = _local_top(scores, n)
     return jnp.zeros((size,), bool).at[idx].set(True).reshape(rows, cols)
   # Local top-n candidates (sorted by value, ties by lower index), then the global top-n among the
   # gathered candidates. Concatenating the candidates in device order keeps ties on the lower
   # global index, so the result equals the single-device one on the concatenated batch.
-  n_local = min(n, size)
-  vals, idx = jax.lax.top_k(flat, n_local)
+  vals, idx = _local_top(scores, n)
+  n_local = vals.shape[0]
   all_vals = jax.lax.all_gather(vals, axis_name).reshape(-1)
   all_idx = jax.lax.all_gather(idx, axis_name).reshape(-1)
   _, pos = jax.lax.top_k(all_vals, n)

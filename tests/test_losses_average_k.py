@@ -123,6 +123,23 @@ def test_pseudo_labels_match_numpy(include_true, ties, k):
     assert np.all(got[np.arange(12), y] == 1)
 
 
+@pytest.mark.parametrize("include_true", [True, False])
+@pytest.mark.parametrize("ties", [False, True])
+def test_pseudo_labels_many_classes_per_row_preselection(include_true, ties):
+  # n < num_classes: the per-row top-n pre-selection path; compared on one and on 4 devices.
+  p, y = rand_probs(21 + ties, 8, 40, ties=ties)
+  for k in (1.25, 1.5, 3.0):
+    want = np_pseudo_labels(p, y, k, include_true)
+    got = ak.average_k_pseudo_labels(jnp.asarray(p), jnp.asarray(y), k=k,
+                                     include_true=include_true)
+    np.testing.assert_array_equal(got, want)
+    fn = functools.partial(ak.average_k_pseudo_labels, k=k, include_true=include_true,
+                           axis_name="data")
+    got4 = jax.block_until_ready(
+        jax.pmap(fn, axis_name="data")(p.reshape(4, 2, 40), y.reshape(4, 2)))
+    np.testing.assert_array_equal(np.asarray(got4).reshape(8, 40), want)
+
+
 def test_pseudo_labels_all_tied_exact_count():
   p = jnp.full((4, 3), 0.25)
   y = jnp.array([0, 1, 2, 0])
