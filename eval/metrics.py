@@ -8,8 +8,25 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def _check_logits_labels(logits, labels):
+  """Shapes and dtypes always (trace time); values (finite logits, labels in range) when concrete."""
+  from labelwise.losses import _checks, host_checks
+  shape = _checks.shape_of(logits)
+  if len(shape) < 1:
+    raise ValueError(f"`logits` must have a class axis [..., num_classes], got shape {shape}.")
+  _checks.check_nonempty(logits, "logits")
+  _checks.check_floating(logits, "logits")
+  _checks.check_integer(labels, "labels")
+  _checks.check_shape(labels, shape[:-1], "labels")
+  if not isinstance(logits, jax.core.Tracer):
+    host_checks.check_finite(logits, "logits")
+  if not isinstance(labels, jax.core.Tracer):
+    host_checks.check_labels_in_range(labels, shape[-1], "labels")
+
+
 def accuracy(logits, labels):
   """Per-example top-1 correctness ``[batch]`` (float32 0/1)."""
+  _check_logits_labels(logits, labels)
   return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
 
 
@@ -19,6 +36,7 @@ def top_k_accuracy(logits, labels, *, k: int):
   Ties are broken towards the label (a label tied with the k-th score counts as inside), matching
   ``rank = #(scores > score[label]) < k``.
   """
+  _check_logits_labels(logits, labels)
   logits = jnp.asarray(logits)
   if not 1 <= k <= logits.shape[-1]:
     raise ValueError(f"`k` must be in [1, {logits.shape[-1]}], got {k}.")
@@ -29,6 +47,7 @@ def top_k_accuracy(logits, labels, *, k: int):
 
 def cross_entropy(logits, labels):
   """Per-example softmax cross-entropy ``[batch]``."""
+  _check_logits_labels(logits, labels)
   logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1)
   return -jnp.take_along_axis(logp, jnp.asarray(labels)[:, None], axis=-1)[:, 0]
 
@@ -39,6 +58,8 @@ def masked_mean(values, where=None) -> float:
   if where is None:
     return float(values.mean()) if values.size else float("nan")
   w = np.asarray(where, np.float64)
+  if w.shape != values.shape:
+    raise ValueError(f"`where` must have the shape of `values` {values.shape}, got {w.shape}.")
   return float((values * w).sum() / max(w.sum(), 1.0))
 
 

@@ -6,6 +6,7 @@ keyword-only. See each function's docstring for the formula and the paper.
 
 from labelwise.losses.classification import softmax_cross_entropy
 from labelwise.losses.classification import softmax_cross_entropy_with_targets
+from labelwise.losses.host_checks import validate  # opt-in host-side value checks (NaN, label range)
 # Method modules (one line each, kept sorted by method):
 from labelwise.losses.attribution import shuffle_outside_mask, actdiff_penalty, gradmask_penalty, rrr_penalty, gradmask_score, rrr_score, input_gradients, mask_weights, reduce_masked_penalty, validate_masks  # noqa: E501
 from labelwise.losses.average_k import average_k_pseudo_labels, two_head_loss, assume_negative_loss, expected_positive_regularizer, mean_binary_cross_entropy, num_pseudo_positives  # noqa: E501

@@ -51,10 +51,18 @@ def check_integer(x, name: str) -> None:
         f"{jnp.result_type(x)}.")
 
 
+def check_nonempty(x, name: str) -> None:
+  """Raises ValueError when ``x`` has a zero-sized dimension (an empty batch or no classes)."""
+  shape = shape_of(x)
+  if 0 in shape:
+    raise ValueError(f"`{name}` must not be empty (batch and class sizes >= 1), got shape {shape}.")
+
+
 def check_logits_labels(logits, labels, logits_name="logits",
                         labels_name="labels") -> None:
-  """logits [B, C] floating, labels [B] integer."""
+  """logits [B, C] floating (B, C >= 1), labels [B] integer."""
   check_rank(logits, 2, logits_name, "[batch, num_classes]")
+  check_nonempty(logits, logits_name)
   check_floating(logits, logits_name)
   check_integer(labels, labels_name)
   check_shape(labels, (shape_of(logits)[0],), labels_name)
@@ -62,8 +70,9 @@ def check_logits_labels(logits, labels, logits_name="logits",
 
 def check_logits_targets(logits, targets, logits_name="logits",
                          targets_name="targets") -> None:
-  """logits [B, C] and targets [B, C], both floating."""
+  """logits [B, C] (B, C >= 1) and targets [B, C], both floating."""
   check_rank(logits, 2, logits_name, "[batch, num_classes]")
+  check_nonempty(logits, logits_name)
   check_floating(logits, logits_name)
   check_floating(targets, targets_name)
   check_shape(targets, shape_of(logits), targets_name)

@@ -80,6 +80,7 @@ def _check_masks(images, masks, images_name: str, masks_name: str = "masks"):
   """
   ishape = _checks.shape_of(images)
   mshape = _checks.shape_of(masks)
+  _checks.check_nonempty(images, images_name)
   if len(ishape) not in (3, 4):
     raise ValueError(
         f"`{images_name}` must have shape [batch, height, width, channels] or "
@@ -184,6 +185,7 @@ def actdiff_penalty(features, shuffled_features, *, where=None):
   fshape = _checks.shape_of(features)
   if len(fshape) < 2:
     raise ValueError(f"`features` must have shape [batch, ...], got {fshape}.")
+  _checks.check_nonempty(features, "features")
   _checks.check_floating(features, "features")
   _checks.check_floating(shuffled_features, "shuffled_features")
   _checks.check_shape(shuffled_features, fshape, "shuffled_features")

@@ -341,6 +341,7 @@ def expected_positive_regularizer(multilabel_logits, *, k, axis_name=None, where
   Garcin et al., arXiv:2303.18118).
   """
   _checks.check_rank(multilabel_logits, 2, "multilabel_logits", "[batch, num_classes]")
+  _checks.check_nonempty(multilabel_logits, "multilabel_logits")
   _checks.check_floating(multilabel_logits, "multilabel_logits")
   _checks.check_where(where, multilabel_logits.shape[0])
   num_classes = multilabel_logits.shape[1]

@@ -85,6 +85,7 @@ def _check_simplex(x, name: str, atol: float = 1e-3) -> None:
 
 def _check_probs(probs, name: str = "probs") -> None:
   _checks.check_rank(probs, 2, name, "[batch, num_classes]")
+  _checks.check_nonempty(probs, name)
   _checks.check_floating(probs, name)
   if _checks.shape_of(probs)[1] < 2:
     raise ValueError(f"`{name}` must have at least 2 classes, got shape {_checks.shape_of(probs)}.")
@@ -597,6 +598,7 @@ def mutual_information_loss(logits, *, marginal_weight=1.0, axis_name=None, wher
   Regularized Information Maximization" (RIM), NeurIPS 2010.
   """
   _checks.check_rank(logits, 2, "logits", "[batch, num_classes]")
+  _checks.check_nonempty(logits, "logits")
   _checks.check_floating(logits, "logits")
   w = _weights(where, _checks.shape_of(logits)[0])
   logp = jax.nn.log_softmax(_checks.as_f32(logits), axis=-1)

@@ -117,6 +117,7 @@ def _l2_normalize(x, eps=1e-12):
 def _as_matrix_features(features, similarity):
   """Features as ``[B, D]``; a scalar-feature ``[B]`` is accepted for ``bins``."""
   shape = _checks.shape_of(features)
+  _checks.check_nonempty(features, "features")
   if similarity == "bins" and len(shape) == 1:
     return jnp.reshape(features, (-1, 1))
   _checks.check_rank(features, 2, "features", "[batch, dim]")
@@ -277,6 +278,7 @@ def koleo_entropy(features, *, axis_name=None, where=None, eps: float = 1e-8):
     Array(0.34657355, dtype=float32)
   """
   _checks.check_rank(features, 2, "features", "[batch, dim]")
+  _checks.check_nonempty(features, "features")
   _checks.check_floating(features, "features")
   b = features.shape[0]
   _checks.check_where(where, b)

@@ -56,3 +56,13 @@ def main(argv):
 
 if __name__ == "__main__":
   main(sys.argv)
+
+
+@methods_lib.register_method("_test_nan_from_step_7")
+class NanFromStep7(CrossEntropy):
+  """Cross-entropy whose loss is NaN from step index 7 on (the 8th step)."""
+
+  def loss(self, ctx):
+    import jax.numpy as jnp
+    out = super().loss(ctx)
+    return out._replace(loss=out.loss + jnp.where(ctx.step >= 7, jnp.nan, 0.0))

@@ -212,3 +212,25 @@ def test_provenance_records_config_seeds_versions_and_commit(tmp_path):
     assert on_disk["git"]["commit"] == head.stdout.strip()
     assert head.stdout.strip()[:12] in provenance.footer(record, table)
   assert "results.provenance.json" in provenance.footer(record, table)
+
+
+def test_non_finite_loss_message_and_skip_policy(reference, tmp_path):
+  """stop: the message has the step, method and that step's metrics. skip: the state stays exactly
+  the state before the first bad step (equal to the reference at step 7) and every skip is counted."""
+  with pytest.raises(trainer.NonFiniteLossError) as err:
+    _run(tmp_path / "stop", method="_test_nan_from_step_7", total_steps=10)
+  msg = str(err.value)
+  assert "at step 8 (method '_test_nan_from_step_7'" in msg
+  assert "'loss': nan" in msg and "'accuracy': " in msg and "'grad_norm': " in msg
+  assert "last good checkpoint (step 5)" in msg and _checkpoints(tmp_path / "stop") == [5]
+  t, results = _run(tmp_path / "skip", method="_test_nan_from_step_7", total_steps=10,
+                    nan_policy="skip")
+  skipped = {m["step"]: m["train/skipped"] for m in read_metrics(str(tmp_path / "skip"))
+             if "train/skipped" in m}
+  assert skipped == {s: (1.0 if s >= 8 else 0.0) for s in range(1, 11)}
+  assert int(t.host_state.step) == 10 and results["step"] == 10
+  t7, _ = _run(tmp_path / "seven", total_steps=7)
+  for name in ("params", "opt_state"):
+    for x, y in zip(jax.tree_util.tree_leaves(getattr(t.host_state, name)),
+                    jax.tree_util.tree_leaves(getattr(t7.host_state, name))):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=name)
