@@ -9,7 +9,8 @@ r"""Average-K classification on the synthetic ambiguous Gaussians (offline, know
 Arguments (``:a=b,c=d``): ``method`` in two_head (default), two_head_a (rule A: true label not
 forced), oracle (two-head with pseudo-labels from the true posterior), ce (softmax thresholding),
 assume_negative, epr; ``k`` (training K of the K-dependent methods, default 2); ``n_train`` (first
-n training examples, default 4000; 32000 is the whole split); ``seed``; ``steps`` (default 1500); ``runlocal``.
+n training examples, default 4000; 32000 is the whole split); ``seed``; ``steps`` (default 1500);
+``weight`` (two-head alpha / EPR lambda, default 1); ``runlocal``.
 
 The ``average_k`` evaluator calibrates the global threshold on ``validation`` (10k) and reports test
 (50k) metrics for K in (1.5, 2, 3), for every head, next to the oracle (threshold on the true
