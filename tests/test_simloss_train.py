@@ -123,6 +123,7 @@ def test_configs_build_and_validate(module):
   assert c.simloss.lower_bound == 0.3 and c.batch_size == 1024
 
 
+@pytest.mark.slow  # ~20 s: a CNN on 60x60 images; the builder itself is tested in test_simloss_eval
 def test_age_config_one_step_on_a_tiny_image_folder(tmp_path, monkeypatch):
   from PIL import Image
   from labelwise.data.builders import simloss_ordinal as so
