@@ -129,7 +129,8 @@ def write_results(runs, arms, seeds, steps, out_md, scatter_png, grid_png, grid_
                f"Saliency = |dz_y/dx| on test_shift, top-k with k = mask area "
                f"(so IoP = IoT); mass = share of |saliency| inside the mask.\n")
   lines.append("| arm | test_id acc | test_shift acc | test_shift AUC | no-distractor acc | "
-               "grad IoU | grad IoP | grad mass | IG IoU | step time / CE | paper shift AUC | "
+               "grad IoU | grad IoP | grad mass | IG IoU | step time / CE (shared CPU, noisy) | "
+               "paper shift AUC | "
                "paper IoU |")
   lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
   for a in arms:
@@ -173,6 +174,17 @@ def write_results(runs, arms, seeds, steps, out_md, scatter_png, grid_png, grid_
       lines.append(f"- Spearman rho({k}, test_shift accuracy) = {rho:.2f} (p = {p:.2g}, "
                    f"n = {len(pts)} runs: every arm x lambda x seed except classify-masked, "
                    f"whose input is masked only at training time)")
+  learned = [r for r in pts if r["test_id/accuracy"] >= 0.9]
+  if len(learned) >= 3:
+    for k in ("saliency/grad_mass", "saliency/grad_iou"):
+      rho, p = spearmanr([r[k] for r in learned], [r["test_shift/accuracy"] for r in learned])
+      lines.append(f"- the same restricted to the {len(learned)} runs that learned the task "
+                   f"(test_id accuracy >= 0.9; collapsed constant predictors removed): "
+                   f"rho({k}) = {rho:.2f} (p = {p:.2g})")
+  bench = os.path.join(HERE, "bench.md")
+  if os.path.exists(bench):
+    lines.append("\n## Step time on an accelerator (`experiments/attribution/bench.py`)\n")
+    lines += open(bench).read().strip().splitlines()[2:]
   with open(out_md, "w") as f:
     f.write("\n".join(lines) + "\n")
 
