@@ -20,6 +20,10 @@ from labelwise.train import methods as methods_lib
 from labelwise.train.methods.ce import CrossEntropy
 
 SLEEP_ENV = "LABELWISE_TEST_SLEEP_S"
+# Before its n-th step (counted in this process) the worker waits, up to 120 s, for a signal: the
+# parent's SIGKILL, or a SIGTERM, after which it runs that step and stops. Makes the tests immune to
+# a slow parent on a loaded machine.
+HOLD_ENV = "LABELWISE_TEST_HOLD_AT"
 
 
 @methods_lib.register_method("_test_slow_ce")
@@ -33,6 +37,11 @@ class SlowCrossEntropy(CrossEntropy):
   def host_update(self, state, trainer):
     self.calls = getattr(self, "calls", 0) + 1
     time.sleep(float(os.environ.get(SLEEP_ENV, "0")))
+    if os.environ.get(HOLD_ENV) and self.calls >= int(os.environ[HOLD_ENV]):
+      guard = getattr(trainer, "preemption_guard", None)
+      end = time.time() + 120
+      while time.time() < end and not (guard is not None and guard.requested):
+        time.sleep(0.02)
     if self.signal_before_call is not None and self.calls == self.signal_before_call[0]:
       os.kill(os.getpid(), self.signal_before_call[1])
     return None

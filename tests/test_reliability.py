@@ -68,11 +68,13 @@ def reference(tmp_path_factory):
   return t, results, workdir
 
 
-def _start_worker(workdir, sleep_s=0.15):
+def _start_worker(workdir, hold_at, sleep_s=0.05):
+  """The worker sleeps ``sleep_s`` before every step and waits for a signal before step ``hold_at``."""
   overrides = {"total_steps": TOTAL, "checkpoint_every": EVERY}
+  env = dict(os.environ, **{kill_worker.HOLD_ENV: str(hold_at)})
   return subprocess.Popen(
       [sys.executable, "-m", "tests.kill_worker", str(workdir), json.dumps(overrides), str(sleep_s)],
-      cwd=REPO, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for_logged_step(proc, workdir, step, timeout=300):
@@ -96,7 +98,7 @@ def _wait_for_logged_step(proc, workdir, step, timeout=300):
 def test_sigkill_at_random_step_then_resume_is_bit_identical(reference, tmp_path):
   rng = random.Random(os.environ.get("LABELWISE_KILL_SEED"))
   target = rng.randint(EVERY + 1, TOTAL - 6)
-  proc = _start_worker(tmp_path)
+  proc = _start_worker(tmp_path, hold_at=target + 4)  # killed somewhere in steps target..target+4
   _wait_for_logged_step(proc, tmp_path, target)
   proc.send_signal(signal.SIGKILL)  # mid-step or mid-checkpoint: whatever it was doing
   proc.communicate()
@@ -111,14 +113,14 @@ def test_sigkill_at_random_step_then_resume_is_bit_identical(reference, tmp_path
 
 
 def test_sigterm_subprocess_checkpoints_and_exits_cleanly(reference, tmp_path):
-  proc = _start_worker(tmp_path)
+  proc = _start_worker(tmp_path, hold_at=EVERY + 3)  # SIGTERM arrives before step EVERY + 3 ends
   _wait_for_logged_step(proc, tmp_path, EVERY + 2)
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err[-3000:]
   results = json.loads(out.strip().splitlines()[-1])
   stopped = results["step"]
-  assert results["preempted"] is True and EVERY + 2 <= stopped < TOTAL
+  assert results["preempted"] is True and EVERY + 2 <= stopped <= EVERY + 3
   assert _checkpoints(tmp_path)[-1] == stopped  # the step it stopped at is checkpointed
   assert max(m["step"] for m in read_metrics(str(tmp_path))) == stopped
   assert not (tmp_path / "results.json").exists()  # not finished, not evaluated
