@@ -1,7 +1,5 @@
 """Tests of labelwise.losses.simloss against independent NumPy computations and known identities."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +8,8 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 from jax.test_util import check_grads
 
-from labelwise import losses as sl  # the re-exported API (the module name is shadowed by the function)
+# The re-exported API (`labelwise.losses.simloss` is the function, which shadows the module).
+from labelwise import losses as sl
 from labelwise.losses.classification import softmax_cross_entropy_with_targets
 
 

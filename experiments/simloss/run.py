@@ -213,7 +213,7 @@ def _ms(v):
   return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}"
 
 
-def table(results, cols, title, lower_better=()):
+def table(results, cols, title):
   models = sorted({m for m, _ in results})
   lines = [f"### {title}", ""]
   for model in models:
