@@ -5,7 +5,6 @@ a free loopback port, each with a timeout. The reference is a 1-process run in t
 (4 fake devices, ``tests/conftest.py``).
 """
 
-import json
 import os
 
 import jax
@@ -84,16 +83,15 @@ def test_resolve_rejects_bad_settings(args, environ, match):
 # --- two processes on loopback ------------------------------------------------------------------
 
 # Each 2-process run costs two interpreter start-ups and compilations, so `make test` runs one
-# uninterrupted mode and the other mode resumed; `make test-slow` runs the other two combinations.
-@pytest.mark.parametrize("parallel", ["pmap", pytest.param("shard_map", marks=pytest.mark.slow)])
+# uninterrupted mode and the other mode resumed; `make test-slow` runs the other combinations.
+@pytest.mark.parametrize("parallel", ["pmap", pytest.param("shard_map", marks=pytest.mark.slow),
+                                      pytest.param("jit", marks=pytest.mark.slow)])
 def test_two_processes_train_like_one(parallel, tmp_path):
   """Same parameters and results.json (1e-5) as a 1-process x 4-device run; written once."""
   multi, single = assert_multiprocess_matches(_config(parallel), tmp_path)
   assert multi["eval/num_examples"] == DIGITS_TEST_EXAMPLES  # every example counted once
   logged = [m["step"] for m in read_metrics(str(tmp_path / "multi")) if "train/loss" in m]
   assert logged == [1, 2, 3, 4]  # only process 0 writes metrics.jsonl
-  with open(tmp_path / "multi" / "results.json") as f:
-    assert json.load(f) == pytest.approx(multi)
 
 
 @pytest.mark.parametrize("parallel", ["shard_map", pytest.param("pmap", marks=pytest.mark.slow)])
@@ -102,7 +100,7 @@ def test_two_process_run_resumes_from_its_checkpoint(parallel, tmp_path):
   this time) and ends like an uninterrupted 1-process x 4-device run (parameters, optimizer state,
   results.json to 1e-5)."""
   workdir = str(tmp_path / "multi")
-  launch(_config(parallel, total_steps=2), workdir)  # "killed" after the checkpoint at 2
+  launch(_config(parallel, total_steps=2), workdir)  # stops after its checkpoint at step 2
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
   results, state = launch(_config(parallel), workdir, use_env=True)
   ref = trainer.Trainer(_config(parallel), str(tmp_path / "single"))
