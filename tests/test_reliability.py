@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -130,6 +131,8 @@ def test_sigterm_subprocess_checkpoints_and_exits_cleanly(reference, tmp_path):
 
 
 def test_sigterm_in_process_saves_that_step_and_restores_the_handler(reference, tmp_path):
+  if threading.current_thread() is not threading.main_thread():  # the handler could not be set
+    pytest.skip("signal handlers can only be installed from the main thread")
   previous = signal.getsignal(signal.SIGTERM)
   t = trainer.Trainer(_cfg(checkpoint_every=0), str(tmp_path))  # 0: checkpoint only at the end
   t.method.signal_before_call = (9, signal.SIGTERM)  # SIGTERM arrives during step 9
@@ -236,3 +239,33 @@ def test_non_finite_loss_message_and_skip_policy(reference, tmp_path):
     for x, y in zip(jax.tree_util.tree_leaves(getattr(t.host_state, name)),
                     jax.tree_util.tree_leaves(getattr(t7.host_state, name))):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=name)
+
+
+def test_second_sigterm_goes_to_the_previous_handler():
+  """The first SIGTERM only sets the flag; a second one (a stuck save) reaches the old handler."""
+  if threading.current_thread() is not threading.main_thread():
+    pytest.skip("signal handlers can only be installed from the main thread")
+  from labelwise.train import preemption
+  seen = []
+  def handler(signum, frame):  # noqa: ARG001
+    seen.append(signum)
+  old = signal.signal(signal.SIGTERM, handler)
+  try:
+    guard = preemption.PreemptionGuard().install()
+    assert not guard.should_stop(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(100):  # the Python-level handler runs at the next bytecode boundary
+      if guard.requested:
+        break
+      time.sleep(0.01)
+    assert guard.should_stop(1) and guard.received == signal.SIGTERM and seen == []
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(100):
+      if seen:
+        break
+      time.sleep(0.01)
+    assert seen == [signal.SIGTERM]
+    guard.uninstall()
+    assert signal.getsignal(signal.SIGTERM) is handler
+  finally:
+    signal.signal(signal.SIGTERM, old)

@@ -11,9 +11,9 @@ Rerunning the same command on the same workdir resumes from that checkpoint exac
 * The handler can only be installed from the main thread; elsewhere the guard only honours
   :meth:`PreemptionGuard.request` (e.g. from your own signal handling).
 * With several processes (a multi-host pod), a local flag is not enough: every host must stop at the
-  same step or the others hang in a collective. There the guard asks JAX's preemption sync service
-  (``multihost_utils.reached_preemption_sync_point``, set up by ``jax.distributed.initialize``, which
-  catches SIGTERM on every host itself) and ignores the local flag.
+  same step or the others hang in a collective. There the guard installs no handler and asks JAX's
+  preemption sync service (``multihost_utils.reached_preemption_sync_point``, set up by
+  ``jax.distributed.initialize``, which catches SIGTERM on every host itself) at every step.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class PreemptionGuard:
 
   # --- installation -------------------------------------------------------------------------------
   def install(self) -> "PreemptionGuard":
+    if jax.process_count() > 1:
+      return self  # JAX's preemption notifier owns SIGTERM; a Python handler would replace it
     if threading.current_thread() is not threading.main_thread():
       logging.info("PreemptionGuard: not the main thread, SIGTERM is not caught")
       return self
