@@ -53,6 +53,7 @@ def base_config(*, dataset: str, model: str, method: str = "ce") -> ml_collectio
   c.num_devices = -1          # -1: all devices
   c.seed = 0
   c.batch_size = 128          # global batch, over all devices and hosts
+  c.grad_accum_steps = 1      # >1: the batch in that many micro-batches (same global batch/update)
   c.eval_batch_size = 0       # 0: batch_size
   c.total_steps = 1000
   c.log_every = 50

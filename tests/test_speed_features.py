@@ -162,3 +162,23 @@ def test_two_devices_follow_the_one_device_trajectory(tmp_path):
                         str(tmp_path / "2"))
   two.run()
   assert max_abs_diff(two.host_state.params, one.host_state.params) < 1e-5
+
+
+@pytest.mark.parametrize("parallel,devices", [("jit", 1), ("pmap", 4)])
+def test_gradient_accumulation_keeps_the_global_batch_update(parallel, devices, tmp_path):
+  """A per-example-mean loss: 2 micro-batches of 8 give the update of one batch of 16."""
+  base = dict(parallel=parallel, num_devices=devices, total_steps=3)
+  one = trainer.Trainer(_config(**base), str(tmp_path / "k1"))
+  one_results = one.run()
+  acc = trainer.Trainer(_config(grad_accum_steps=2, **base), str(tmp_path / "k2"))
+  acc_results = acc.run()
+  assert max_abs_diff(acc.host_state.params, one.host_state.params) < 1e-6
+  assert acc_results["train/loss"] == pytest.approx(one_results["train/loss"], abs=1e-6)
+  # The accumulated step is a different program (a scan over micro-batches), not the same one.
+  assert "scan" in str(jax.make_jaxpr(acc.train_step)(
+      acc.parallel.put_state(acc.host_state), acc.parallel.put_batch(acc.host_batch(0))))
+
+
+def test_gradient_accumulation_must_divide_the_per_device_batch(tmp_path):
+  with pytest.raises(ValueError, match=r"`grad_accum_steps`.*batch_size 16 / 4 devices.*got 3"):
+    trainer.Trainer(_config(grad_accum_steps=3), str(tmp_path))

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from labelwise.train.methods.base import Method, StepContext
+from labelwise.train.methods.base import LossOutput, Method, StepContext
 from labelwise.train.state import TrainState
 
 AXIS = "data"
@@ -29,23 +29,65 @@ def _pmean(x, axis_name):
   return x if axis_name is None else jax.lax.pmean(x, axis_name)
 
 
+def _accumulate(loss_fn, params, model_state, batch, key, k: int):
+  """Gradient accumulation: the batch as ``k`` equal micro-batches, one forward/backward each.
+
+  Micro-batch ``i`` takes every ``k``-th example (so under ``jit`` it stays spread over all devices).
+  Returns the mean loss, a ``LossOutput`` with mean metrics and the model state after the last
+  micro-batch, and the mean gradient: for a loss that is a per-example mean this is the gradient of
+  the whole batch. Batch statistics inside a loss or model (BatchNorm, average-K thresholds, EM
+  marginals, entropy histograms) are computed over one micro-batch (times the devices).
+  """
+  def split(x):
+    if x.shape[0] % k:
+      raise ValueError(f"`grad_accum_steps` ({k}) must divide the per-device batch "
+                       f"({x.shape[0]}).")
+    return jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def body(carry, xs):
+    grad_sum, ms = carry
+    i, micro = xs
+    (loss, out), grads = grad_fn(params, ms, micro, jax.random.fold_in(key, i))
+    metrics = {name: jnp.asarray(v, jnp.float32) for name, v in out.metrics.items()}
+    return (jax.tree_util.tree_map(jnp.add, grad_sum, grads), out.model_state), (loss, metrics)
+
+  zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+  (grad_sum, model_state), (losses, metrics) = jax.lax.scan(
+      body, (zeros, model_state), (jnp.arange(k), jax.tree_util.tree_map(split, batch)))
+  out = LossOutput(jnp.mean(losses), {name: jnp.mean(v) for name, v in metrics.items()},
+                   model_state)
+  return out.loss, out, jax.tree_util.tree_map(lambda g: g / k, grad_sum)
+
+
 def make_train_step(method: Method, apply_fn: Callable, tx: optax.GradientTransformation, *,
-                    axis_name: Optional[str], nan_policy: str = "stop"):
-  """Returns the per-device ``step(state, batch) -> (state, metrics)``."""
+                    axis_name: Optional[str], nan_policy: str = "stop", accum_steps: int = 1):
+  """Returns the per-device ``step(state, batch) -> (state, metrics)``.
+
+  ``accum_steps > 1``: gradient accumulation over that many micro-batches of the (same) batch.
+  """
+  if int(accum_steps) < 1:
+    raise ValueError(f"`accum_steps` must be >= 1, got {accum_steps}.")
+  accum_steps = int(accum_steps)
 
   def step(state: TrainState, batch) -> Tuple[TrainState, Dict[str, jax.Array]]:
     key = jax.random.fold_in(state.rng, state.step)
     if axis_name is not None:
       key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
 
-    def loss_fn(params):
-      ctx = StepContext(params=params, model_state=state.model_state, buffers=state.buffers,
+    def loss_fn(params, model_state=state.model_state, batch=batch, key=key):
+      ctx = StepContext(params=params, model_state=model_state, buffers=state.buffers,
                         batch=batch, key=key, train=True, axis_name=axis_name, apply_fn=apply_fn,
                         step=state.step)
       out = method.loss(ctx)
       return _pmean(out.loss, axis_name), out
 
-    (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if accum_steps == 1:
+      (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    else:
+      loss, out, grads = _accumulate(loss_fn, state.params, state.model_state, batch, key,
+                                     accum_steps)
     grads = _pmean(grads, axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

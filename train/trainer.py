@@ -80,6 +80,10 @@ def validate_config(config) -> None:
     if value % n:
       raise ValueError(f"`{key}` ({value}) must be divisible by the number of devices ({n}); "
                        f"set --config.{key} to a multiple of {n} or --config.num_devices.")
+  accum = config.get("grad_accum_steps", 1)
+  if not isinstance(accum, int) or accum < 1 or config.batch_size % (n * accum):
+    raise ValueError(f"`grad_accum_steps` must be an int >= 1 dividing the per-device batch "
+                     f"(batch_size {config.batch_size} / {n} devices), got {accum!r}.")
   for name in config.get("evaluators") or ():
     evaluators_lib.get_evaluator(name)
 
@@ -158,7 +162,8 @@ class Trainer:
                          if config.get("checkpoint_every", 0) >= 0 else None)
     step_fn = step_lib.make_train_step(self.method, self.model.apply, self.tx,
                                        axis_name=self.parallel.axis_name,
-                                       nan_policy=config.get("nan_policy", "stop"))
+                                       nan_policy=config.get("nan_policy", "stop"),
+                                       accum_steps=config.get("grad_accum_steps", 1))
     self.train_step = self.parallel.compile_train_step(step_fn)
     self.predict = self.parallel.compile_predict(step_lib.make_predict_step(self.model.apply))
 
