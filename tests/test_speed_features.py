@@ -182,3 +182,22 @@ def test_gradient_accumulation_keeps_the_global_batch_update(parallel, devices, 
 def test_gradient_accumulation_must_divide_the_per_device_batch(tmp_path):
   with pytest.raises(ValueError, match=r"`grad_accum_steps`.*batch_size 16 / 4 devices.*got 3"):
     trainer.Trainer(_config(grad_accum_steps=3), str(tmp_path))
+
+
+def test_pure_jax_fallback_resnet_has_the_models_parameter_shapes():
+  """benchmarks/resnet_purejax.py (gpu.sh's fallback) is the same network as models.ResNet18."""
+  import importlib.util
+  import os
+  from labelwise.models import get_model
+  path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "resnet_purejax.py")
+  spec = importlib.util.spec_from_file_location("resnet_purejax", path)
+  purejax = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(purejax)
+  x = jnp.zeros((2, 32, 32, 3))
+  flax_params = jax.eval_shape(
+      lambda: get_model("resnet18", num_classes=10, width=4).init(jax.random.PRNGKey(0), x))["params"]
+  pure_params = jax.eval_shape(lambda: purejax.init(jax.random.PRNGKey(0), width=4))
+  shapes = lambda t: sorted(tuple(l.shape) for l in jax.tree_util.tree_leaves(t))  # noqa: E731
+  assert shapes(pure_params) == shapes(flax_params)
+  logits = jax.eval_shape(lambda: purejax.apply(purejax.init(jax.random.PRNGKey(0), 4), x))
+  assert logits.shape == (2, 10) and logits.dtype == jnp.float32
