@@ -304,6 +304,8 @@ def write_markdown(res, out):
   for arm, rows in res["bottleneck"].items():
     lines.append(f"| {arm} | {fmt(rows, 'coarse_acc')} | {fmt(rows, 'spearman', False)} | "
                  f"{fmt(rows, 'spearman_within', False)} | {fmt(rows, 'H_noiseless', False)} |")
+  lines += ["", "## Finding", ""]
+  lines += findings(res)
   lines += ["", "## What the paper / method sheet claim", "",
             "- Paper (hyperspectral, the only readable number): linear-probe MSE CE 0.51, label "
             "smoothing 0.065, FIERCE 0.0045, with FIERCE 6 points worse on coarse accuracy; the "
@@ -313,6 +315,46 @@ def write_markdown(res, out):
             "within-class ordering.", "", "![fine 5-NN per arm](fierce.png)", ""]
   with open(os.path.join(out, "results.md"), "w") as f:
     f.write("\n".join(lines))
+
+
+def findings(res):
+  """A plain-language summary computed from the numbers (differences to CE, mean over splits)."""
+  out = []
+  splits = list(res["main"])
+  for key, label in (("fine_knn", "fine 5-NN"), ("fine_probe", "fine probe")):
+    parts = []
+    for arm in res["main"][splits[0]]:
+      if arm == "CE":
+        continue
+      d = np.mean([mean_std(res["main"][s][arm], key)[0] - mean_std(res["main"][s]["CE"], key)[0]
+                   for s in splits])
+      parts.append(f"{arm} {100 * d:+.1f}")
+    out.append(f"- {label}, difference to CE in points (mean over the {len(splits)} splits): "
+               + ", ".join(parts) + ".")
+  fierce_gain = max(
+      np.mean([mean_std(res["main"][s][a], k)[0] - mean_std(res["main"][s]["CE"], k)[0]
+               for s in splits])
+      for a in res["main"][splits[0]] if a.startswith("FIERCE") for k in ("fine_knn", "fine_probe"))
+  if fierce_gain <= 0.01:
+    out.append("- **The effect does not reproduce here**: no FIERCE arm keeps more fine-grain "
+               f"information than plain CE (best FIERCE arm and metric: {100 * fierce_gain:+.1f} "
+               "points). The trained (noisy) "
+               "entropy estimate sits at ~6 bits for every arm, CE included: at tau = 1 and "
+               "logit scale 1 the Gumbel noise dominates the cosine logits against 100 random "
+               "codes, so the regularizer mostly maximizes the entropy of noise; its gradient "
+               "(straight-through softmax of noise-dominated logits) plausibly acts as a random "
+               "perturbation of the features rather than a spreading force. tau = 0.1 only sharpens that gradient; it does not "
+               "change the forward estimate.")
+  else:
+    out.append(f"- Best FIERCE arm gains {100 * fierce_gain:.1f} points over CE on some fine "
+               "metric (mean over splits).")
+  b = res.get("bottleneck") or {}
+  if "CE" in b:
+    ce_rho = mean_std(b["CE"], "spearman")[0]
+    parts = [f"{a} {mean_std(r, 'spearman')[0] - ce_rho:+.2f}" for a, r in b.items() if a != "CE"]
+    out.append("- 1-D bottleneck, global Spearman difference to CE: " + ", ".join(parts)
+               + " (the method sheet's pilot expected +0.1 to +0.2).")
+  return out
 
 
 def plot(res, out):
