@@ -33,13 +33,20 @@ def _where(where, n) -> np.ndarray:
   return np.ones(n, bool) if where is None else np.asarray(where, bool)
 
 
+def _check_inputs(logits, labels):
+  from labelwise.eval.metrics import _check_logits_labels  # shapes, dtypes, finite, label range
+  _check_logits_labels(logits, labels)
+
+
 def ordinal_absolute_error(logits, labels):
   """Per-example ``|argmax(logits) - label|`` ``[batch]`` (float32), in class-index units."""
+  _check_inputs(logits, labels)
   return np.abs(_pred(logits) - np.asarray(labels)).astype(np.float32)
 
 
 def ordinal_squared_error(logits, labels):
   """Per-example ``(argmax(logits) - label)^2`` ``[batch]`` (float32)."""
+  _check_inputs(logits, labels)
   return ((_pred(logits) - np.asarray(labels)) ** 2).astype(np.float32)
 
 
@@ -52,7 +59,11 @@ def failure_severity(logits, labels, *, where=None) -> float:
 
 def superclass_correct(logits, labels, fine_to_coarse):
   """Per-example 1.0 when ``coarse(pred) == coarse(label)`` ``[batch]`` (float32)."""
+  _check_inputs(logits, labels)
   f2c = np.asarray(fine_to_coarse)
+  if f2c.shape != np.shape(logits)[-1:]:
+    raise ValueError(f"`fine_to_coarse` must have one superclass id per class, shape "
+                     f"{np.shape(logits)[-1:]}, got {f2c.shape}.")
   return (f2c[_pred(logits)] == f2c[np.asarray(labels)]).astype(np.float32)
 
 
