@@ -87,6 +87,7 @@ def launch(config, workdir: str, *, num_processes: int = 2, devices_per_process:
   base_env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
   base_env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={int(devices_per_process)}"
   base_env["JAX_PLATFORMS"] = "cpu"
+  base_env["JAX_COORDINATOR_BIND_ADDRESS"] = address  # loopback only (JAX's default: all interfaces)
   procs: List[subprocess.Popen] = []
   logs = []
   failed = None
