@@ -124,6 +124,10 @@ def topk_mask(saliency, k) -> np.ndarray:
   s = np.asarray(saliency, np.float64)
   b = s.shape[0]
   flat = s.reshape(b, -1)
+  k_in = np.asarray(k, np.float64)
+  if np.any(k_in < 0) or np.any(k_in > flat.shape[1]) or np.any(k_in != np.round(k_in)):
+    raise ValueError(f"`k` must hold whole pixel counts in [0, {flat.shape[1]}] (H * W), got "
+                     f"{np.ravel(k_in)[:5].tolist()}.")
   k = np.broadcast_to(np.asarray(k, np.int64), (b,))
   order = np.argsort(-flat, axis=1, kind="stable")
   ranks = np.empty_like(order)

@@ -284,6 +284,10 @@ CASES = [
                                                                 np.ones((2, 3, 4))),
      ValueError, r"`masks` must have the shape of `saliency` \[B, H, W\] \(2, 4, 4\), got "
                  r"\(2, 3, 4\)"),
+    ("topk_mask/fraction as k", lambda: metrics.topk_mask(np.ones((2, 4, 4)), 0.5),
+     ValueError, r"`k` must hold whole pixel counts in \[0, 16\] \(H \* W\), got \[0.5\]"),
+    ("topk_mask/k > H * W", lambda: metrics.topk_mask(np.ones((2, 4, 4)), np.array([3, 17])),
+     ValueError, r"`k` must hold whole pixel counts in \[0, 16\] .*got \[3.0, 17.0\]"),
     ("ordinal_absolute_error/batch", lambda: metrics.ordinal_absolute_error(Z, Y[:2]),
      ValueError, r"`labels` must have shape \[3\], got \(2,\)"),
     ("ordinal_squared_error/float labels", lambda: metrics.ordinal_squared_error(
