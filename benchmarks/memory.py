@@ -57,7 +57,8 @@ def one_case(case: str, steps: int, batch_size: int, width: int) -> dict:
       prefetch.close()
   half = np.arange(steps // 2, steps)
   slope = float(np.polyfit(half, np.asarray(rss)[half], 1)[0]) if len(half) > 1 else float("nan")
-  return dict(title=title.format(w=width, b=batch_size), steps=steps, rss_start=rss0, rss_data=rss_data,
+  return dict(title=title.format(w=width, b=batch_size), steps=steps, rss_start=rss0,
+              rss_data=rss_data,
               rss_first_step=rss[0], rss_end=rss[-1], peak=_common.peak_rss_mb(),
               growth_per_1k=1000 * slope, loadavg=_common.loadavg())
 

@@ -57,10 +57,12 @@ def correctness(models, steps: int, batch_size: int):
         for mode in MODES:
           state, eps = train(model, mode, n, steps, batch_size, os.path.join(d, f"{mode}{n}"))
           diff = _common.max_abs_diff(state.params, ref.params)
-          rows.append([model, mode, n, f"{diff:.1e}", "yes" if diff < 1e-5 else "NO", eps,
+          label = model if model == "mlp" else "resnet18 (width 8, 1-1-1-1, BatchNorm)"
+          rows.append([label, mode, n, f"{diff:.1e}", "yes" if diff < 1e-5 else "NO", eps,
                        _common.loadavg()])
           print(rows[-1], flush=True)
-  headers = ["model", "parallel", "devices", "max |param - 1-device jit|", "same (< 1e-5)",
+  headers = ["model", "parallel", "devices", "max abs(param - param of 1-device jit)",
+             "same (< 1e-5)",
              "ex/s", "loadavg"]
   note = (f"digits, batch {batch_size}, {steps} SGD steps (momentum 0.9) through the real pipeline; "
           f"fake CPU devices share the same cores, so ex/s shows overhead, not speed-up.")
