@@ -56,7 +56,10 @@ def test_dataset_level_pseudo_labels(tmp_path):
   from labelwise import losses
   preds = trainer.predictions(trainer.dataset.train.split, state)
   probs = jax.nn.softmax(jnp.asarray(preds["logits"]), -1)
-  y_ref, _ = losses.collision_pseudo_labels(probs, tol=1e-5, max_iter=200)
+  o = trainer.method.options
+  y_ref, _ = losses.collision_pseudo_labels(probs, fairness_weight=o["fairness_weight"],
+                                            fairness=o["fairness"], tol=o["tol"],
+                                            max_iter=o["max_iter"])
   np.testing.assert_allclose(y[preds["index"]], y_ref, atol=1e-5)
   results = trainer.run()
   logged = [m for m in read_metrics(str(tmp_path)) if "train/loss" in m]
