@@ -114,8 +114,16 @@ def _l2_normalize(x, eps=1e-12):
   return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
 
 
+def _check_not_empty(features):
+  shape = _checks.shape_of(features)
+  if len(shape) >= 1 and shape[0] == 0:
+    raise ValueError("`features` must not be empty (a batch statistic needs at least one "
+                     f"example), got shape {shape}.")
+
+
 def _as_matrix_features(features, similarity):
   """Features as ``[B, D]``; a scalar-feature ``[B]`` is accepted for ``bins``."""
+  _check_not_empty(features)
   shape = _checks.shape_of(features)
   _checks.check_nonempty(features, "features")
   if similarity == "bins" and len(shape) == 1:

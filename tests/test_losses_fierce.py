@@ -464,6 +464,8 @@ def _ok():
     (lambda f, c: fierce_codes(jax.random.PRNGKey(0), 5, 3, scale=0.0), "scale"),
     (lambda f, c: fierce_codes(None, 5, 3, init="bins"), "dim"),
     (lambda f, c: koleo_entropy(f[0]), "features"),
+    (lambda f, c: koleo_entropy(f[:0]), "must not be empty"),
+    (lambda f, c: fierce_entropy(f[:0], c), "must not be empty"),
     (lambda f, c: koleo_entropy(f, eps=0.0), "eps"),
     (lambda f, c: fierce_objective(jnp.ones(4), jnp.ones(()), form="sum"), "form"),
     (lambda f, c: fierce_objective(jnp.ones(4), jnp.ones(()), lam=-1.0), "lam"),
