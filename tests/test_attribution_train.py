@@ -165,14 +165,15 @@ def test_actdiff_method_loss_matches_independent_computation(apply_lambda):
   from labelwise.losses import shuffle_outside_mask
   method, ctx, model, params, x, m, y, key = _method_loss_setup(
       "actdiff", {"lam": 0.3, "apply_lambda": apply_lambda})
-  out = method.loss(ctx)
+  import dataclasses
+  loss = jax.jit(lambda p: method.loss(dataclasses.replace(ctx, params=p)).loss)(params)
   xs = np.asarray(shuffle_outside_mask(key, x, m))
   o1 = model.apply({"params": params}, x, train=False)
   o2 = model.apply({"params": params}, xs, train=False)
   d = np.linalg.norm(np.asarray(o1["features"], np.float64) - np.asarray(o2["features"]), axis=1)
   lam = 0.3 if apply_lambda else 1.0  # the authors' code never multiplies ActDiff by lambda
   expect = _np_ce(o1["logits"], y) + lam * d[:4].mean()  # mean over the 4 masked examples
-  assert float(out.loss) == pytest.approx(expect, rel=1e-4)
+  assert float(loss) == pytest.approx(expect, rel=1e-4)
   assert d[4:].max() == 0.0  # no mask: the shuffle leaves the image alone
 
 
@@ -215,9 +216,10 @@ def test_adversarial_gradient_reversal():
     return ce, bce
 
   import dataclasses
-  g_method = jax.grad(lambda p: method.loss(dataclasses.replace(ctx, params=p)).loss)(params)
-  g_ce = jax.grad(lambda p: parts(p)[0])(params)
-  g_bce = jax.grad(lambda p: parts(p)[1])(params)
+  g_method = jax.jit(jax.grad(
+      lambda p: method.loss(dataclasses.replace(ctx, params=p)).loss))(params)
+  g_ce = jax.jit(jax.grad(lambda p: parts(p)[0]))(params)
+  g_bce = jax.jit(jax.grad(lambda p: parts(p)[1]))(params)
   heads = g_method["Heads_0"]
   np.testing.assert_allclose(heads["head_discriminator"]["kernel"],
                              g_bce["Heads_0"]["head_discriminator"]["kernel"], rtol=1e-4, atol=1e-6)
@@ -225,5 +227,6 @@ def test_adversarial_gradient_reversal():
                              g_ce["Dense_0"]["kernel"] - lam * g_bce["Dense_0"]["kernel"],
                              rtol=1e-4, atol=1e-6)
   # the loss value itself is CE + BCE (the reversal only acts on gradients)
-  ce, bce = parts(params)
-  assert float(method.loss(ctx).loss) == pytest.approx(float(ce + bce), rel=1e-5)
+  ce, bce = jax.jit(parts)(params)
+  value = jax.jit(lambda p: method.loss(dataclasses.replace(ctx, params=p)).loss)(params)
+  assert float(value) == pytest.approx(float(ce + bce), rel=1e-5)
