@@ -3,7 +3,7 @@
 One table: each row calls one public function with one thing wrong and states the exception type and
 a pattern that the message must match: the argument's name, what it got, and what was expected.
 Values (NaN/inf, labels out of range, off-simplex targets) are checked on the host, by
-``labelwise.losses.validate`` for losses and by the metric functions themselves (docs/reliability.md).
+``labelwise.losses.validate`` for losses; the metric functions check label ranges themselves.
 """
 
 import sys
@@ -117,8 +117,6 @@ CASES = [
      TypeError, r"`labels` must be an integer array of class indices, got dtype float32"),
     ("accuracy/batch mismatch", lambda: metrics.accuracy(Z, Y[:2]),
      ValueError, r"`labels` must have shape \[3\], got \(2,\)"),
-    ("accuracy/NaN logits", lambda: metrics.accuracy(nan_at(Z, (2, 4)), Y),
-     ValueError, r"`logits` must be finite, .*logits\[2, 4\] = nan"),
     ("accuracy/label out of range", lambda: metrics.accuracy(Z, nan_at(Y, 0, 7)),
      ValueError, r"`labels` must be class indices in \[0, 5\), got labels\[0\] = 7"),
     ("accuracy/scalar logits", lambda: metrics.accuracy(np.float32(1.0), Y),
@@ -131,8 +129,6 @@ CASES = [
      ValueError, r"`k` must be in \[1, 5\], got 6"),
     ("top_k/label out of range", lambda: metrics.top_k_accuracy(Z, nan_at(Y, 1, -3), k=2),
      ValueError, r"`labels` must be class indices in \[0, 5\), got labels\[1\] = -3"),
-    ("cross_entropy/inf logits", lambda: metrics.cross_entropy(nan_at(Z, (0, 1), -np.inf), Y),
-     ValueError, r"`logits` must be finite, .*logits\[0, 1\] = -inf"),
     ("cross_entropy/integer logits", lambda: metrics.cross_entropy(Z.astype(np.int64), Y),
      TypeError, r"`logits` must be a floating array, got dtype int"),
     ("masked_mean/where shape", lambda: metrics.masked_mean(np.ones(3), np.ones(4)),
@@ -330,5 +326,10 @@ def test_good_inputs_pass_the_same_checks():
   np.testing.assert_array_equal(metrics.accuracy(Z, Y), (Z.argmax(-1) == Y).astype(np.float32))
   trainer.validate_config(_config())
   # Traced calls skip the value checks (no host sync inside jit) but keep the shape checks.
-  np.testing.assert_array_equal(jax.jit(metrics.accuracy)(nan_at(Z, (2, 4)), Y)[:2],
-                                (Z.argmax(-1) == Y)[:2].astype(np.float32))
+  bad_label = nan_at(Y, 0, 7)
+  np.testing.assert_array_equal(jax.jit(metrics.accuracy)(Z, bad_label)[1:],
+                                (Z.argmax(-1) == Y)[1:].astype(np.float32))
+  with pytest.raises(ValueError, match=r"`labels` must have shape \[3\], got \(2,\)"):
+    jax.jit(metrics.accuracy)(Z, Y[:2])
+  # A diverged model's metrics are reported, not refused: NaN logits give a NaN loss.
+  assert np.isnan(metrics.cross_entropy(nan_at(Z, (0, 1)), Y)[0])
