@@ -164,11 +164,13 @@ def read_final_state(config, workdir: str):
 
 def assert_multiprocess_matches(config, tmp_path, *, num_processes: int = 2,
                                 devices_per_process: int = 2, atol: float = 1e-5,
-                                timeout: float = 300.0, use_env: bool = False):
+                                timeout: float = 300.0, use_env: bool = False,
+                                opt_tol: float = 1e-4):
   """A ``num_processes`` x ``devices_per_process`` run ends like a 1-process run on as many devices.
 
   Compares the final parameters, model state, method buffers (from the final checkpoint) and every
-  number in ``results.json`` (absolute tolerance ``atol``). The reference runs in the calling
+  number in ``results.json`` (absolute tolerance ``atol``), and the optimizer state (absolute and
+  relative tolerance ``opt_tol``). The reference runs in the calling
   (pytest) process, which must see exactly ``num_processes * devices_per_process`` devices.
   Returns ``(multi_results, single_results)``; the runs are in ``tmp_path/multi`` and
   ``tmp_path/single``.
@@ -194,9 +196,12 @@ def assert_multiprocess_matches(config, tmp_path, *, num_processes: int = 2,
     a = jax.tree_util.tree_leaves(getattr(ref.host_state, name))
     b = jax.tree_util.tree_leaves(getattr(multi_state, name))
     assert len(a) == len(b), f"{name}: {len(a)} vs {len(b)} leaves"
+    # Optimizer traces hold raw gradients (not scaled by the learning rate): float32 summation
+    # order (gloo vs in-process all-reduce) shows there at ~2e-5 (e.g. BatchNorm scale gradients).
+    tol = dict(rtol=opt_tol, atol=opt_tol) if name == "opt_state" else dict(rtol=0.0, atol=atol)
     for x, y in zip(a, b):
-      np.testing.assert_allclose(np.asarray(y, np.float64), np.asarray(x, np.float64), rtol=0,
-                                 atol=atol, err_msg=f"{name} differ")
+      np.testing.assert_allclose(np.asarray(y, np.float64), np.asarray(x, np.float64), **tol,
+                                 err_msg=f"{name} differ")
   assert sorted(multi_results) == sorted(ref_results), (sorted(multi_results), sorted(ref_results))
   for k, v in ref_results.items():
     assert abs(float(multi_results[k]) - float(v)) <= atol, (k, multi_results[k], v)

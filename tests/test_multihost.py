@@ -94,6 +94,16 @@ def test_two_processes_train_like_one(parallel, tmp_path):
   assert logged == [1, 2, 3, 4]  # only process 0 writes metrics.jsonl
 
 
+@pytest.mark.slow
+def test_two_processes_batchnorm_statistics_span_processes(tmp_path):
+  """Cross-device BatchNorm (ResNet): batch statistics averaged over the devices of both processes
+  give the same parameters and running statistics as one process."""
+  c = _config("pmap", total_steps=2, checkpoint_every=0)
+  c.model = "resnet18"
+  c.model_kwargs = {"width": 4, "stage_sizes": (1, 1, 1, 1), "norm": "batch"}
+  assert_multiprocess_matches(c, tmp_path)
+
+
 @pytest.mark.parametrize("parallel", ["shard_map", pytest.param("pmap", marks=pytest.mark.slow)])
 def test_two_process_run_resumes_from_its_checkpoint(parallel, tmp_path):
   """A 2-process run stopped after its checkpoint at step 2 resumes (settings from the environment
