@@ -17,22 +17,8 @@ from labelwise.configs import collision_common, common
 
 def get_config(arg=None):
   args = common.parse_arg(arg)
-  c = collision_common.cluster_config(args, dataset="cifar100", model="resnet18")
-  c.model_kwargs.norm = "batch"
+  c = collision_common.catalog_cluster_config(args, dataset="cifar100", model="resnet18",
+                                              augment=True)
   c.data.coarse = "dataset"
   c.data.train_on = "coarse_label"   # 20 clusters, scored against the 20 superclasses
-  c.data.train_split = "train+test"
-  c.data.eval_split = "train+test"
-  c.data.augment = True
-  c.batch_size = 256
-  c.total_steps = 20_000
-  c.log_every = 100
-  c.checkpoint_every = 2000
-  c.optimizer = common.optimizer("adam", 1e-3, weight_decay=1e-4, schedule="cosine",
-                                 warmup_steps=500)
-  if args.get("runlocal"):
-    common.apply_runlocal(c, steps=4)
-    c.batch_size = 8
-    c.eval_batch_size = 8
-    c.model_kwargs.width = 8
   return c

@@ -53,3 +53,31 @@ def soft_config(args: dict, *, dataset: str, model: str, default_method="collisi
     c.seed = int(args["seed"])
   c[method] = method_options(method, args)
   return c
+
+
+def catalog_cluster_config(args: dict, *, dataset: str, model: str = "resnet18",
+                           augment: bool = True):
+  """Clustering on a prepared catalog dataset (train+test, as in the paper): ResNet-18 with
+  cross-device BatchNorm (or ``model="small_cnn"``), Adam with cosine decay; ``runlocal`` shrinks it."""
+  c = cluster_config(args, dataset=dataset, model=model)
+  if model == "resnet18":
+    c.model_kwargs.norm = "batch"
+  else:
+    c.model_kwargs.channels = (32, 64)
+    c.model_kwargs.dense = 128
+  c.data.train_split = "train+test"
+  c.data.eval_split = "train+test"
+  c.data.augment = augment
+  c.batch_size = 256
+  c.total_steps = 20_000
+  c.log_every = 100
+  c.checkpoint_every = 2000
+  c.optimizer = common.optimizer("adam", 1e-3, weight_decay=1e-4, schedule="cosine",
+                                 warmup_steps=500)
+  if args.get("runlocal"):
+    common.apply_runlocal(c, steps=4)
+    c.batch_size = 8
+    c.eval_batch_size = 8
+    if model == "resnet18":
+      c.model_kwargs.width = 8
+  return c

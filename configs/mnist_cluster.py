@@ -16,20 +16,6 @@ from labelwise.configs import collision_common, common
 
 def get_config(arg=None):
   args = common.parse_arg(arg)
-  c = collision_common.cluster_config(args, dataset="mnist", model="small_cnn")
-  c.model_kwargs.channels = (32, 64)
-  c.model_kwargs.dense = 128
-  c.data.train_split = "train+test"
-  c.data.eval_split = "train+test"
-  c.data.augment = False
-  c.batch_size = 256
-  c.total_steps = 20_000
-  c.log_every = 100
-  c.checkpoint_every = 2000
-  c.optimizer = common.optimizer("adam", 1e-3, weight_decay=1e-4, schedule="cosine",
-                                 warmup_steps=500)
-  if args.get("runlocal"):
-    common.apply_runlocal(c, steps=4)
-    c.batch_size = 8
-    c.eval_batch_size = 8
+  c = collision_common.catalog_cluster_config(args, dataset="mnist", model="small_cnn",
+                                              augment=False)
   return c
