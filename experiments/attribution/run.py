@@ -43,6 +43,9 @@ GRID = [
     ("rrr lam=10", "method=rrr,lam=10"),
     ("rrr lam=100", "method=rrr,lam=100"),
     ("actdiff lam=1 frac=0.5", "method=actdiff,lam=1,fraction=0.5"),
+    ("actdiff lam=0.1 frac=0.5", "method=actdiff,lam=0.1,fraction=0.5"),
+    ("actdiff lam=0.1 frac=0.25", "method=actdiff,lam=0.1,fraction=0.25"),
+    ("actdiff lam=0.1 frac=0", "method=actdiff,lam=0.1,fraction=0"),
 ]
 QUICK_GRID = [("ce", "method=ce"), ("actdiff lam=1", "method=actdiff,lam=1"),
               ("gradmask lam=1", "method=gradmask,lam=1")]
@@ -225,7 +228,7 @@ def write_results(runs, arms, seeds, steps, out_md, scatter_png, grid_png, grid_
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default="runs/attribution_study")
-  parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+  parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
   parser.add_argument("--steps", type=int, default=200)
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--only", nargs="*", default=None, help="arm names (exact)")
