@@ -31,6 +31,20 @@ class DatasetNotPreparedError(RuntimeError):
   pass
 
 
+class DataReadError(RuntimeError):
+  """The prepared files of a split cannot be read (truncated or corrupted ArrayRecord files)."""
+
+
+def _read_error(spec: DatasetSpec, split: str, data_dir: str, e: Exception) -> DataReadError:
+  where = os.path.join(data_dir, spec.tfds_name)
+  fix = ("it is regenerated on the next run" if spec.builder is not None else
+         f"then run `python -m labelwise.data.prepare {spec.name} --data_dir={data_dir}`")
+  return DataReadError(
+      f"cannot read split {split!r} of dataset {spec.name!r} from its ArrayRecord files under "
+      f"{where} ({type(e).__name__}: {e}). The files are probably truncated or corrupted: delete "
+      f"{where} and {fix}.")
+
+
 def _open_source(spec: DatasetSpec, split: str, data_dir: str):
   """A random-access TFDS data source; offline builders are generated on first use."""
   import tensorflow_datasets as tfds
@@ -67,8 +81,13 @@ class SplitData:
   cache_limit: int = 200_000
 
   def __post_init__(self):
-    self._source = _open_source(self.spec, self.split, self.data_dir)
-    self.num_examples = len(self._source)
+    try:
+      self._source = _open_source(self.spec, self.split, self.data_dir)
+      self.num_examples = len(self._source)
+    except DatasetNotPreparedError:
+      raise
+    except Exception as e:  # noqa: BLE001 - any failure to open prepared files
+      raise _read_error(self.spec, self.split, self.data_dir, e) from e
     self._cache = None
     if self.num_examples <= self.cache_limit:
       self._cache = self._read(np.arange(self.num_examples))
@@ -78,9 +97,12 @@ class SplitData:
     for lo in range(0, len(indices), _READ_CHUNK):
       chunk = [int(i) for i in indices[lo:lo + _READ_CHUNK]]
       try:
-        records = self._source.__getitems__(chunk)
-      except TypeError:  # tfds.testing.mock_data's source only supports __getitem__
-        records = [self._source[i] for i in chunk]
+        try:
+          records = self._source.__getitems__(chunk)
+        except TypeError:  # tfds.testing.mock_data's source only supports __getitem__
+          records = [self._source[i] for i in chunk]
+      except Exception as e:  # noqa: BLE001 - a corrupted record or file
+        raise _read_error(self.spec, self.split, self.data_dir, e) from e
       cols = {"input": np.stack([r[self.spec.input_key] for r in records]),
               "label": np.asarray([r[self.spec.label_key] for r in records], np.int32)}
       for f in self.spec.fields:

@@ -1,5 +1,7 @@
 """Input pipeline: offline builders, determinism, eval coverage, catalog loaders under mock data."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -112,3 +114,31 @@ def test_catalog_not_prepared_names_the_prepare_command(tmp_path):
 def test_unknown_dataset_lists_known_ones():
   with pytest.raises(ValueError, match="known datasets: .*digits"):
     registry.get_dataset_spec("imagenet-1m")
+
+
+def test_corrupted_array_record_names_the_files_and_the_fix(tmp_path):
+  import glob
+  import shutil
+  from labelwise.data.pipeline import DataReadError, default_data_dir
+  c = load_config("digits_ce", "runlocal")
+  make_dataset(c)  # generated (or already cached) in the shared test data dir
+  src = os.path.join(default_data_dir(), "digits")
+  shutil.copytree(src, tmp_path / "digits")
+  for f in glob.glob(str(tmp_path / "digits" / "*" / "*array_record*")):
+    with open(f, "r+b") as fh:   # keep the size, destroy the content
+      n = os.path.getsize(f)
+      fh.write(b"\x00garbage" * (n // 8))
+  c.data.data_dir = str(tmp_path)
+  with pytest.raises(DataReadError, match=r"cannot read split 'train' of dataset 'digits' .*"
+                                          r"delete .*digits and it is regenerated"):
+    make_dataset(c)
+
+
+def test_unreadable_image_file_names_the_file(tmp_path):
+  from labelwise.data.images import UnreadableImageError, open_image
+  bad = tmp_path / "broken.png"
+  bad.write_bytes(b"not a png at all")
+  with pytest.raises(UnreadableImageError, match=r"cannot read image file .*broken.png.*Remove or "
+                                                 r"replace the file"):
+    with open_image(str(bad)):
+      pass

@@ -29,6 +29,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import tensorflow_datasets as tfds
 
+from labelwise.data.images import open_image
 from labelwise.data.registry import DatasetSpec, register_dataset
 
 ENV_ROOT = "LABELWISE_MASKED_FOLDER"
@@ -69,13 +70,13 @@ def read_masked_folder(root: str, split: str, classes: List[str], size: int):
     by_stem = {os.path.splitext(f)[0]: f for f in os.listdir(folder) if f.lower().endswith(_EXTS)}
     for f in files:
       stem = os.path.splitext(f)[0]
-      with Image.open(os.path.join(folder, f)) as im:
+      with open_image(os.path.join(folder, f)) as im:
         img = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), np.float32) / 255.
       mask_file = by_stem.get(stem + MASK_SUFFIX)
       if mask_file is None:
         mask = np.ones((size, size), np.uint8)
       else:
-        with Image.open(os.path.join(folder, mask_file)) as im:
+        with open_image(os.path.join(folder, mask_file)) as im:
           mask = (np.asarray(im.convert("L").resize((size, size), Image.NEAREST)) > 0)
           mask = mask.astype(np.uint8)
       images.append(img)

@@ -22,6 +22,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import tensorflow_datasets as tfds
 
+from labelwise.data.images import open_image
 from labelwise.data.registry import DatasetSpec, register_dataset
 
 NUM_CLASSES = 1081
@@ -64,7 +65,7 @@ def list_split(root: str, split_dir: str, classes: List[str]) -> List[Tuple[str,
 def load_image(path: str, size: int = IMAGE_SIZE) -> np.ndarray:
   """RGB uint8 ``[size, size, 3]``: shorter side resized to ``size``, then centre crop."""
   from PIL import Image
-  with Image.open(path) as im:
+  with open_image(path) as im:
     im = im.convert("RGB")
     w, h = im.size
     scale = size / min(w, h)

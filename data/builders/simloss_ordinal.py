@@ -22,6 +22,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import tensorflow_datasets as tfds
 
+from labelwise.data.images import open_image
 from labelwise.data.registry import DatasetSpec, register_dataset
 
 # ---------------------------------------------------------------------------------- diabetes
@@ -130,7 +131,7 @@ def age_splits(n: int) -> Dict[str, np.ndarray]:
 
 def load_age_image(path: str) -> np.ndarray:
   from PIL import Image
-  with Image.open(path) as im:
+  with open_image(path) as im:
     im = im.convert("RGB").resize((AGE_IMAGE_SIZE, AGE_IMAGE_SIZE), Image.BILINEAR)
     return np.asarray(im, np.uint8)
 
