@@ -5,7 +5,7 @@ batch 1024, S = r^|i-j| with r in {0, .1, ..., .9}; metrics accuracy, MAE and MS
 
     export LABELWISE_AGE_FOLDER=/path/to/UTKFace_by_age     # <root>/<age>/*.jpg
     python -m labelwise.train --config=configs/age_simloss.py:r=0.5 --workdir=runs/age_r05
-    python -m labelwise.train --config=configs/age_simloss.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/age_simloss.py:runlocal --workdir=runs/smoke
 
 Arguments: ``runlocal``, ``seed=N``, ``r=R``, ``method=simloss|ce|sord|label_smoothing``.
 Early stopping on validation MAE is NOT implemented by the trainer: this config evaluates the

@@ -12,7 +12,7 @@ lambda = 1.5 (the authors' CIFAR-FS value), tau = 1, K = 100 codes U(-0.01, 0.01
         --workdir=runs/c100_coarse_ls
     python -m labelwise.train --config=configs/cifar100_coarse_fierce.py:method=ce,train_on=fine \
         --workdir=runs/c100_fine_ce            # upper bound
-    python -m labelwise.train --config=configs/cifar100_coarse_fierce.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/cifar100_coarse_fierce.py:runlocal --workdir=runs/smoke
 
 Arguments: see ``configs/fierce_common.py`` (``lam`` defaults to 1.5 here).
 """

@@ -11,7 +11,7 @@ dropped 4 two-word classes, we keep all 100) and our superclass similarity (20 C
     python -m labelwise.train \
         --config=configs/cifar100_simloss.py:similarity=embedding,embeddings=emb.npy,b=0.5 \
         --workdir=runs/c100_w2v
-    python -m labelwise.train --config=configs/cifar100_simloss.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/cifar100_simloss.py:runlocal --workdir=runs/smoke
 
 Arguments: ``runlocal``, ``seed=N``, ``model=resnet18|lenet``, ``similarity=superclass|embedding``,
 ``r=R``, ``b=B``, ``embeddings=PATH``. "lenet" is the ``small_cnn`` model with LeNet widths

@@ -4,7 +4,7 @@ Prepare the data once (needs network and the `prepare` extra):
 
     python -m labelwise.data.prepare cifar10
     python -m labelwise.train --config=configs/cifar10_ce.py --workdir=runs/cifar10_ce
-    python -m labelwise.train --config=configs/cifar10_ce.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/cifar10_ce.py:runlocal --workdir=runs/smoke
 
 Expected: ~95% test accuracy (standard ResNet-18 recipe).
 """

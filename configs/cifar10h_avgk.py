@@ -12,7 +12,7 @@ uses the human distribution as the reference posterior (oracle = threshold on ``
     python -m labelwise.train --config=configs/cifar10h_avgk.py --workdir=runs/c10h_two_head
     python -m labelwise.train --config=configs/cifar10h_avgk.py:method=softmax --workdir=runs/c10h_sm
     python -m labelwise.train --config=configs/cifar10h_avgk.py:method=epr,k=1.5 --workdir=runs/c10h_epr
-    python -m labelwise.train --config=configs/cifar10h_avgk.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/cifar10h_avgk.py:runlocal --workdir=runs/smoke
 
 Arguments: ``method`` in two_head (rule B, default), two_head_a (rule A), softmax (softmax
 thresholding: ``two_head`` with weight 0, which is exactly CE on the sampled labels),

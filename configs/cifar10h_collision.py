@@ -7,7 +7,7 @@ human distributions (``soft_label``) and the last 2,000 are the evaluation set (
     python -m labelwise.data.prepare cifar10_h
     python -m labelwise.train --config=configs/cifar10h_collision.py --workdir=runs/c10h_collision
     python -m labelwise.train --config=configs/cifar10h_collision.py:method=shannon_soft --workdir=runs/c10h_shannon
-    python -m labelwise.train --config=configs/cifar10h_collision.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/cifar10h_collision.py:runlocal --workdir=runs/smoke
 """
 
 from labelwise.configs import collision_common, common

@@ -6,7 +6,7 @@ adversarial):
     python -m labelwise.train --config=configs/crosses_attribution.py:method=actdiff --workdir=runs/crosses_actdiff
     python -m labelwise.train --config=configs/crosses_attribution.py:method=gradmask,lam=10 --workdir=runs/crosses_gm
     python -m labelwise.train --config=configs/crosses_attribution.py:method=rrr,fraction=0.5,seed=2 --workdir=runs/x
-    python -m labelwise.train --config=configs/crosses_attribution.py:method=actdiff,runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/crosses_attribution.py:method=actdiff,runlocal --workdir=runs/smoke
 
 Arguments: ``method`` (default actdiff), ``lam`` (penalty weight), ``fraction`` (share of training
 images that carry their mask), ``seed``, ``runlocal``. Method options are under

@@ -1,7 +1,7 @@
 r"""Label smoothing on diabetes_ordinal: the SimLoss study baseline.
 
     python -m labelwise.train --config=configs/diabetes_label_smoothing.py --workdir=runs/diab_ls
-    python -m labelwise.train --config=configs/diabetes_label_smoothing.py:runlocal --workdir=/tmp/s
+    python -m labelwise.train --config=configs/diabetes_label_smoothing.py:runlocal --workdir=runs/s
 
 Same arguments as configs/diabetes_simloss.py; ``--config.label_smoothing.alpha`` sets the smoothing.
 """

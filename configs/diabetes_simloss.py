@@ -4,7 +4,7 @@ scikit-learn's diabetes target in 10 quantile bins (E1 of the SimLoss study, doc
 
     python -m labelwise.train --config=configs/diabetes_simloss.py --workdir=runs/diabetes_simloss
     python -m labelwise.train --config=configs/diabetes_simloss.py:r=0.9 --workdir=runs/diab_r09
-    python -m labelwise.train --config=configs/diabetes_simloss.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/diabetes_simloss.py:runlocal --workdir=runs/smoke
     python -m labelwise.train --config=configs/diabetes_simloss.py:method=sord --workdir=runs/diab_sord
 
 Arguments (comma separated): ``runlocal``, ``seed=N``, ``r=R`` (reduction factor),

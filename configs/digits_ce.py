@@ -1,7 +1,7 @@
 r"""Cross-entropy baseline on scikit-learn digits (offline), MLP.
 
     python -m labelwise.train --config=configs/digits_ce.py --workdir=runs/digits_ce
-    python -m labelwise.train --config=configs/digits_ce.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/digits_ce.py:runlocal --workdir=runs/smoke
     python -m labelwise.train --config=configs/digits_ce.py --workdir=runs/x --config.model=small_cnn
 
 Expected: ~97% test accuracy after 1000 steps (batch 128, Adam 1e-3).

@@ -4,7 +4,7 @@ r"""Self-labeled clustering of all 1797 scikit-learn digits (offline), K = 10, M
     python -m labelwise.train --config=configs/digits_cluster.py:method=shannon_cluster --workdir=runs/dsc
     python -m labelwise.train --config=configs/digits_cluster.py:method=mi_cluster --workdir=runs/dmi
     python -m labelwise.train --config=configs/digits_cluster.py:pseudo=dataset,update_every=25 --workdir=runs/dds
-    python -m labelwise.train --config=configs/digits_cluster.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/digits_cluster.py:runlocal --workdir=runs/smoke
 
 Args: ``method`` (collision_cluster | shannon_cluster | mi_cluster), ``lam`` (fairness weight, 3),
 ``fairness`` (strong | classic), ``pseudo`` (batch | dataset), ``update_every``, ``seed``.

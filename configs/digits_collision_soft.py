@@ -3,7 +3,7 @@ r"""Collision vs Shannon cross-entropy on noisy soft targets, scikit-learn digit
     python -m labelwise.train --config=configs/digits_collision_soft.py --workdir=runs/dcs
     python -m labelwise.train --config=configs/digits_collision_soft.py:method=shannon_soft,level=0.8 --workdir=runs/dss
     python -m labelwise.train --config=configs/digits_collision_soft.py:targets=flat,level=0.5,model=linear --workdir=runs/x
-    python -m labelwise.train --config=configs/digits_collision_soft.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/digits_collision_soft.py:runlocal --workdir=runs/smoke
 
 Args: ``method`` (collision_soft | shannon_soft), ``targets`` (mix | flat | onehot), ``level`` (eta for
 mix, rho for flat; default 0.8), ``model`` (mlp: one hidden layer of 128 | linear), ``seed``.

@@ -14,7 +14,7 @@ classification (coarse accuracy) and fine_grain (fine 5-NN and logistic probe on
         --workdir=runs/digits_ce_fine          # upper bound: CE on the fine labels
     python -m labelwise.train --config=configs/digits_fierce.py:bottleneck,coarse=halves \
         --workdir=runs/digits_fierce_1d        # 1-D bottleneck feature (Spearman), bins estimator
-    python -m labelwise.train --config=configs/digits_fierce.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/digits_fierce.py:runlocal --workdir=runs/smoke
 
 Arguments: see ``configs/fierce_common.py``; plus ``bottleneck`` (last hidden width 1; the feature
 is a ReLU output, FIERCE uses the scalar-feature bins estimator with K=20 unless set).

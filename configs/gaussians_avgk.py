@@ -4,7 +4,7 @@ r"""Average-K classification on the synthetic ambiguous Gaussians (offline, know
     python -m labelwise.train --config=configs/gaussians_avgk.py:method=ce --workdir=runs/g_ce
     python -m labelwise.train --config=configs/gaussians_avgk.py:method=epr,k=3,n_train=4000 \
         --workdir=runs/g_epr
-    python -m labelwise.train --config=configs/gaussians_avgk.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/gaussians_avgk.py:runlocal --workdir=runs/smoke
 
 Arguments (``:a=b,c=d``): ``method`` in two_head (default), two_head_a (rule A: true label not
 forced), oracle (two-head with pseudo-labels from the true posterior), ce (softmax thresholding),

@@ -1,7 +1,7 @@
 r"""Soft labels from the hierarchy (Bertinetto et al. 2020) on hierarchy_gaussians: SimLoss baseline.
 
     python -m labelwise.train --config=configs/hierarchy_hierarchical_soft.py --workdir=runs/hs
-    python -m labelwise.train --config=configs/hierarchy_hierarchical_soft.py:runlocal --workdir=/tmp/s
+    python -m labelwise.train --config=configs/hierarchy_hierarchical_soft.py:runlocal --workdir=runs/s
 
 Same arguments as configs/hierarchy_simloss.py; ``--config.hierarchical_soft.beta`` sets the sharpness.
 """

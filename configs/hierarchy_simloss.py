@@ -5,7 +5,7 @@ S = 1 on the diagonal, r within a superclass, 0 otherwise (the dataset's fine-to
 
     python -m labelwise.train --config=configs/hierarchy_simloss.py --workdir=runs/hier_simloss
     python -m labelwise.train --config=configs/hierarchy_simloss.py:r=0.9 --workdir=runs/hier_r09
-    python -m labelwise.train --config=configs/hierarchy_simloss.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/hierarchy_simloss.py:runlocal --workdir=runs/smoke
     python -m labelwise.train --config=configs/hierarchy_simloss.py:method=hierarchical_soft \
         --workdir=runs/hier_soft
 

@@ -8,7 +8,7 @@ The images and masks are read from the folder named by ``$LABELWISE_MASKED_FOLDE
     LABELWISE_MASKED_FOLDER=/data/xray python -m labelwise.train \
         --config=configs/masked_folder.py:method=gradmask,lam=1 --workdir=runs/xray_gradmask
     LABELWISE_MASKED_FOLDER=/data/xray python -m labelwise.train \
-        --config=configs/masked_folder.py:method=actdiff,fraction=0.5,runlocal --workdir=/tmp/smoke
+        --config=configs/masked_folder.py:method=actdiff,fraction=0.5,runlocal --workdir=runs/smoke
 
 Arguments: ``method`` (ce, classify_masked, actdiff, gradmask, rrr; default gradmask), ``lam``,
 ``fraction`` (share of training images that use their mask), ``eval_split`` (default ``test``),

@@ -1,7 +1,7 @@
 r"""Cross-entropy baseline on MNIST-1D (offline, generated), 1-D CNN.
 
     python -m labelwise.train --config=configs/mnist1d_ce.py --workdir=runs/mnist1d_ce
-    python -m labelwise.train --config=configs/mnist1d_ce.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/mnist1d_ce.py:runlocal --workdir=runs/smoke
     python -m labelwise.train --config=configs/mnist1d_ce.py:model=mlp --workdir=runs/mnist1d_mlp
 
 Reference: the MNIST-1D paper reports ~94% for a CNN and ~68% for an MLP on 4000 training signals.

@@ -2,7 +2,7 @@ r"""Self-labeled clustering of MNIST-1D (offline, 5000 signals, train+test), K =
 
     python -m labelwise.train --config=configs/mnist1d_cluster.py --workdir=runs/mnist1d_cluster
     python -m labelwise.train --config=configs/mnist1d_cluster.py:method=mi_cluster --workdir=runs/m1mi
-    python -m labelwise.train --config=configs/mnist1d_cluster.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/mnist1d_cluster.py:runlocal --workdir=runs/smoke
 
 Args as in ``configs/digits_cluster.py``. MNIST-1D is hard to cluster without augmentation: expect
 accuracies far below the supervised ~94%.

@@ -8,7 +8,7 @@ MLP 64-256-256-64 on the 40-sample signals (the method sheet's offline study), A
         --workdir=runs/m1d_ls
     python -m labelwise.train --config=configs/mnist1d_fierce.py:lam=1,tau=0.1,coarse=pairs \
         --workdir=runs/m1d_fierce_pairs
-    python -m labelwise.train --config=configs/mnist1d_fierce.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/mnist1d_fierce.py:runlocal --workdir=runs/smoke
 
 Arguments: see ``configs/fierce_common.py``.
 """

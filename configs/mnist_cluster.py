@@ -5,7 +5,7 @@ Prepare the data once (needs network and the `prepare` extra):
     python -m labelwise.data.prepare mnist
     python -m labelwise.train --config=configs/mnist_cluster.py --workdir=runs/mnist_cluster
     python -m labelwise.train --config=configs/mnist_cluster.py:method=shannon_cluster --workdir=runs/mnist_cluster_shannon
-    python -m labelwise.train --config=configs/mnist_cluster.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/mnist_cluster.py:runlocal --workdir=runs/smoke
 
 Args as in ``configs/digits_cluster.py`` (method, lam, fairness, pseudo, update_every, seed).
 Trained from scratch (small_cnn); the paper's strongest numbers use self-supervised features and

@@ -9,7 +9,7 @@ micro and macro (the long tail makes macro the interesting one), with top-K for 
     python -m labelwise.train --config=configs/plantnet_avgk.py --workdir=runs/plantnet_two_head
     python -m labelwise.train --config=configs/plantnet_avgk.py:method=ce --workdir=runs/plantnet_ce
     python -m labelwise.train --config=configs/plantnet_avgk.py:method=epr,k=3 --workdir=runs/p_epr
-    python -m labelwise.train --config=configs/plantnet_avgk.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/plantnet_avgk.py:runlocal --workdir=runs/smoke
 
 Arguments: ``method`` in two_head (rule B, default), two_head_a (rule A), ce (softmax
 thresholding), assume_negative, epr; ``k`` (training K, default 3); ``weight``; ``seed``;

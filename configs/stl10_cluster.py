@@ -5,7 +5,7 @@ Prepare the data once (needs network and the `prepare` extra):
     python -m labelwise.data.prepare stl10
     python -m labelwise.train --config=configs/stl10_cluster.py --workdir=runs/stl10_cluster
     python -m labelwise.train --config=configs/stl10_cluster.py:method=shannon_cluster --workdir=runs/stl10_cluster_shannon
-    python -m labelwise.train --config=configs/stl10_cluster.py:runlocal --workdir=/tmp/smoke
+    python -m labelwise.train --config=configs/stl10_cluster.py:runlocal --workdir=runs/smoke
 
 Args as in ``configs/digits_cluster.py`` (method, lam, fairness, pseudo, update_every, seed).
 Trained from scratch (resnet18); the paper's strongest numbers use self-supervised features and

@@ -292,6 +292,14 @@ def input_gradients(score_fn: Callable, inputs, *, has_aux: bool = False):
 # --------------------------------------------------------------------------------------------------
 
 
+def _outside_mask(input_grads, masks, where):
+  """Checks the penalty inputs; returns the float32 input gradients with the mask region zeroed."""
+  _checks.check_floating(input_grads, "input_grads")
+  m = _check_masks(input_grads, masks, "input_grads")
+  _checks.check_where(where, _checks.shape_of(input_grads)[0])
+  return _checks.as_f32(input_grads) * (1.0 - m)
+
+
 def gradmask_penalty(input_grads, masks, *, where=None):
   """GradMask penalty: L1 norm of the input gradient outside the mask.
 
@@ -312,11 +320,8 @@ def gradmask_penalty(input_grads, masks, *, where=None):
 
   Reference: Viviano et al. 2019 (the authors then sum over the batch and multiply by lambda).
   """
-  _checks.check_floating(input_grads, "input_grads")
-  m = _check_masks(input_grads, masks, "input_grads")
-  b = _checks.shape_of(input_grads)[0]
-  _checks.check_where(where, b)
-  outside = _checks.as_f32(input_grads) * (1.0 - m)
+  outside = _outside_mask(input_grads, masks, where)
+  b = outside.shape[0]
   return _checks.apply_where(jnp.sum(jnp.abs(outside).reshape(b, -1), axis=-1), where)
 
 
@@ -340,11 +345,8 @@ def rrr_penalty(input_grads, masks, *, where=None):
 
   Reference: Ross et al. 2017, "Right for the Right Reasons" (weight decay is a separate option).
   """
-  _checks.check_floating(input_grads, "input_grads")
-  m = _check_masks(input_grads, masks, "input_grads")
-  b = _checks.shape_of(input_grads)[0]
-  _checks.check_where(where, b)
-  outside = _checks.as_f32(input_grads) * (1.0 - m)
+  outside = _outside_mask(input_grads, masks, where)
+  b = outside.shape[0]
   return _checks.apply_where(jnp.sum(jnp.square(outside).reshape(b, -1), axis=-1), where)
 
 

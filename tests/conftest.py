@@ -10,5 +10,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TFDS_DISABLE_GCS", "1")
 os.environ.setdefault("NO_GCE_CHECK", "true")
 # Offline builders are generated once into a shared cache (reused across runs and xdist workers).
-os.environ.setdefault("TFDS_DATA_DIR", os.path.join(
-    os.environ.get("TMPDIR", "/tmp"), "labelwise-tests-tfds"))
+import tempfile  # noqa: E402
+
+os.environ.setdefault("TFDS_DATA_DIR", os.path.join(tempfile.gettempdir(), "labelwise-tests-tfds"))

@@ -131,7 +131,9 @@ def test_sigterm_subprocess_checkpoints_and_exits_cleanly(reference, tmp_path):
 
 
 def test_sigterm_in_process_saves_that_step_and_restores_the_handler(reference, tmp_path):
-  if threading.current_thread() is not threading.main_thread():  # the handler could not be set
+  # pytest and pytest-xdist run tests in the main thread, so `make test` never takes this skip; it
+  # only guards thread-based runners, where Python forbids installing signal handlers.
+  if threading.current_thread() is not threading.main_thread():
     pytest.skip("signal handlers can only be installed from the main thread")
   previous = signal.getsignal(signal.SIGTERM)
   t = trainer.Trainer(_cfg(checkpoint_every=0), str(tmp_path))  # 0: checkpoint only at the end
@@ -243,6 +245,7 @@ def test_non_finite_loss_message_and_skip_policy(reference, tmp_path):
 
 def test_second_sigterm_goes_to_the_previous_handler():
   """The first SIGTERM only sets the flag; a second one (a stuck save) reaches the old handler."""
+  # As above: never skipped under pytest / pytest-xdist (tests run in the main thread).
   if threading.current_thread() is not threading.main_thread():
     pytest.skip("signal handlers can only be installed from the main thread")
   from labelwise.train import preemption

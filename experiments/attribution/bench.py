@@ -1,7 +1,7 @@
 r"""Step time of the attribution methods relative to cross-entropy (one jitted training step).
 
     python experiments/attribution/bench.py                    # both models, B = 64
-    python experiments/attribution/bench.py --iters 5 --out /tmp/bench.md   # a quick look
+    python experiments/attribution/bench.py --iters 5 --out runs/attribution_bench.md   # a quick look
 
 Models: ``attribution_cnn`` on 28x28x1 (the crosses study) and ResNet-18 (CIFAR 3x3 stem,
 GroupNorm: the masked_folder config) on 32x32x3, batch 64, float32. The step is the real method

@@ -5,7 +5,7 @@ r"""Average-K study on the synthetic ambiguous Gaussians (known posterior, so th
     python experiments/average_k/run.py --check_trainer      # also: one config via train_and_evaluate
     python experiments/average_k/run.py --variants epr --merge   # rerun one method, keep the rest
     python experiments/average_k/run.py --n_train 4000 --ks 2 --seeds 3 --variants epr \
-        --epr_weight 10 --out /tmp/epr10                      # a hyperparameter probe
+        --epr_weight 10 --out runs/epr10                      # a hyperparameter probe
 
 Grid: n_train in {1000, 4000, 32000} x K in {1.5, 2, 3} x seeds, for softmax thresholding (``ce``),
 the two-head loss with both pseudo-label rules (``two_head`` = rule B, ``two_head_a`` = rule A), the

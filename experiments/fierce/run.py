@@ -1,7 +1,7 @@
 r"""FIERCE offline study: does entropic feature regularization keep fine-grain information?
 
     python experiments/fierce/run.py                      # full study (minutes on 2 CPU cores)
-    python experiments/fierce/run.py --seeds 2 --steps 100 --out /tmp/fierce_smoke   # smoke run
+    python experiments/fierce/run.py --seeds 2 --steps 100 --out runs/fierce_smoke   # smoke run
 
 scikit-learn digits (the project's fixed stratified 80/20 split), trained on COARSE labels:
 (a) halves {0-4} vs {5-9}, (b) parity, (c) pairs {0,1},{2,3},...; MLP 64-256-256-64 + linear head,

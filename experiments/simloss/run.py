@@ -1,7 +1,7 @@
 r"""SimLoss study (Kobs et al., ISMIS 2020): similarity influence r against CE and soft-label baselines.
 
     python experiments/simloss/run.py                 # full study, a few minutes on 2 CPU cores
-    python experiments/simloss/run.py --smoke --out /tmp/simloss_smoke   # linear model, r in {0, .9},
+    python experiments/simloss/run.py --smoke --out runs/simloss_smoke   # linear model, r in {0, .9},
                                                                           # 30 steps (used by a test)
 
 E1 (real ordinal data): scikit-learn diabetes target in 10 quantile bins (``diabetes_ordinal``),
