@@ -5,13 +5,18 @@ traced to the exact code and environment that produced it::
 
     from labelwise.experiments import provenance
     ...
+    record = provenance.collect(configs={"ce": cfg_ce, ...}, seeds=[0, 1, 2])  # before training
+    ...                                                                       # train, evaluate
     table = os.path.join(out, "results.md")
-    record = provenance.write(table, configs={"ce": cfg_ce, ...}, seeds=[0, 1, 2])
+    provenance.write(table, record=record, extra={"seconds": 312})
     with open(table, "w") as f:
       f.write(table_markdown)
       f.write(provenance.footer(record, table))   # a one-line summary under the table
 
-``write`` saves ``results.provenance.json`` beside ``results.md`` (same stem) and returns the record.
+Collecting before training records the git state of the code that ran (editing files while a long
+study runs does not change it). ``write`` saves ``results.provenance.json`` beside ``results.md``
+(same stem) and returns the record; a study that only re-renders its table from saved numbers uses
+:func:`load` to keep the record of the run that produced them.
 The record holds: the UTC time, the command line, the seeds, every config (as plain dicts), the git
 commit with a dirty flag and the list of modified files, the Python/platform/JAX devices, the
 versions of the packages that change numbers, and the XLA/JAX environment variables.
@@ -125,17 +130,46 @@ def path_for(table_path: str) -> str:
 
 
 def write(table_path: str, *, configs: Any = None, seeds: Optional[Iterable[int]] = None,
-          extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-  """Writes the record next to ``table_path`` (see :func:`path_for`) and returns it."""
-  record = collect(configs=configs, seeds=seeds, extra=extra)
+          extra: Optional[Mapping[str, Any]] = None,
+          record: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+  """Writes the record next to ``table_path`` (see :func:`path_for`) and returns it.
+
+  With ``record`` (from :func:`collect` at the start of the study) that record is written, with
+  ``extra`` merged into its ``extra`` and the finishing time added; otherwise a record is collected
+  now from ``configs``, ``seeds`` and ``extra``.
+  """
+  if record is None:
+    record = collect(configs=configs, seeds=seeds, extra=extra)
+  else:
+    if configs is not None or seeds is not None:
+      raise ValueError("write: pass either record= or configs=/seeds=, not both")
+    record = dict(record)
+    record["extra"] = {**record.get("extra", {}), **_plain(dict(extra or {}))}
+    record["finished_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds")
   with open(path_for(table_path), "w") as f:
     json.dump(record, f, indent=1, sort_keys=True)
     f.write("\n")
   return record
 
 
-def footer(record: Mapping[str, Any], table_path: Optional[str] = None) -> str:
-  """A short markdown summary of ``record`` to put under a table."""
+def load(table_path: str) -> Optional[Dict[str, Any]]:
+  """The record saved next to ``table_path``, or None when there is none."""
+  path = path_for(table_path)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+MISSING = ("\n\n_Provenance: none recorded (this table was produced before the study recorded its "
+           "provenance)._\n")
+
+
+def footer(record: Optional[Mapping[str, Any]], table_path: Optional[str] = None) -> str:
+  """A short markdown summary of ``record`` to put under a table (:data:`MISSING` for None)."""
+  if record is None:
+    return MISSING
   git = record.get("git", {})
   commit = (git.get("commit") or "unknown")[:12] + (" (modified tree)" if git.get("dirty") else "")
   pk = record.get("packages", {})

@@ -30,3 +30,12 @@ def test_study_smoke(tmp_path):
   # inside the superclass far more often than cross-entropy.
   fsa = lambda k: np.mean([q["failed_superclass_accuracy"] for q in raw[k]["runs"]])
   assert fsa("E2|linear|simloss r=0.9") > fsa("E2|linear|CE") + 0.05
+  # Provenance: the record beside the table holds the study settings, seeds and the git commit,
+  # and the table's footer names it; re-rendering from results.json keeps that record.
+  prov = json.loads((tmp_path / "results.provenance.json").read_text())
+  assert prov["seeds"] == [0, 1] and prov["configs"]["args"]["smoke"] is True
+  assert prov["configs"]["E1"]["steps"] == 30 and prov["extra"]["smoke"] is True
+  assert prov["packages"]["jax"] and "commit" in prov["git"]
+  assert "results.provenance.json" in md and "_Provenance: commit" in md
+  run.main(["--report_only", "--out", str(tmp_path)])
+  assert (tmp_path / "results.md").read_text() == md

@@ -30,6 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirna
 
 import numpy as np  # noqa: E402
 
+from labelwise.experiments import provenance  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # (arm name, config argument). lam values: the per-masked-example normalization of labelwise.
@@ -74,7 +76,7 @@ def run_one(arm, arg, seed, steps, workdir, grid_images):
   done = os.path.join(rundir, "study.json")
   if os.path.exists(done):
     with open(done) as f:
-      return json.load(f)
+      return {**json.load(f), "reused": True}
   config = crosses_attribution.get_config(f"{arg},seed={seed}")
   config.total_steps = steps
   config.parallel = "jit"
@@ -114,7 +116,7 @@ def fmt(vals):
   return f"{m:.2f} ± {s:.2f}"
 
 
-def write_results(runs, arms, seeds, steps, out_md, scatter_png, grid_png, grid_images):
+def write_results(runs, arms, seeds, steps, out_md, scatter_png, grid_png, grid_images, record):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -189,7 +191,8 @@ def write_results(runs, arms, seeds, steps, out_md, scatter_png, grid_png, grid_
     lines.append("\n## Step time on an accelerator (`experiments/attribution/bench.py`)\n")
     lines += open(bench).read().strip().splitlines()[2:]
   with open(out_md, "w") as f:
-    f.write("\n".join(lines) + "\n")
+    f.write("\n".join(lines).rstrip("\n"))
+    f.write(provenance.footer(record, out_md))
 
   # scatter
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -247,6 +250,12 @@ def main(argv=None):
   xs, ms, ys = generate_crosses(kw["n"], kw["seed"], shift=kw["shift"],
                                 distractor=kw["distractor"])
   grid_images = (xs[:6], ms[:6], ys[:6])
+  from labelwise.configs import crosses_attribution
+  record = provenance.collect(
+      configs={"args": vars(args), "steps": steps, "ig_steps": 8,
+               **{arm: crosses_attribution.get_config(arg) for arm, arg in grid}},
+      seeds=seeds)
+  t0 = time.time()
   runs = []
   for arm, arg in grid:
     for seed in seeds:
@@ -259,10 +268,17 @@ def main(argv=None):
             f"IoU {r['saliency/grad_iou']:.3f} ({r['wall_s']:.0f}s)", flush=True)
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "runs.json"), "w") as f:
-    json.dump([{k: v for k, v in r.items() if k != "rundir"} for r in runs], f, indent=1)
-  write_results(runs, [a for a, _ in grid], seeds, steps,
-                os.path.join(args.out, "results.md"), os.path.join(args.out, "scatter.png"),
-                os.path.join(args.out, "saliency_grid.png"), grid_images)
+    json.dump([{k: v for k, v in r.items() if k not in ("rundir", "reused")} for r in runs], f,
+              indent=1)
+  reused = sum(r.get("reused", False) for r in runs)
+  md_path = os.path.join(args.out, "results.md")
+  record = provenance.write(md_path, record=record, extra={
+      "seconds": time.time() - t0, "workdir": args.workdir, "runs": len(runs),
+      "reused_runs": reused, **({"note": f"{reused} runs were read from an earlier study.json in "
+                                         "the workdir, not retrained"} if reused else {})})
+  write_results(runs, [a for a, _ in grid], seeds, steps, md_path,
+                os.path.join(args.out, "scatter.png"), os.path.join(args.out, "saliency_grid.png"),
+                grid_images, record)
   print(open(os.path.join(args.out, "results.md")).read())
 
 

@@ -44,6 +44,7 @@ import optax  # noqa: E402
 
 from labelwise import losses  # noqa: E402
 from labelwise.eval import metrics  # noqa: E402
+from labelwise.experiments import provenance  # noqa: E402
 
 R_VALUES = (0.0, 0.3, 0.5, 0.7, 0.9)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -102,6 +103,27 @@ def make_trainer(kind: str, dims, steps: int, lr: float, weight_decay: float):
 
 def _r_values(args):
   return (0.0, 0.9) if args.smoke else R_VALUES
+
+
+def study_config(args) -> Dict:
+  """Every setting of the study (recorded in results.provenance.json next to the table)."""
+  return {
+      "args": vars(args),
+      "optimizer": "adamw, full batch, lr 1e-2, weight decay 1e-3",
+      "r_values": list(_r_values(args)),
+      "E1": {"dataset": "diabetes_ordinal (10 quantile bins)",
+             "splits": "1 x 2-fold CV" if args.smoke else "5 x 5-fold CV (perm seeds 1000+rep)",
+             "models": {"linear": [10, 10]} if args.smoke else {"linear": [10, 10],
+                                                                  "mlp": [10, 32, 10]},
+             "steps": 30 if args.smoke else 400, "init_key": 0,
+             "baselines": {"label smoothing": {"alpha": 0.1}, "SORD": {"scale": 1.0}}},
+      "E2": {"dataset": "hierarchy_gaussians (20 x 5 classes)",
+             "train_draw_seeds": [500 + s for s in range(2 if args.smoke else 6)],
+             "models": {"linear": [16, 100]} if args.smoke else {"linear": [16, 100],
+                                                                  "mlp": [16, 128, 100]},
+             "steps": 30 if args.smoke else 300, "init_key": 1,
+             "baselines": {"label smoothing": {"alpha": 0.1}, "hierarchical soft": {"beta": 2.0}}},
+  }
 
 
 # ------------------------------------------------------------------------------------ E1
@@ -331,7 +353,7 @@ def verdicts(e1, e2) -> str:
   return "\n".join(lines)
 
 
-def write_report(e1, e2, out, secs, smoke):
+def write_report(e1, e2, out, secs, smoke, record):
   plot(e1, e2, os.path.join(out, "simloss.png"))
   n1 = len(next(iter(e1.values()))["runs"])
   n2 = len(next(iter(e2.values()))["runs"])
@@ -349,10 +371,11 @@ def write_report(e1, e2, out, secs, smoke):
             f"E2: hierarchy_gaussians (20 x 5 classes, 10 train/class), {n2} seeds, superclass S"),
       verdicts(e1, e2),
       "![metric vs r](simloss.png)",
-      "",
   ]
-  with open(os.path.join(out, "results.md"), "w") as f:
+  md_path = os.path.join(out, "results.md")
+  with open(md_path, "w") as f:
     f.write("\n".join(md))
+    f.write(provenance.footer(record, md_path))
   raw = {f"{e}|{m}|{n}": v for e, res in (("E1", e1), ("E2", e2)) for (m, n), v in res.items()}
   raw["_meta"] = {"seconds": secs, "smoke": bool(smoke)}
   with open(os.path.join(out, "results.json"), "w") as f:
@@ -380,13 +403,17 @@ def main(argv=None):
   os.makedirs(args.out, exist_ok=True)
   if args.report_only:
     e1, e2, meta = load_results(os.path.join(args.out, "results.json"))
-    write_report(e1, e2, args.out, meta.get("seconds", float("nan")), meta.get("smoke", False))
+    write_report(e1, e2, args.out, meta.get("seconds", float("nan")), meta.get("smoke", False),
+                 provenance.load(os.path.join(args.out, "results.md")))
     return e1, e2
   t0 = time.time()
+  record = provenance.collect(configs=study_config(args), seeds=range(2 if args.smoke else 6))
   e1 = run_e1(args)
   e2 = run_e2(args)
   secs = time.time() - t0
-  write_report(e1, e2, args.out, secs, args.smoke)
+  record = provenance.write(os.path.join(args.out, "results.md"), record=record,
+                            extra={"seconds": secs, "smoke": bool(args.smoke)})
+  write_report(e1, e2, args.out, secs, args.smoke, record)
   print(f"wrote {os.path.join(args.out, 'results.md')} ({secs:.0f} s)")
   return e1, e2
 
