@@ -99,6 +99,18 @@ def devices() -> Dict[str, Any]:
     return {"error": f"{type(e).__name__}: {e}"}
 
 
+def _portable(text: str) -> str:
+  """Machine paths in ``text`` made portable: the repository -> ``<repo>``, home -> ``~``.
+
+  Records are committed next to tables, so they must not carry this machine's absolute paths.
+  """
+  text = text.replace(_REPO, "<repo>")
+  home = os.path.expanduser("~")
+  if home and home != "/":
+    text = text.replace(home, "~")
+  return text
+
+
 def collect(*, configs: Any = None, seeds: Optional[Iterable[int]] = None,
             extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
   """The provenance record (a JSON-serialisable dict).
@@ -111,15 +123,18 @@ def collect(*, configs: Any = None, seeds: Optional[Iterable[int]] = None,
   """
   return {
       "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "command": [os.path.basename(sys.argv[0])] + sys.argv[1:] if sys.argv else [],
+      "command": ([_portable(os.path.relpath(sys.argv[0], _REPO)
+                            if os.path.abspath(sys.argv[0]).startswith(_REPO + os.sep)
+                            else os.path.basename(sys.argv[0]))]
+                  + [_portable(a) for a in sys.argv[1:]]) if sys.argv else [],
       "seeds": None if seeds is None else [int(s) for s in seeds],
-      "configs": _plain(configs),
+      "configs": json.loads(_portable(json.dumps(_plain(configs)))),
       "git": git_info(),
       "python": sys.version.split()[0],
       "platform": platform.platform(),
       "devices": devices(),
       "packages": package_versions(),
-      "env": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
+      "env": {k: _portable(os.environ[k]) for k in ENV_VARS if k in os.environ},
       "extra": _plain(dict(extra or {})),
   }
 

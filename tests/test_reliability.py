@@ -221,6 +221,22 @@ def test_provenance_records_config_seeds_versions_and_commit(tmp_path):
   assert "results.provenance.json" in provenance.footer(record, table)
 
 
+def test_provenance_carries_no_machine_paths(tmp_path, monkeypatch):
+  """Records are committed beside tables: the repository and home paths are written portably."""
+  from labelwise.experiments import provenance
+  home = os.path.expanduser("~")
+  monkeypatch.setenv("TFDS_DATA_DIR", os.path.join(REPO, ".cache", "tfds"))
+  monkeypatch.setattr(sys, "argv", [os.path.join(REPO, "experiments", "x", "run.py"), "--out",
+                                    os.path.join(home, "out")])
+  record = provenance.write(str(tmp_path / "results.md"),
+                            configs={"workdir": os.path.join(REPO, "runs", "a")})
+  text = (tmp_path / "results.provenance.json").read_text()
+  assert REPO not in text and record["env"]["TFDS_DATA_DIR"] == "<repo>/.cache/tfds"
+  assert record["configs"]["workdir"] == "<repo>/runs/a"
+  assert record["command"] == ["experiments/x/run.py", "--out",
+                               "~/out" if home not in ("", "/") else os.path.join(home, "out")]
+
+
 def test_non_finite_loss_message_and_skip_policy(reference, tmp_path):
   """stop: the message has the step, method and that step's metrics. skip: the state stays exactly
   the state before the first bad step (equal to the reference at step 7) and every skip is counted."""
