@@ -23,55 +23,24 @@ mask, i.e. no penalty) and ``normalization`` (``"per_masked_example"`` default, 
 The batch needs the dataset field ``mask`` (``[B, H, W]`` or ``[B, H, W, 1]``, 1 = region of
 interest), e.g. ``crosses`` or ``masked_folder``.
 
-This module also registers the model ``attribution_cnn``: the foundation's ``small_cnn`` ends with a
-global average pool, which cannot tell left from right and so cannot learn the crosses shortcut
-(a distractor on the left vs the right of the image); this CNN flattens instead, like the
-authors' small CNN.
+The study's model is ``attribution_cnn`` (``labelwise.models.cnn``): the foundation's ``small_cnn``
+ends with a global average pool, which cannot tell left from right and so cannot learn the crosses
+shortcut (a distractor on the left vs the right of the image); ``attribution_cnn`` flattens
+instead, like the authors' small CNN.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Mapping
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from labelwise import losses
 from labelwise.eval import metrics as metrics_lib
-from labelwise.models.heads import Heads
-from labelwise.models.registry import register_model
 from labelwise.train.methods import register_method
 from labelwise.train.methods.base import LossOutput, Method, RunInfo, StepContext
-
-
-@register_model("attribution_cnn")
-class AttributionCNN(nn.Module):
-  """conv3x3-ReLU-maxpool blocks, flatten, a dense ReLU layer (the ``features``), then the heads.
-
-  No BatchNorm (input-gradient penalties and ActDiff's second pass need per-example models) and
-  no global pooling (the position of a pattern stays visible to the classifier).
-  """
-  num_classes: int
-  channels: Sequence[int] = (16, 32)
-  dense: int = 128
-  extra_heads: Optional[Mapping[str, int]] = None
-  dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    del train
-    x = x.astype(self.dtype)
-    if x.ndim == 3:
-      x = x[..., None]
-    for ch in self.channels:
-      x = nn.relu(nn.Conv(ch, (3, 3), dtype=self.dtype)(x))
-      if min(x.shape[1:3]) >= 4:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
-    x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(self.dense, dtype=self.dtype)(x))
-    return Heads(self.num_classes, self.extra_heads, self.dtype)(x)
 
 
 def select_masked_examples(num_examples: int, fraction: float, seed: int) -> np.ndarray:

@@ -1,0 +1,134 @@
+"""The CPU-fast convolution (labelwise.models.conv) and the reshape max-pool (labelwise.models.cnn).
+
+Both replace an XLA primitive for speed on XLA:CPU (benchmarks/profile_cpu.py), so each is checked
+against that primitive: values, first and second derivatives, under jit, for 1-D and 2-D shapes,
+strides, paddings and chunkings.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from labelwise.models import conv as conv_lib
+from labelwise.models.cnn import max_pool
+from labelwise.models import get_model
+
+
+def _dn(x, w):
+  n = x.ndim - 2
+  sp = "DHW"[-n:]
+  return lax.conv_dimension_numbers(x.shape, w.shape, (f"N{sp}C", f"{sp}IO", f"N{sp}C"))
+
+
+def _xla(x, w, strides, padding):
+  return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_dn(x, w))
+
+
+def _mine(x, w, strides, padding):
+  return conv_lib.conv_general_dilated(x, w, strides, padding, dimension_numbers=_dn(x, w),
+                                       impl="matmul")
+
+
+CASES = [  # (input shape, kernel shape, strides, padding)
+    ((5, 9, 9, 3), (3, 3, 3, 4), (1, 1), "SAME"),
+    ((4, 8, 8, 3), (3, 3, 3, 6), (2, 2), ((1, 1), (1, 1))),   # ResNet's strided 3x3
+    ((4, 8, 8, 3), (1, 1, 3, 6), (2, 2), "VALID"),             # ResNet's 1x1 shortcut
+    ((3, 7, 6, 2), (3, 2, 2, 5), (1, 2), ((2, 0), (1, 1))),    # uneven everything
+    ((6, 17, 2), (3, 2, 4), (1,), "SAME"),                     # 1-D (small_cnn on signals)
+    ((6, 17, 2), (5, 2, 4), (3,), "VALID"),
+]
+
+
+@pytest.mark.parametrize("target_rows", [7, 10_000])  # several (odd-sized) chunks, one chunk
+@pytest.mark.parametrize("xs,ws,strides,padding", CASES)
+def test_kernel_gradient_matches_xla(xs, ws, strides, padding, target_rows, monkeypatch):
+  monkeypatch.setattr(conv_lib, "TARGET_ROWS", target_rows)
+  kx, kw, kd = jax.random.split(jax.random.PRNGKey(0), 3)
+  x, w = jax.random.normal(kx, xs), jax.random.normal(kw, ws)
+  y = _xla(x, w, strides, padding)
+  dy = jax.random.normal(kd, y.shape)
+
+  def loss(f):
+    return jax.jit(lambda x, w: jnp.sum(f(x, w, strides, padding) * dy))
+
+  np.testing.assert_array_equal(jax.jit(lambda x, w: _mine(x, w, strides, padding))(x, w), y)
+  gx_ref, gw_ref = jax.grad(loss(_xla), argnums=(0, 1))(x, w)
+  gx, gw = jax.grad(loss(_mine), argnums=(0, 1))(x, w)
+  np.testing.assert_array_equal(gx, gx_ref)  # the input gradient is XLA's own
+  np.testing.assert_allclose(gw, gw_ref, rtol=1e-5, atol=1e-5)
+  # The same through the public helper, with explicit pads.
+  pads = padding if not isinstance(padding, str) else lax.padtype_to_pads(
+      xs[1:-1], ws[:-2], strides, padding)
+  np.testing.assert_allclose(conv_lib.kernel_gradient(x, dy, ws, strides, tuple(pads)), gw_ref,
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_second_order_gradients_match_xla():
+  """GradMask/RRR differentiate an input gradient again: d/dw of ||d out / dx||^2."""
+  kx, kw = jax.random.split(jax.random.PRNGKey(1))
+  x, w = jax.random.normal(kx, (3, 6, 6, 2)), jax.random.normal(kw, (3, 3, 2, 3))
+
+  def penalty(f):
+    def pen(w):
+      gx = jax.grad(lambda x: jnp.sum(jnp.tanh(f(x, w, (1, 1), "SAME"))))(x)
+      return jnp.sum(gx ** 2)
+    return jax.jit(jax.grad(pen))
+
+  np.testing.assert_allclose(penalty(_mine)(w), penalty(_xla)(w), rtol=1e-5, atol=1e-5)
+
+
+def test_unsupported_convolutions_fall_back_to_xla_and_bf16_keeps_dtype():
+  x = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 8, 4))
+  w = jax.random.normal(jax.random.PRNGKey(3), (3, 3, 2, 4))
+  # Feature groups and dilation are not handled by the matmul path: lax is called as is.
+  for kw in (dict(feature_group_count=2), dict(rhs_dilation=(2, 2))):
+    ww = w if "feature_group_count" in kw else jnp.concatenate([w, w], axis=2)
+    got = jax.grad(lambda w_: jnp.sum(conv_lib.conv_general_dilated(
+        x, w_, (1, 1), "SAME", dimension_numbers=_dn(x, ww), impl="matmul", **kw) ** 2))(ww)
+    ref = jax.grad(lambda w_: jnp.sum(lax.conv_general_dilated(
+        x, w_, (1, 1), "SAME", dimension_numbers=_dn(x, ww), **kw) ** 2))(ww)
+    np.testing.assert_array_equal(got, ref)
+  xb, wb = x.astype(jnp.bfloat16), jnp.concatenate([w, w], axis=2).astype(jnp.bfloat16)
+  g = jax.grad(lambda w_: jnp.sum(_mine(xb, w_, (1, 1), "SAME").astype(jnp.float32)))(wb)
+  assert g.dtype == jnp.bfloat16
+  with pytest.raises(ValueError, match="impl must be one of"):
+    conv_lib.conv_general_dilated(x, wb, (1, 1), "SAME", dimension_numbers=_dn(x, wb),
+                                  impl="fast")
+  with pytest.raises(ValueError, match="conv_impl must be one of"):
+    get_model("small_cnn", num_classes=2, conv_impl="fast").init(jax.random.PRNGKey(0), x)
+
+
+@pytest.mark.parametrize("name,kwargs,shape", [
+    ("small_cnn", {}, (4, 28, 28)), ("small_cnn", {}, (4, 40)), ("attribution_cnn", {}, (4, 28, 28)),
+    ("resnet18", dict(width=4, stage_sizes=(1, 1)), (4, 8, 8, 3))])
+def test_models_same_gradients_with_xla_and_auto_convolutions(name, kwargs, shape):
+  x = jax.random.normal(jax.random.PRNGKey(4), shape)
+  y = jnp.arange(shape[0]) % 3
+  grads = {}
+  for impl in ("xla", "matmul"):
+    model = get_model(name, num_classes=3, conv_impl=impl, **kwargs)
+    variables = model.init(jax.random.PRNGKey(0), x)
+
+    def loss(params):
+      out = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])[0]
+      return jnp.mean(-jax.nn.log_softmax(out["logits"])[jnp.arange(len(y)), y])
+    grads[impl] = jax.jit(jax.grad(loss))(variables["params"])
+  for a, b in zip(jax.tree_util.tree_leaves(grads["xla"]), jax.tree_util.tree_leaves(grads["matmul"])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,window", [((3, 8, 8, 2), (2, 2)), ((3, 9, 7, 2), (2, 2)),
+                                          ((3, 11, 2), (2,)), ((2, 6, 6, 1), (3, 2))])
+def test_max_pool_matches_flax_values_and_gradients(shape, window):
+  # Random inputs have no ties within a window, where the two gradients coincide.
+  x = jax.random.normal(jax.random.PRNGKey(5), shape)
+  ref = lambda v: nn.max_pool(v, window, strides=window)
+  np.testing.assert_array_equal(jax.jit(lambda v: max_pool(v, window))(x), ref(x))
+  w = jax.random.normal(jax.random.PRNGKey(6), ref(x).shape)
+  np.testing.assert_array_equal(jax.grad(lambda v: jnp.sum(max_pool(v, window) * w))(x),
+                                jax.grad(lambda v: jnp.sum(ref(v) * w))(x))
+  with pytest.raises(ValueError, match="one size per spatial axis"):
+    max_pool(x, window + (2,))
