@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 "$PY" benchmarks/throughput.py
+"$PY" benchmarks/profile_cpu.py
 "$PY" benchmarks/pipeline.py
 "$PY" benchmarks/scaling.py
 "$PY" benchmarks/memory.py
