@@ -181,12 +181,23 @@ MISSING = ("\n\n_Provenance: none recorded (this table was produced before the s
            "provenance)._\n")
 
 
+def modified_code(git: Mapping[str, Any]):
+  """The modified tracked files that can change numbers: all but the studies' own outputs.
+
+  Studies run one after another in one checkout rewrite their tables (``experiments/**/*.md``,
+  ``.json``, ``.png``); those edits do not make a later study's code differ from the commit.
+  """
+  return [f for f in git.get("modified", [])
+          if not (f.startswith("experiments/") and f.endswith((".md", ".json", ".png")))]
+
+
 def footer(record: Optional[Mapping[str, Any]], table_path: Optional[str] = None) -> str:
   """A short markdown summary of ``record`` to put under a table (:data:`MISSING` for None)."""
   if record is None:
     return MISSING
   git = record.get("git", {})
-  commit = (git.get("commit") or "unknown")[:12] + (" (modified tree)" if git.get("dirty") else "")
+  commit = (git.get("commit") or "unknown")[:12] + (
+      " (modified tree)" if git.get("dirty") and modified_code(git) else "")
   pk = record.get("packages", {})
   versions = ", ".join(f"{k} {pk[k]}" for k in ("jax", "flax", "optax", "numpy") if pk.get(k))
   dev = record.get("devices", {})

@@ -233,6 +233,11 @@ def test_provenance_carries_no_machine_paths(tmp_path, monkeypatch):
   text = (tmp_path / "results.provenance.json").read_text()
   assert REPO not in text and record["env"]["TFDS_DATA_DIR"] == "<repo>/.cache/tfds"
   assert record["configs"]["workdir"] == "<repo>/runs/a"
+  # A tree whose only edits are study outputs (tables of studies run before) is not "modified".
+  git = {"commit": "0" * 40, "dirty": True, "modified": ["experiments/fierce/results.md"]}
+  assert "(modified tree)" not in provenance.footer({**record, "git": git})
+  git["modified"].append("losses/simloss.py")
+  assert "(modified tree)" in provenance.footer({**record, "git": git})
   assert record["command"] == ["experiments/x/run.py", "--out",
                                "~/out" if home not in ("", "/") else os.path.join(home, "out")]
 
