@@ -1,16 +1,24 @@
 r"""Input pipeline cost: the trainer's step fed by the real pipeline vs the same step fed a batch that
 is already on the device.
 
-"Pipeline" is exactly the trainer's loop: ``Dataset.train_batch(step)`` (TFDS ArrayRecord source,
-per-epoch permutation from (seed, epoch), batching, optional crop/flip augmentation, this host's
-slice), ``Parallel.put_batch`` (device transfer, sharding) on the depth-2 background ``_Prefetcher``,
-then the compiled step and ``metrics_to_host`` (which blocks on every step). "On device" runs the same
-loop on one batch placed once. Rounds alternate the two feeds; medians are reported. The goal: the
-pipeline costs at most 10%.
+"Pipeline" is exactly the trainer's loop with its own feed (``Trainer.batch_feed``), then the
+compiled step and ``metrics_to_host`` (which blocks on every step). The feed is one of:
 
-Datasets: the offline ``digits`` and ``mnist1d`` (in-memory cache, and ``cache_limit=0``: every
-batch read from the ArrayRecord files), and a CIFAR-sized mock (``tfds.testing.mock_data``, 32x32x3
-uint8 images generated per record, augmentation on, never cached) trained with a ResNet-18.
+* device gather (``data.device_cache``, the default for cached splits without augmentation): the
+  cached training split lives on the devices and each step's batch is gathered there from the
+  step's indices (one transfer of ``batch_size`` int32 per step, no thread);
+* host thread: ``Dataset.train_batch(step)`` (TFDS ArrayRecord source or the in-memory cache,
+  per-epoch permutation from (seed, epoch), batching, optional crop/flip augmentation, this host's
+  slice) and ``Parallel.put_batch`` (device transfer, sharding) on the depth-2 background
+  ``_Prefetcher``.
+
+"On device" runs the same loop on one batch placed once. Rounds alternate the two feeds; medians are
+reported. The goal: the pipeline costs at most 10%.
+
+Datasets: the offline ``digits`` and ``mnist1d`` (device gather; the host thread on the in-memory
+cache; and ``cache_limit=0``: every batch read from the ArrayRecord files), and a CIFAR-sized mock
+(``tfds.testing.mock_data``, 32x32x3 uint8 images generated per record, augmentation on, never
+cached, so always the host thread) trained with a ResNet-18.
 
     python benchmarks/pipeline.py            # full
     python benchmarks/pipeline.py --quick    # tiny smoke run, not appended to results.md
@@ -31,15 +39,18 @@ import _common  # noqa: E402
 
 def cases(quick: bool, cifar_width: int, cifar_examples: int):
   """(name, config module, overrides, mock examples or 0)."""
+  host = dict(data__device_cache="off")
   out = [
-      ("digits / mlp (cached)", "digits_ce", dict(model="mlp"), 0),
+      ("digits / mlp (cached, device gather)", "digits_ce", dict(model="mlp"), 0),
+      ("digits / mlp (cached, host thread)", "digits_ce", dict(model="mlp", **host), 0),
       ("digits / mlp (ArrayRecord reads)", "digits_ce", dict(model="mlp", data__cache_limit=0), 0),
-      ("mnist1d / small_cnn (cached)", "mnist1d_ce", {}, 0),
+      ("mnist1d / small_cnn (cached, device gather)", "mnist1d_ce", {}, 0),
+      ("mnist1d / small_cnn (cached, host thread)", "mnist1d_ce", host, 0),
       ("mnist1d / small_cnn (ArrayRecord reads)", "mnist1d_ce", dict(data__cache_limit=0), 0),
       (f"cifar10 mock / resnet18 w{cifar_width} (augment)", "cifar10_ce",
        dict(model_kwargs__width=cifar_width, data__cache_limit=0), cifar_examples),
   ]
-  return out[:1] + out[4:] if quick else out
+  return out[:1] + out[-1:] if quick else out
 
 
 def make_config(module: str, overrides: dict, batch_size: int):
@@ -66,15 +77,13 @@ def build(module: str, overrides: dict, batch_size: int, workdir: str):
 
 def time_loop(t, steps: int, feed: str, start: int):
   """Seconds per step of the trainer's loop over ``steps`` steps, fed by ``feed``."""
-  from labelwise.train import trainer as trainer_lib
   dstate = t.parallel.put_state(t.host_state)
   if feed == "device":
     batch = t.parallel.put_batch(t.host_batch(start))
     next_batch = lambda: batch  # noqa: E731
     prefetch = None
   else:
-    prefetch = trainer_lib._Prefetcher(lambda s: t.parallel.put_batch(t.host_batch(s)),
-                                       start, start + steps)
+    prefetch = t.batch_feed(start, start + steps)
     next_batch = lambda: prefetch.next()[1]  # noqa: E731
   try:
     t0 = time.perf_counter()
@@ -93,9 +102,15 @@ def time_loop(t, steps: int, feed: str, start: int):
 
 
 def time_data_only(t, steps: int, start: int):
+  import jax
+  if t.device_cache:
+    feed = t.batch_feed(start, start + steps)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      jax.block_until_ready(feed.next()[1])
+    return (time.perf_counter() - t0) / steps
   t0 = time.perf_counter()
   for s in range(start, start + steps):
-    import jax
     jax.block_until_ready(t.parallel.put_batch(t.host_batch(s)))
   return (time.perf_counter() - t0) / steps
 
@@ -109,7 +124,8 @@ def run(quick: bool, steps: int, rounds: int, batch_size: int, cifar_width: int,
     with ctx, tempfile.TemporaryDirectory() as workdir:
       t = build(module, overrides, batch_size, workdir)
       t.host_state = t.initial_state()
-      time_loop(t, 1, "device", 0)  # compile
+      time_loop(t, 1, "device", 0)  # compile the step
+      time_loop(t, 1, "pipeline", 0)  # and the feed (the device gather)
       dev, pipe, data = [], [], []
       pos = 1
       for _ in range(rounds):
@@ -118,15 +134,16 @@ def run(quick: bool, steps: int, rounds: int, batch_size: int, cifar_width: int,
         data.append(time_data_only(t, steps, pos))
         pos += steps
       d, p, r = _common.median(dev), _common.median(pipe), _common.median(data)
-      row = [name, batch_size, f"{1e3 * d:.1f}", f"{1e3 * p:.1f}", f"{100 * (p / d - 1):+.1f}%",
+      row = [name, "device gather" if t.device_cache else "host thread", batch_size, f"{1e3 * d:.1f}", f"{1e3 * p:.1f}", f"{100 * (p / d - 1):+.1f}%",
              f"{1e3 * r:.1f}", "yes" if p <= 1.10 * d else "NO", _common.loadavg()]
       print(row, flush=True)
       rows.append(row)
-  headers = ["dataset / model", "batch", "on-device ms/step", "pipeline ms/step",
+  headers = ["dataset / model", "feed", "batch", "on-device ms/step", "pipeline ms/step",
              "pipeline cost", "data alone ms/batch", "<= 10%", "loadavg"]
   note = (f"Median over {rounds} rounds x {steps} steps, rounds alternating the two feeds; one "
-          f"device, `parallel=jit`. 'data alone' is reading + transferring a batch with no step "
-          f"running (the prefetcher hides it when it is shorter than the step).")
+          f"device, `parallel=jit`. 'data alone' is making one batch with no step running (host "
+          f"thread: reading + transferring, hidden by the prefetcher when shorter than the step; "
+          f"device gather: transferring the indices + the gather).")
   return _common.table(headers, rows) + "\n\n" + note
 
 

@@ -44,6 +44,9 @@ def base_config(*, dataset: str, model: str, method: str = "ce") -> ml_collectio
       train_on="label",       # or "coarse_label" (the fine label is kept as fine_label)
       augment=False,          # random crop + flip for images
       cache_limit=200_000,    # splits up to this many examples are read into memory once
+      device_cache="auto",    # cached train split on the devices, batches gathered there:
+                              # "auto" (small splits, no augmentation, 1 process, jit/shard_map),
+                              # "on" (required, error if not possible) or "off"
   ))
   c.model = model
   c.model_kwargs = ml_collections.ConfigDict()

@@ -131,6 +131,13 @@ class SplitData:
   def all(self) -> Dict[str, np.ndarray]:
     return self.get(np.arange(self.num_examples))
 
+  @property
+  def cached(self) -> bool:
+    return self._cache is not None
+
+  def cached_bytes(self) -> int:
+    return sum(v.nbytes for v in self._cache.values()) if self._cache is not None else 0
+
 
 def _augment(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
   """Random crop (zero padding ``pad``) and horizontal flip, per image, [B, H, W, C]."""
@@ -195,14 +202,25 @@ class Dataset:
   def train_indices(self, step: int) -> np.ndarray:
     """Global example indices of training step ``step`` (all hosts)."""
     epoch, pos = divmod(int(step), self.steps_per_epoch)
-    perm = np.random.default_rng([self.seed, epoch]).permutation(self.train.num_examples)
-    return perm[pos * self.global_batch_size:(pos + 1) * self.global_batch_size]
+    return self._permutation(epoch)[pos * self.global_batch_size:(pos + 1) * self.global_batch_size]
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    """The example order of ``epoch`` (a function of (seed, epoch); the last one is kept)."""
+    cached = getattr(self, "_perm_cache", None)
+    if cached is None or cached[0] != epoch:
+      cached = (epoch, np.random.default_rng([self.seed, epoch]).permutation(
+          self.train.num_examples))
+      self._perm_cache = cached
+    return cached[1]
+
+  def local_train_indices(self, step: int) -> np.ndarray:
+    """This host's slice of :meth:`train_indices`."""
+    lo = self.process_index * self.local_batch_size
+    return self.train_indices(step)[lo:lo + self.local_batch_size]
 
   def train_batch(self, step: int) -> Dict[str, np.ndarray]:
     """This host's slice of the global training batch of ``step``."""
-    idx = self.train_indices(step)
-    lo = self.process_index * self.local_batch_size
-    batch = self.train.get(idx[lo:lo + self.local_batch_size])
+    batch = self.train.get(self.local_train_indices(step))
     if self.augment and self.spec.image:
       rng = np.random.default_rng([self.seed, int(step), self.process_index, 1])
       batch["input"] = _augment(batch["input"], rng)

@@ -52,12 +52,14 @@ def package_versions(packages: Iterable[str] = PACKAGES) -> Dict[str, Optional[s
   return out
 
 
-def _git(*args: str) -> Optional[str]:
+def _git(*args: str, strip: bool = True) -> Optional[str]:
   try:
     res = subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True, timeout=20)
   except (OSError, subprocess.SubprocessError):
     return None
-  return res.stdout.strip() if res.returncode == 0 else None
+  if res.returncode != 0:
+    return None
+  return res.stdout.strip() if strip else res.stdout
 
 
 def git_info() -> Dict[str, Any]:
@@ -65,7 +67,8 @@ def git_info() -> Dict[str, Any]:
   commit = _git("rev-parse", "HEAD")
   if commit is None:
     return {"commit": None, "note": "not a git checkout (or git is not installed)"}
-  status = _git("status", "--porcelain", "--untracked-files=no") or ""
+  # Porcelain lines are "XY path": the leading status column may be a space, so no strip().
+  status = _git("status", "--porcelain", "--untracked-files=no", strip=False) or ""
   modified = sorted(line[3:] for line in status.splitlines() if line.strip())
   return {"commit": commit, "branch": _git("rev-parse", "--abbrev-ref", "HEAD"),
           "dirty": bool(modified), "modified": modified}
@@ -99,7 +102,7 @@ def devices() -> Dict[str, Any]:
     return {"error": f"{type(e).__name__}: {e}"}
 
 
-def _portable(text: str) -> str:
+def portable(text: str) -> str:
   """Machine paths in ``text`` made portable: the repository -> ``<repo>``, home -> ``~``.
 
   Records are committed next to tables, so they must not carry this machine's absolute paths.
@@ -123,18 +126,18 @@ def collect(*, configs: Any = None, seeds: Optional[Iterable[int]] = None,
   """
   return {
       "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "command": ([_portable(os.path.relpath(sys.argv[0], _REPO)
+      "command": ([portable(os.path.relpath(sys.argv[0], _REPO)
                             if os.path.abspath(sys.argv[0]).startswith(_REPO + os.sep)
                             else os.path.basename(sys.argv[0]))]
-                  + [_portable(a) for a in sys.argv[1:]]) if sys.argv else [],
+                  + [portable(a) for a in sys.argv[1:]]) if sys.argv else [],
       "seeds": None if seeds is None else [int(s) for s in seeds],
-      "configs": json.loads(_portable(json.dumps(_plain(configs)))),
+      "configs": json.loads(portable(json.dumps(_plain(configs)))),
       "git": git_info(),
       "python": sys.version.split()[0],
       "platform": platform.platform(),
       "devices": devices(),
       "packages": package_versions(),
-      "env": {k: _portable(os.environ[k]) for k in ENV_VARS if k in os.environ},
+      "env": {k: portable(os.environ[k]) for k in ENV_VARS if k in os.environ},
       "extra": _plain(dict(extra or {})),
   }
 

@@ -84,7 +84,29 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
         preferred_element_type=preferred_element_type)
   strides = tuple(int(s) for s in window_strides)
   pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+  lhs, rhs = _same_varying_axes(lhs, rhs)
   return _conv(lhs, rhs, strides, pads, precision)
+
+
+def _same_varying_axes(*xs):
+  """Inside ``shard_map``: marks every operand as varying over the union of their manual axes.
+
+  A replicated kernel meets per-device inputs; its cotangent must come back replicated. Plain
+  autodiff does that with the transpose of the implicit ``pcast(..., to="varying")``, a ``psum``
+  (why the gradient of a replicated parameter is already summed under shard_map); casting before the
+  ``custom_vjp`` keeps that behaviour, and the backward rule sees operands of one type.
+  """
+  typeof = getattr(jax, "typeof", None)
+  if typeof is None:
+    return xs
+  def varying(x):  # jax >= 0.10: aval.manual_axis_type.varying; before: aval.vma
+    aval = typeof(x)
+    mat = getattr(aval, "manual_axis_type", None)
+    return frozenset(mat.varying if mat is not None else getattr(aval, "vma", ()))
+  vmas = [varying(x) for x in xs]
+  union = frozenset().union(*vmas)
+  return tuple(x if v == union else lax.pcast(x, tuple(sorted(union - v)), to="varying")
+               for x, v in zip(xs, vmas))
 
 
 def _plain_conv(x, w, strides, pads, precision):

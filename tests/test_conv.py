@@ -132,3 +132,22 @@ def test_max_pool_matches_flax_values_and_gradients(shape, window):
                                 jax.grad(lambda v: jnp.sum(ref(v) * w))(x))
   with pytest.raises(ValueError, match="one size per spatial axis"):
     max_pool(x, window + (2,))
+
+
+def test_kernel_gradient_of_a_replicated_kernel_under_shard_map():
+  """A replicated kernel with per-device inputs: the gradient comes back replicated and summed,
+  as with lax's convolution (pmean(grad(pmean(loss))) is the project's rule)."""
+  from jax.sharding import PartitionSpec as P
+  mesh = jax.make_mesh((2,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=jax.devices()[:2])
+  x = jax.random.normal(jax.random.PRNGKey(7), (4, 6, 6, 2))
+  w = jax.random.normal(jax.random.PRNGKey(8), (3, 3, 2, 3))
+
+  def grads(f):
+    def per_device(w, x):
+      g = jax.grad(lambda w: jax.lax.pmean(jnp.sum(f(x, w, (1, 1), "SAME") ** 2), "data"))(w)
+      return jax.lax.pmean(g, "data")
+    return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P("data")),
+                                 out_specs=P()))(w, x)
+
+  np.testing.assert_allclose(grads(_mine), grads(_xla), rtol=1e-5, atol=1e-5)

@@ -233,6 +233,12 @@ def test_provenance_carries_no_machine_paths(tmp_path, monkeypatch):
   text = (tmp_path / "results.provenance.json").read_text()
   assert REPO not in text and record["env"]["TFDS_DATA_DIR"] == "<repo>/.cache/tfds"
   assert record["configs"]["workdir"] == "<repo>/runs/a"
+  # git status porcelain lines start with a status column that may be a space.
+  real_git = provenance._git
+  monkeypatch.setattr(provenance, "_git", lambda *a, **k: (
+      " M experiments/a/results.md\nM  losses/x.py\n" if "status" in a else real_git(*a, **k)))
+  assert provenance.git_info()["modified"] == ["experiments/a/results.md", "losses/x.py"]
+  monkeypatch.setattr(provenance, "_git", real_git)
   # A tree whose only edits are study outputs (tables of studies run before) is not "modified".
   git = {"commit": "0" * 40, "dirty": True, "modified": ["experiments/fierce/results.md"]}
   assert "(modified tree)" not in provenance.footer({**record, "git": git})

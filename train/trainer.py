@@ -117,6 +117,52 @@ class _Prefetcher:
       self._q.get_nowait()
 
 
+DEVICE_CACHE_MAX_BYTES = 512 * 2**20
+
+
+class _DeviceFeed:
+  """Training batches gathered on the devices from the cached training split.
+
+  The whole (relabelled) cached split is placed once on every device; the batch of a step is
+  ``take(split, indices)`` in a small jitted gather whose output has the batch sharding, so a step
+  costs one transfer of ``batch_size`` int32 indices instead of the batch itself, and no thread.
+  The batches are the host pipeline's batches exactly (same permutation, same fields).
+  """
+
+  def __init__(self, trainer, start: int, stop: int):
+    self._trainer, self._step, self._stop = trainer, start, stop
+    if trainer._device_split is None:
+      ds, par = trainer.dataset, trainer.parallel
+      data = trainer.relabel(ds.train.get(np.arange(ds.train.num_examples)))
+      if par.mode == "pmap":  # pmap takes [devices, per-device batch, ...] on the local devices
+        n = len(par.local_devices)
+        if ds.local_batch_size % n:
+          raise ValueError(f"the per-host batch ({ds.local_batch_size}) must be divisible by the "
+                           f"number of local devices ({n}).")
+        place, out = jax.sharding.NamedSharding(par.local_mesh, jax.sharding.PartitionSpec()), \
+            par.stacked
+        take = lambda v, idx: v[idx].reshape((n, -1) + v.shape[1:])  # noqa: E731
+      else:
+        place, out, take = par.replicated, par.batch_sharding, lambda v, idx: v[idx]  # noqa: E731
+      trainer._device_split = jax.device_put(data, place)
+      trainer._device_gather = jax.jit(
+          lambda data, idx: jax.tree_util.tree_map(lambda v: take(v, idx), data),
+          out_shardings=out)
+      trainer._device_index_sharding = place
+
+  def next(self):
+    if self._step >= self._stop:
+      raise StopIteration
+    t = self._trainer
+    idx = jax.device_put(t.dataset.local_train_indices(self._step).astype(np.int32),
+                         t._device_index_sharding)
+    step, self._step = self._step, self._step + 1
+    return step, t._device_gather(t._device_split, idx)
+
+  def close(self):
+    pass
+
+
 class Trainer:
   """One run. ``Trainer(config, workdir).run()`` is ``train_and_evaluate``."""
 
@@ -166,6 +212,43 @@ class Trainer:
                                        accum_steps=config.get("grad_accum_steps", 1))
     self.train_step = self.parallel.compile_train_step(step_fn)
     self.predict = self.parallel.compile_predict(step_lib.make_predict_step(self.model.apply))
+    self._device_split = self._device_gather = None
+    self.device_cache, self.device_cache_reason = self._use_device_cache()
+
+  def _use_device_cache(self):
+    """(on, why): whether training batches are gathered on the devices (``data.device_cache``)."""
+    mode = self.config.data.get("device_cache", "auto")
+    if mode not in ("auto", "on", "off", True, False):
+      raise ValueError(f"config.data.device_cache must be 'auto', 'on' or 'off', got {mode!r}")
+    if mode in ("off", False):
+      return False, "off in the config"
+    ds = self.dataset
+    why_not = None
+    if not ds.train.cached:
+      why_not = (f"the training split ({ds.train.num_examples} examples) is not cached in memory "
+                 f"(data.cache_limit {ds.train.cache_limit})")
+    elif ds.augment and ds.spec.image:
+      why_not = "augmentation runs on the host (data.augment)"
+    elif jax.process_count() > 1:
+      why_not = "several processes (each host reads its own slice)"
+    elif ds.train.cached_bytes() > DEVICE_CACHE_MAX_BYTES and mode == "auto":
+      why_not = (f"the cached split is {ds.train.cached_bytes() / 2**20:.0f} MiB "
+                 f"(> {DEVICE_CACHE_MAX_BYTES / 2**20:.0f} MiB for 'auto')")
+    if why_not is None:
+      return True, "on"
+    if mode in ("on", True):
+      raise ValueError(f"config.data.device_cache='on' is not possible here: {why_not}.")
+    return False, why_not
+
+  def batch_feed(self, start: int, stop: int):
+    """The training batches of steps ``start..stop-1`` on the devices: ``next() -> (step, batch)``.
+
+    Gathered on the devices from the cached split when ``self.device_cache`` (see ``_DeviceFeed``),
+    otherwise read, placed and prefetched on a background thread (``_Prefetcher``).
+    """
+    if self.device_cache:
+      return _DeviceFeed(self, start, stop)
+    return _Prefetcher(lambda s: self.parallel.put_batch(self.host_batch(s)), start, stop)
 
   # --- data ------------------------------------------------------------------------------------
   def relabel(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -256,7 +339,7 @@ class Trainer:
       from tqdm import tqdm
       progress = tqdm(total=total, initial=start, desc=f"{config.method}@{config.dataset}",
                       dynamic_ncols=True, leave=False)
-    prefetch = _Prefetcher(lambda s: self.parallel.put_batch(self.host_batch(s)), start, total)
+    prefetch = self.batch_feed(start, total)
     t0, seen = time.time(), 0
     guard = self.preemption_guard = preemption.PreemptionGuard().install()  # SIGTERM -> flag
     preempted = False

@@ -242,7 +242,8 @@ def main(argv=None):
       seeds=range(args.seeds))
   xtr, ytr, xte, yte = load_digits_split()
   seeds = jnp.arange(args.seeds)
-  results = {"config": vars(args), "main": {}, "bottleneck": {}}
+  results = {"config": {**vars(args), "out": provenance.portable(os.path.abspath(args.out))},
+             "main": {}, "bottleneck": {}}
 
   # References: raw inputs, and the upper bound CE trained on the fine labels.
   results["raw"] = {"fine_knn": fine_grain.knn_accuracy(xtr, ytr, xte, yte, k=5),
