@@ -6,7 +6,8 @@ compiled step and ``metrics_to_host`` (which blocks on every step). The feed is 
 
 * device gather (``data.device_cache``, the default for cached splits without augmentation): the
   cached training split lives on the devices and each step's batch is gathered there from the
-  step's indices (one transfer of ``batch_size`` int32 per step, no thread);
+  step's indices, inside the compiled step under jit/shard_map (one transfer of ``batch_size`` int32
+  per step, no thread);
 * host thread: ``Dataset.train_batch(step)`` (TFDS ArrayRecord source or the in-memory cache,
   per-epoch permutation from (seed, epoch), batching, optional crop/flip augmentation, this host's
   slice) and ``Parallel.put_batch`` (device transfer, sharding) on the depth-2 background
@@ -91,7 +92,7 @@ def time_loop(t, steps: int, feed: str, start: int):
       new = t.method.host_update(dstate, t)
       if new is not None:
         dstate = new
-      dstate, dmetrics = t.train_step(dstate, next_batch())
+      dstate, dmetrics = t.apply_train_step(dstate, next_batch())
       t.parallel.metrics_to_host(dmetrics)
     elapsed = time.perf_counter() - t0
   finally:
@@ -103,11 +104,12 @@ def time_loop(t, steps: int, feed: str, start: int):
 
 def time_data_only(t, steps: int, start: int):
   import jax
-  if t.device_cache:
+  if t.device_cache:  # the indices (jit/shard_map: the gather runs inside the step) or the gather
     feed = t.batch_feed(start, start + steps)
     t0 = time.perf_counter()
     for _ in range(steps):
-      jax.block_until_ready(feed.next()[1])
+      batch = feed.next()[1]
+      jax.block_until_ready(getattr(batch, "value", batch))
     return (time.perf_counter() - t0) / steps
   t0 = time.perf_counter()
   for s in range(start, start + steps):
@@ -143,7 +145,7 @@ def run(quick: bool, steps: int, rounds: int, batch_size: int, cifar_width: int,
   note = (f"Median over {rounds} rounds x {steps} steps, rounds alternating the two feeds; one "
           f"device, `parallel=jit`. 'data alone' is making one batch with no step running (host "
           f"thread: reading + transferring, hidden by the prefetcher when shorter than the step; "
-          f"device gather: transferring the indices + the gather).")
+          f"device gather: making the indices; under pmap also the gather, which jit and shard_map run inside the step).")
   return _common.table(headers, rows) + "\n\n" + note
 
 

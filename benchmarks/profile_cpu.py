@@ -32,7 +32,11 @@ import _common  # noqa: E402
 
 CATEGORIES = ("conv forward", "conv backward (input grad)", "conv backward (kernel grad)",
               "matmul (dense layers, patch-matmul kernel grads)", "pooling + its gradient",
-              "argmax iotas (max-pool gradient)", "normalization + elementwise", "other")
+              "argmax iotas (max-pool gradient)",
+              "data movement (pads, slices, concatenations, transposes)",
+              "normalization + elementwise", "other")
+_MOVES = ("pad", "slice", "concatenate", "transpose", "reshape", "copy", "broadcast_in_dim",
+          "squeeze", "expand_dims", "gather", "scatter")
 
 
 def _dims(shape: str):
@@ -82,6 +86,10 @@ def categorize(event: str, opcode: str, op_name: str, dims, kernel_dims) -> str:
     return "matmul (dense layers, patch-matmul kernel grads)"
   if "reduce-window" in event or "reduce_window" in op_name or "select_and" in op_name:
     return "pooling + its gradient"
+  last = op_name.rsplit("/", 1)[-1]
+  if any(last.startswith(m) for m in _MOVES) or "transpose_copy" in event or \
+      "concatenate" in event:
+    return "data movement (pads, slices, concatenations, transposes)"
   if op_name:
     return "normalization + elementwise"
   return "other"

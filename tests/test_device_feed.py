@@ -30,8 +30,8 @@ def test_device_batches_equal_host_batches(tmp_path, overrides):
   feed = t.batch_feed(0, per_epoch + 2)
   got = {}
   for _ in range(per_epoch + 2):
-    s, b = feed.next()
-    got[s] = b
+    s, _ = feed.next()
+    got[s] = feed.gathered(s)
   with pytest.raises(StopIteration):
     feed.next()
   for s in steps:
@@ -48,15 +48,21 @@ def test_device_batches_equal_host_batches(tmp_path, overrides):
   assert t._device_gather._cache_size() == 1
 
 
-def test_device_feed_trains_bit_identically_to_the_host_feed(tmp_path):
+@pytest.mark.parametrize("parallel,devices", [("pmap", 2), ("shard_map", 2), ("jit", 1)])
+def test_device_feed_trains_bit_identically_to_the_host_feed(tmp_path, parallel, devices):
+  """pmap gathers before the step; jit and shard_map gather inside it (one dispatch per step)."""
   runs = {}
   for mode in ("on", "off"):
-    t = trainer.Trainer(_cfg(data__device_cache=mode), str(tmp_path / mode))
+    t = trainer.Trainer(_cfg(data__device_cache=mode, parallel=parallel, num_devices=devices),
+                        str(tmp_path / mode))
     assert t.device_cache == (mode == "on")
+    assert (t.train_step_on_data is not None) == (mode == "on" and parallel != "pmap")
     results = t.run()
     logged = [{k: v for k, v in m.items() if k != "train/examples_per_sec"}
               for m in read_metrics(str(tmp_path / mode))]
     runs[mode] = (jax.tree_util.tree_leaves(t.host_state.params), results, logged)
+    if t.train_step_on_data is not None:  # compiled once for all steps
+      assert t.train_step_on_data._cache_size() == 1
   for a, b in zip(runs["on"][0], runs["off"][0]):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert runs["on"][1] == runs["off"][1] and runs["on"][2] == runs["off"][2]
@@ -77,7 +83,7 @@ def test_when_the_device_feed_is_used(tmp_path):
   for parallel in ("shard_map", "pmap", "jit"):
     t = trainer.Trainer(_cfg(parallel=parallel, num_devices=2), str(tmp_path / parallel))
     assert t.device_cache, parallel
-    _, batch = t.batch_feed(0, 1).next()
+    batch = t.batch_feed(0, 1).gathered(0)
     ref = t.parallel.put_batch(t.host_batch(0))
     for k in ref:
       assert batch[k].sharding.is_equivalent_to(ref[k].sharding, batch[k].ndim), (parallel, k)

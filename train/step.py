@@ -188,6 +188,26 @@ class Parallel:
     return jax.jit(step_fn, in_shardings=(self.replicated, self.batch_sharding),
                    out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
 
+  def compile_train_step_on_data(self, step_fn):
+    """``(state, data, indices) -> step_fn(state, data[indices])`` (jit and shard_map modes).
+
+    ``data`` is a training split already on the devices (replicated), ``indices`` this step's
+    example indices (the batch axis); the batch is gathered inside the compiled step, so a step is
+    one dispatch and one transfer of ``batch_size`` int32. Under shard_map each device gathers its
+    own slice of the indices.
+    """
+    def gathered(state, data, idx):
+      return step_fn(state, jax.tree_util.tree_map(lambda v: v[idx], data))
+    if self.mode == "shard_map":
+      mapped = jax.shard_map(gathered, mesh=self.mesh, in_specs=(P(), P(), P(AXIS)),
+                             out_specs=(P(), P()))
+      return jax.jit(mapped, donate_argnums=(0,))
+    if self.mode == "jit":
+      return jax.jit(gathered, in_shardings=(self.replicated, self.replicated, self.batch_sharding),
+                     out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
+    raise ValueError(f"compile_train_step_on_data: not for parallel={self.mode!r} (pmap takes "
+                     "batches with a leading device axis; gather them separately)")
+
   def compile_predict(self, predict_fn):
     """Eval forward pass, data-parallel over the mesh (all modes), on unreplicated params."""
     return jax.jit(predict_fn, in_shardings=(self.replicated, self.replicated, self.batch_sharding),

@@ -120,13 +120,22 @@ class _Prefetcher:
 DEVICE_CACHE_MAX_BYTES = 512 * 2**20
 
 
+class _Indices:
+  """A step's example indices, for a step that gathers its batch itself (see ``_DeviceFeed``)."""
+
+  def __init__(self, value: np.ndarray):
+    self.value = value
+
+
 class _DeviceFeed:
   """Training batches gathered on the devices from the cached training split.
 
-  The whole (relabelled) cached split is placed once on every device; the batch of a step is
-  ``take(split, indices)`` in a small jitted gather whose output has the batch sharding, so a step
-  costs one transfer of ``batch_size`` int32 indices instead of the batch itself, and no thread.
-  The batches are the host pipeline's batches exactly (same permutation, same fields).
+  The whole (relabelled) cached split is placed once on every device. Under jit and shard_map a
+  step's ``batch`` is just its indices (``_Indices``) and the compiled step gathers the examples
+  itself (``Parallel.compile_train_step_on_data``): one dispatch and one transfer of ``batch_size``
+  int32 per step, no thread. Under pmap a small jitted gather builds the ``[devices, per-device
+  batch, ...]`` batch on the devices first. Either way the batches are the host pipeline's batches
+  exactly (same permutation, same fields; ``gathered`` returns one for inspection).
   """
 
   def __init__(self, trainer, start: int, stop: int):
@@ -148,16 +157,28 @@ class _DeviceFeed:
       trainer._device_gather = jax.jit(
           lambda data, idx: jax.tree_util.tree_map(lambda v: take(v, idx), data),
           out_shardings=out)
-      trainer._device_index_sharding = place
+      trainer._device_index_sharding = place if par.mode == "pmap" else par.batch_sharding
+
+  def _indices(self, step: int) -> np.ndarray:
+    return self._trainer.dataset.local_train_indices(step).astype(np.int32)
+
+  def gathered(self, step: int):
+    """The device batch of ``step`` (what the step sees), as the pmap path builds it."""
+    t = self._trainer
+    idx = jax.device_put(self._indices(step), t._device_index_sharding)
+    return t._device_gather(t._device_split, idx)
 
   def next(self):
     if self._step >= self._stop:
       raise StopIteration
-    t = self._trainer
-    idx = jax.device_put(t.dataset.local_train_indices(self._step).astype(np.int32),
-                         t._device_index_sharding)
     step, self._step = self._step, self._step + 1
-    return step, t._device_gather(t._device_split, idx)
+    par = self._trainer.parallel
+    if par.mode == "pmap":
+      return step, self.gathered(step)
+    idx = self._indices(step)
+    if par.mode == "shard_map":  # shard_map needs the indices already split over the mesh
+      idx = jax.device_put(idx, par.batch_sharding)
+    return step, _Indices(idx)
 
   def close(self):
     pass
@@ -214,6 +235,14 @@ class Trainer:
     self.predict = self.parallel.compile_predict(step_lib.make_predict_step(self.model.apply))
     self._device_split = self._device_gather = None
     self.device_cache, self.device_cache_reason = self._use_device_cache()
+    self.train_step_on_data = (self.parallel.compile_train_step_on_data(step_fn)
+                               if self.device_cache and self.parallel.mode != "pmap" else None)
+
+  def apply_train_step(self, dstate, batch):
+    """One compiled step on a batch from :meth:`batch_feed` (device arrays or ``_Indices``)."""
+    if isinstance(batch, _Indices):
+      return self.train_step_on_data(dstate, self._device_split, batch.value)
+    return self.train_step(dstate, batch)
 
   def _use_device_cache(self):
     """(on, why): whether training batches are gathered on the devices (``data.device_cache``)."""
@@ -349,7 +378,7 @@ class Trainer:
         if new_host_state is not None:
           dstate = new_host_state
         _, batch = prefetch.next()
-        dstate, dmetrics = self.train_step(dstate, batch)
+        dstate, dmetrics = self.apply_train_step(dstate, batch)
         metrics = self.parallel.metrics_to_host(dmetrics)  # blocks: one step in flight at a time
         seen += config.batch_size
         done = step + 1
