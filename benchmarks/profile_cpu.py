@@ -95,9 +95,8 @@ def categorize(event: str, opcode: str, op_name: str, dims, kernel_dims) -> str:
   return "other"
 
 
-def profile_jax(model_name: str, batch: int, impl: str, steps: int):
-  import jax
-  from jax.profiler import ProfileData
+def build(model_name: str, batch: int, impl: str):
+  """[compiled step, state, batch] for ``conv_impl=impl`` ("xla" also uses flax's max-pool)."""
   import flax.linen as nn
   from labelwise.models import cnn
   kwargs = dict(_common.MODEL_KWARGS[model_name])
@@ -109,6 +108,29 @@ def profile_jax(model_name: str, batch: int, impl: str, steps: int):
     compiled, state, batch_arrays, _, _ = _common.jax_step(model_name, batch, model_kwargs=kwargs)
   finally:
     cnn.max_pool = own_pool
+  return [compiled, state, batch_arrays]
+
+
+def time_alternating(runs, steps: int, rounds: int = 3):
+  """Median unprofiled seconds per step of each ``runs[name] = [step, state, batch]``, alternating."""
+  import jax
+  times = {name: [] for name in runs}
+  for _ in range(rounds):
+    for name, run in runs.items():
+      compiled, state, batch = run
+      for _ in range(steps):
+        t0 = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics)
+        times[name].append(time.perf_counter() - t0)
+      run[1] = state
+  return {name: _common.median(ts) for name, ts in times.items()}
+
+
+def profile_jax(run, steps: int):
+  import jax
+  from jax.profiler import ProfileData
+  compiled, state, batch_arrays = run
   names = hlo_ops(compiled.as_text())
   kernel_dims = {tuple(sorted(leaf.shape)) for leaf in jax.tree_util.tree_leaves(state.params)
                  if leaf.ndim >= 3}  # conv kernels [*window, C_in, C_out], in any layout
@@ -122,6 +144,7 @@ def profile_jax(model_name: str, batch: int, impl: str, steps: int):
     state, metrics = compiled(state, batch_arrays)
     jax.block_until_ready(metrics)
   jax.profiler.stop_trace()
+  run[1] = state
   wall = (time.perf_counter() - t0) / steps
   data = ProfileData.from_file(glob.glob(os.path.join(tmp, "**", "*.xplane.pb"), recursive=True)[0])
   by_cat = collections.Counter()
@@ -178,12 +201,18 @@ def main(argv=None):
     raise SystemExit(f"--batch_sizes needs one size per model ({len(models)}), got {batches}")
   parts = []
   for name, bs in zip(models, batches):
-    cat_x, op_x, wall_x = profile_jax(name, bs, "xla", args.steps)
-    cat_a, op_a, wall_a = profile_jax(name, bs, "auto", args.steps)
+    runs = {impl: build(name, bs, impl) for impl in ("xla", "auto")}
+    for run in runs.values():  # warm-up
+      time_alternating({"w": run}, 1, 1)
+    plain = time_alternating(runs, args.steps)
+    cat_x, op_x, wall_x = profile_jax(runs["xla"], args.steps)
+    cat_a, op_a, wall_a = profile_jax(runs["auto"], args.steps)
     rows = [[c, f"{cat_x.get(c, 0):.1f}", f"{cat_a.get(c, 0):.1f}"] for c in CATEGORIES
             if cat_x.get(c, 0) + cat_a.get(c, 0) > 0]
     rows.append(["**sum of op time**", f"{sum(cat_x.values()):.1f}", f"{sum(cat_a.values()):.1f}"])
-    rows.append(["**wall time per step**", f"{1e3 * wall_x:.1f}", f"{1e3 * wall_a:.1f}"])
+    rows.append(["wall time per step while profiled", f"{1e3 * wall_x:.1f}", f"{1e3 * wall_a:.1f}"])
+    rows.append(["**wall time per step, not profiled (median, 3 alternating rounds)**",
+                 f"**{1e3 * plain['xla']:.1f}**", f"**{1e3 * plain['auto']:.1f}**"])
     text = [f"### {name}, batch {bs}: JAX op profile (thread-ms per step)", "",
             _common.table(["category", "flax/XLA as is (conv_impl=xla)",
                            "labelwise default (conv_impl=auto)"], rows), "",
