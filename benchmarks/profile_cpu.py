@@ -6,7 +6,7 @@ the ``op_name`` metadata of the compiled HLO) and summed into categories: forwar
 backward convolutions (input and kernel gradients), matrix products, pooling (and the argmax iotas
 of its gradient), normalization/elementwise, and the rest. The step is profiled twice:
 ``conv_impl="xla"`` (flax ``nn.Conv`` and ``nn.max_pool`` as they come) and the project's default
-(``labelwise.models.conv``: kernel gradients as patch matmuls; reshape max-pool). The PyTorch peer
+(``labelwise.models.conv``: kernel gradients as patch matmuls; max-pool as reshape + first-maximum select). The PyTorch peer
 step is profiled with ``torch.profiler`` (self CPU time per aten op).
 
     python benchmarks/profile_cpu.py                                  # small_cnn 128, resnet18 32

@@ -7,6 +7,7 @@ visible to the classifier.
 
 from __future__ import annotations
 
+import itertools
 from typing import Mapping, Optional, Sequence
 
 import flax.linen as nn
@@ -18,17 +19,18 @@ from labelwise.models.registry import register_model
 
 
 def max_pool(x, window: Sequence[int]):
-  """Non-overlapping max pooling (stride = window, VALID padding) as a reshape and a max.
+  """Non-overlapping max pooling (stride = window, VALID padding) without ``reduce_window``.
 
-  Same values as ``flax.linen.max_pool(x, window, strides=window)`` for ``x`` of shape
-  ``[B, *spatial, C]``. We do not call that function because of its gradient on XLA:CPU: the
-  ``reduce_window`` max-pool is differentiated through a variadic reduce_window that carries one
-  int32 iota the size of the input per spatial dimension (the argmax position); in the profile of
-  the SmallCNN batch-128 training step (``benchmarks/profile_cpu.py``) those iotas and that
-  reduce_window took more time than both convolutions. The reduce-max gradient used here is a
-  compare-and-select; the only difference is at ties inside one window, where it splits the gradient
-  equally instead of sending it to one element (after a ReLU the usual tie is all zeros, where the
-  ReLU gradient is zero either way).
+  Same values and same gradients as ``flax.linen.max_pool(x, window, strides=window)`` for ``x`` of
+  shape ``[B, *spatial, C]``, ties included: the gradient of a window goes to its first maximal
+  element in row-major order, as in flax and PyTorch (this matters for input gradients of images
+  with flat regions: GradMask/RRR penalties and saliency maps). We do not call flax's function because
+  of its gradient on XLA:CPU: ``reduce_window`` max-pooling is differentiated through a variadic
+  reduce_window that carries one int32 iota the size of the input per spatial dimension (the argmax
+  position); in the profile of the SmallCNN batch-128 training step (``benchmarks/profile_cpu.py``)
+  those iotas took more time than the convolutions. Here the input is reshaped to expose each
+  window's offsets and the first maximal element is selected with a chain of ``where``s, so the
+  gradient is a compare-and-select.
   """
   window = tuple(int(w) for w in window)
   spatial = x.ndim - 2
@@ -39,7 +41,20 @@ def max_pool(x, window: Sequence[int]):
   x = x[(slice(None),) + tuple(slice(0, k) for k in kept)]
   split = sum(((k // w, w) for k, w in zip(kept, window)), ())
   x = x.reshape((x.shape[0],) + split + (x.shape[-1],))
-  return jnp.max(x, axis=tuple(2 + 2 * i for i in range(spatial)))
+  # One view per window offset, in row-major order of the offsets.
+  views = []
+  for offset in itertools.product(*(range(w) for w in window)):
+    index = [slice(None)]
+    for o in offset:
+      index += [slice(None), o]
+    views.append(x[tuple(index)])
+  best = views[0]
+  for v in views[1:]:
+    best = jnp.maximum(best, v)
+  out = views[-1]
+  for v in reversed(views[:-1]):  # the first view equal to the max wins
+    out = jnp.where(v == best, v, out)
+  return out
 
 
 @register_model("small_cnn")
