@@ -63,12 +63,8 @@ def make_config(module: str, overrides: dict, batch_size: int):
   config.progress_bar = False
   config.num_devices = 1
   config.parallel = "jit"
-  for key, value in overrides.items():
-    node, parts = config, key.split("__")
-    for p in parts[:-1]:
-      node = node[p]
-    node[parts[-1]] = value
-  return config
+  from labelwise.configs import common
+  return common.override(config, **overrides)
 
 
 def build(module: str, overrides: dict, batch_size: int, workdir: str):

@@ -134,10 +134,7 @@ def profile_jax(run, steps: int):
   names = hlo_ops(compiled.as_text())
   kernel_dims = {tuple(sorted(leaf.shape)) for leaf in jax.tree_util.tree_leaves(state.params)
                  if leaf.ndim >= 3}  # conv kernels [*window, C_in, C_out], in any layout
-  for _ in range(2):
-    state, metrics = compiled(state, batch_arrays)
-    jax.block_until_ready(metrics)
-  tmp = tempfile.mkdtemp()
+  tmp = tempfile.mkdtemp()  # (the runs are warm: main times them before profiling)
   t0 = time.perf_counter()
   jax.profiler.start_trace(tmp)
   for _ in range(steps):
@@ -228,7 +225,8 @@ def main(argv=None):
     print("\n".join(text), flush=True)
     parts.append("\n".join(text))
   body = "\n".join(parts) + (
-      f"\n{args.steps} profiled steps after 2 warm-up steps; loadavg {_common.loadavg()}.")
+      f"\n{args.steps} profiled steps after one warm-up step and {3 * args.steps} timed ones; "
+      f"loadavg {_common.loadavg()}.")
   _common.report("CPU step profile (benchmarks/profile_cpu.py)", body,
                  append=not args.no_append, out_dir=args.out_dir)
 

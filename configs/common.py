@@ -71,6 +71,16 @@ def base_config(*, dataset: str, model: str, method: str = "ce") -> ml_collectio
   return c
 
 
+def override(c: ml_collections.ConfigDict, **dotted) -> ml_collections.ConfigDict:
+  """Sets ``c`` fields from keyword arguments whose ``__`` separates levels (``data__augment=True``)."""
+  for key, value in dotted.items():
+    node, parts = c, key.split("__")
+    for p in parts[:-1]:
+      node = node[p]
+    node[parts[-1]] = value
+  return c
+
+
 def apply_runlocal(c: ml_collections.ConfigDict, *, steps: int = 20) -> ml_collections.ConfigDict:
   """Shrinks a config to a smoke run that finishes in seconds on a CPU."""
   c.total_steps = steps

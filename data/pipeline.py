@@ -176,6 +176,7 @@ class Dataset:
     self.global_batch_size = int(global_batch_size)
     self.local_batch_size = self.global_batch_size // self.process_count
     self._splits: Dict[str, SplitData] = {}
+    self._perm_cache: Optional[tuple] = None  # (epoch, permutation) of the last epoch asked for
     self.train = self.split(train_split)
     self.steps_per_epoch = self.train.num_examples // self.global_batch_size
     if self.steps_per_epoch < 1:
@@ -206,7 +207,7 @@ class Dataset:
 
   def _permutation(self, epoch: int) -> np.ndarray:
     """The example order of ``epoch`` (a function of (seed, epoch); the last one is kept)."""
-    cached = getattr(self, "_perm_cache", None)
+    cached = self._perm_cache
     if cached is None or cached[0] != epoch:
       cached = (epoch, np.random.default_rng([self.seed, epoch]).permutation(
           self.train.num_examples))

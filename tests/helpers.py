@@ -10,13 +10,9 @@ import numpy as np
 
 def load_config(module: str, arg: str = "runlocal", **overrides):
   """``configs/<module>.py:get_config(arg)`` with dotted ``overrides`` (e.g. ``optimizer__name``)."""
+  from labelwise.configs import common
   config = importlib.import_module(f"labelwise.configs.{module}").get_config(arg)
-  for key, value in overrides.items():
-    node, parts = config, key.split("__")
-    for p in parts[:-1]:
-      node = node[p]
-    node[parts[-1]] = value
-  return config
+  return common.override(config, **overrides)
 
 
 def max_abs_diff(a, b) -> float:

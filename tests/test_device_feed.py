@@ -45,7 +45,7 @@ def test_device_batches_equal_host_batches(tmp_path, overrides):
   if overrides:
     assert "fine_label" in got[0]
   # One compiled gather for every step.
-  assert t._device_gather._cache_size() == 1
+  assert t._device_split.gather._cache_size() == 1
 
 
 @pytest.mark.parametrize("parallel,devices", [("pmap", 2), ("shard_map", 2), ("jit", 1)])

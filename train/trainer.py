@@ -127,57 +127,65 @@ class _Indices:
     self.value = value
 
 
-class _DeviceFeed:
-  """Training batches gathered on the devices from the cached training split.
+class _DeviceSplit:
+  """The (relabelled) cached training split, placed once on every device, and its batch gather.
 
-  The whole (relabelled) cached split is placed once on every device. Under jit and shard_map a
-  step's ``batch`` is just its indices (``_Indices``) and the compiled step gathers the examples
-  itself (``Parallel.compile_train_step_on_data``): one dispatch and one transfer of ``batch_size``
-  int32 per step, no thread. Under pmap a small jitted gather builds the ``[devices, per-device
-  batch, ...]`` batch on the devices first. Either way the batches are the host pipeline's batches
-  exactly (same permutation, same fields; ``gathered`` returns one for inspection).
+  ``gather(data, idx)`` builds a step's batch on the devices with the layout the step takes
+  (``[devices, per-device batch, ...]`` on the local devices under pmap, the batch sharding
+  otherwise); ``index_sharding`` is where the step's indices go for it.
   """
 
-  def __init__(self, trainer, start: int, stop: int):
-    self._trainer, self._step, self._stop = trainer, start, stop
-    if trainer._device_split is None:
-      ds, par = trainer.dataset, trainer.parallel
-      data = trainer.relabel(ds.train.get(np.arange(ds.train.num_examples)))
-      if par.mode == "pmap":  # pmap takes [devices, per-device batch, ...] on the local devices
-        n = len(par.local_devices)
-        if ds.local_batch_size % n:
-          raise ValueError(f"the per-host batch ({ds.local_batch_size}) must be divisible by the "
-                           f"number of local devices ({n}).")
-        place, out = jax.sharding.NamedSharding(par.local_mesh, jax.sharding.PartitionSpec()), \
-            par.stacked
-        take = lambda v, idx: v[idx].reshape((n, -1) + v.shape[1:])  # noqa: E731
-      else:
-        place, out, take = par.replicated, par.batch_sharding, lambda v, idx: v[idx]  # noqa: E731
-      trainer._device_split = jax.device_put(data, place)
-      trainer._device_gather = jax.jit(
-          lambda data, idx: jax.tree_util.tree_map(lambda v: take(v, idx), data),
-          out_shardings=out)
-      trainer._device_index_sharding = place if par.mode == "pmap" else par.batch_sharding
+  def __init__(self, trainer):
+    ds, par = trainer.dataset, trainer.parallel
+    data = trainer.relabel(ds.train.get(np.arange(ds.train.num_examples)))
+    if par.mode == "pmap":  # pmap takes [devices, per-device batch, ...] on the local devices
+      n = len(par.local_devices)
+      if ds.local_batch_size % n:
+        raise ValueError(f"the per-host batch ({ds.local_batch_size}) must be divisible by the "
+                         f"number of local devices ({n}).")
+      place = jax.sharding.NamedSharding(par.local_mesh, jax.sharding.PartitionSpec())
+      out, self.index_sharding = par.stacked, place
+      take = lambda v, idx: v[idx].reshape((n, -1) + v.shape[1:])  # noqa: E731
+    else:
+      place, out, self.index_sharding = par.replicated, par.batch_sharding, par.batch_sharding
+      take = lambda v, idx: v[idx]  # noqa: E731
+    self.data = jax.device_put(data, place)
+    self.gather = jax.jit(lambda data, idx: jax.tree_util.tree_map(lambda v: take(v, idx), data),
+                          out_shardings=out)
+
+
+class _DeviceFeed:
+  """Training batches gathered on the devices from the cached training split (``_DeviceSplit``).
+
+  Under jit and shard_map a step's ``batch`` is just its indices (``_Indices``) and the compiled
+  step gathers the examples itself (``Parallel.compile_train_step_on_data``): one dispatch and one
+  transfer of ``batch_size`` int32 per step, no thread. Under pmap the split's jitted gather builds
+  the ``[devices, per-device batch, ...]`` batch on the devices first. Either way the batches are the
+  host pipeline's batches exactly (same permutation, same fields; ``gathered`` returns one for
+  inspection).
+  """
+
+  def __init__(self, dataset, parallel, split: _DeviceSplit, start: int, stop: int):
+    self._dataset, self._parallel, self._split = dataset, parallel, split
+    self._step, self._stop = start, stop
 
   def _indices(self, step: int) -> np.ndarray:
-    return self._trainer.dataset.local_train_indices(step).astype(np.int32)
+    return self._dataset.local_train_indices(step).astype(np.int32)
 
   def gathered(self, step: int):
     """The device batch of ``step`` (what the step sees), as the pmap path builds it."""
-    t = self._trainer
-    idx = jax.device_put(self._indices(step), t._device_index_sharding)
-    return t._device_gather(t._device_split, idx)
+    idx = jax.device_put(self._indices(step), self._split.index_sharding)
+    return self._split.gather(self._split.data, idx)
 
   def next(self):
     if self._step >= self._stop:
       raise StopIteration
     step, self._step = self._step, self._step + 1
-    par = self._trainer.parallel
-    if par.mode == "pmap":
+    if self._parallel.mode == "pmap":
       return step, self.gathered(step)
     idx = self._indices(step)
-    if par.mode == "shard_map":  # shard_map needs the indices already split over the mesh
-      idx = jax.device_put(idx, par.batch_sharding)
+    if self._parallel.mode == "shard_map":  # shard_map needs the indices split over the mesh
+      idx = jax.device_put(idx, self._parallel.batch_sharding)
     return step, _Indices(idx)
 
   def close(self):
@@ -233,7 +241,7 @@ class Trainer:
                                        accum_steps=config.get("grad_accum_steps", 1))
     self.train_step = self.parallel.compile_train_step(step_fn)
     self.predict = self.parallel.compile_predict(step_lib.make_predict_step(self.model.apply))
-    self._device_split = self._device_gather = None
+    self._device_split: Optional[_DeviceSplit] = None  # placed on first use (batch_feed)
     self.device_cache, self.device_cache_reason = self._use_device_cache()
     self.train_step_on_data = (self.parallel.compile_train_step_on_data(step_fn)
                                if self.device_cache and self.parallel.mode != "pmap" else None)
@@ -241,7 +249,7 @@ class Trainer:
   def apply_train_step(self, dstate, batch):
     """One compiled step on a batch from :meth:`batch_feed` (device arrays or ``_Indices``)."""
     if isinstance(batch, _Indices):
-      return self.train_step_on_data(dstate, self._device_split, batch.value)
+      return self.train_step_on_data(dstate, self._device_split.data, batch.value)
     return self.train_step(dstate, batch)
 
   def _use_device_cache(self):
@@ -276,7 +284,9 @@ class Trainer:
     otherwise read, placed and prefetched on a background thread (``_Prefetcher``).
     """
     if self.device_cache:
-      return _DeviceFeed(self, start, stop)
+      if self._device_split is None:
+        self._device_split = _DeviceSplit(self)
+      return _DeviceFeed(self.dataset, self.parallel, self._device_split, start, stop)
     return _Prefetcher(lambda s: self.parallel.put_batch(self.host_batch(s)), start, stop)
 
   # --- data ------------------------------------------------------------------------------------
