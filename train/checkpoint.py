@@ -5,6 +5,9 @@ run exactly. A checkpoint that cannot be restored (truncated or corrupted on dis
 warning and the previous one is used; on a single-process run the unreadable one is renamed to
 ``<step>.unreadable`` (kept for inspection, ignored by orbax) so that the recomputed step can be saved
 again under its own number.
+
+A :class:`~labelwise.train.state.TrainState`'s ``hparams`` are not saved: they are a function of the
+config (and of a sweep's overrides), and a restore takes them from the template.
 """
 
 from __future__ import annotations
@@ -16,6 +19,13 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+
+from labelwise.train.state import TrainState
+
+
+def _saved_part(state: Any) -> Any:
+  """What is written: a TrainState without its ``hparams`` (they come from the config)."""
+  return state.replace(hparams={}) if isinstance(state, TrainState) else state
 
 
 class Checkpointer:
@@ -29,7 +39,7 @@ class Checkpointer:
     """Saves a host copy of ``state`` as checkpoint ``step`` (overwrites nothing)."""
     if step in self.manager.all_steps():
       return
-    self.manager.save(int(step), args=ocp.args.StandardSave(state))
+    self.manager.save(int(step), args=ocp.args.StandardSave(_saved_part(state)))
     if wait:
       self.manager.wait_until_finished()
 
@@ -42,10 +52,12 @@ class Checkpointer:
     Returns ``(step, state)``, or ``(None, template)`` when there is no checkpoint.
     """
     abstract = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), template)
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), _saved_part(template))
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
         state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        if isinstance(template, TrainState):
+          state = state.replace(hparams=template.hparams)
         return step, state
       except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back to the previous
         logging.warning("checkpoint %d in %s cannot be restored (%s: %s); trying the previous one",
