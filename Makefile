@@ -1,11 +1,13 @@
 # labelwise: `make demo` (quickstart) and `make test` (test suite). Both create/reuse .venv.
+# `make mutate`: mutation testing (not in CI; docs/testing.md).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
+MUTATE_ARGS ?= --sample 0.2
 
-.PHONY: venv demo test test-slow bench clean
+.PHONY: venv demo test test-slow bench mutate clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +30,10 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	PY=$(PY) bash benchmarks/run_all.sh
+
+mutate: $(STAMP)
+	$(PY) -m pip install -q -e '.[mutate]'
+	nice -n 15 $(PY) tools/mutate.py $(MUTATE_ARGS) --docs docs/testing.md
 
 clean:
 	rm -rf runs .pytest_cache
