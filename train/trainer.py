@@ -354,6 +354,7 @@ class Trainer:
       self.checkpointer.save(step, state_host)
 
   def run(self) -> Dict[str, Any]:
+    started = time.time()
     config = self.config
     total = int(config.total_steps)
     state = self.initial_state()
@@ -362,7 +363,7 @@ class Trainer:
       restored, state = self.checkpointer.restore(state)
       if restored is not None:
         start = int(restored)
-        logging.info("resumed from checkpoint %d in %s", start, self.workdir)
+        logging.warning("resumed from step %d (the checkpoint in %s)", start, self.workdir)
     writer = writers.MetricWriter(self.workdir, active=self.is_writer,
                                   tensorboard=config.get("tensorboard", True))
     writer.truncate_after(start)
@@ -450,6 +451,10 @@ class Trainer:
     writer.close()
     if self.checkpointer is not None:
       self.checkpointer.close()
+    if self.is_writer:
+      print(writers.run_summary(steps=final_step, start_step=start, batch_size=config.batch_size,
+                                wall_seconds=time.time() - started, workdir=self.workdir,
+                                results=results), flush=True)
     return results
 
 
