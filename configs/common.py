@@ -50,10 +50,13 @@ def base_config(*, dataset: str, model: str, method: str = "ce") -> ml_collectio
   c.dataset = dataset
   c.data = ml_collections.ConfigDict(dict(
       data_dir="",            # "" -> $TFDS_DATA_DIR or ~/tensorflow_datasets
+      manual_dir="",          # source files of datasets built from them (fashion_mnist); "" ->
+                              # <data_dir>/downloads/manual, then the dataset's own fallback
       train_split="train",    # any TFDS split string, e.g. "train[:90%]"
       eval_split="test",
       validation_split="",    # for evaluators that calibrate (e.g. "train[90%:]")
-      coarse="",              # "", "dataset", "halves", "parity", "pairs" or a list of ints
+      coarse="",              # "", "dataset", "halves", "parity", "pairs", a name of the
+                              # dataset's own (fashion_mnist: "hcnn6", "clothes_goods"), or ints
       train_on="label",       # or "coarse_label" (the fine label is kept as fine_label)
       augment=False,          # random crop + flip for images
       cache_limit=200_000,    # splits up to this many examples are read into memory once
