@@ -24,6 +24,7 @@ from labelwise.data import make_dataset
 from labelwise.data.registry import get_dataset_spec
 from labelwise.eval import evaluators as evaluators_lib
 from labelwise.models import get_model
+from labelwise.models.conv import IMPLS as CONV_IMPLS
 from labelwise.models.registry import MODELS
 from labelwise.train import checkpoint as checkpoint_lib
 from labelwise.train import methods as methods_lib
@@ -71,6 +72,8 @@ def validate_config(config) -> None:
   if (config.get("dtype") or "float32") not in DTYPES:
     raise ValueError(f"`dtype` (the model compute dtype) must be one of {list(DTYPES)}, "
                      f"got {config.dtype!r}.")
+  if (config.get("conv_impl") or "auto") not in CONV_IMPLS:
+    raise ValueError(f"`conv_impl` must be one of {list(CONV_IMPLS)}, got {config.conv_impl!r}.")
   for key in ("batch_size", "total_steps"):
     if int(config[key]) < 1:
       raise ValueError(f"`{key}` must be >= 1, got {config[key]}.")
@@ -228,6 +231,8 @@ class Trainer:
     if "dtype" in fields and config.get("dtype"):
       kwargs.setdefault("dtype", {"float32": jax.numpy.float32,
                                   "bfloat16": jax.numpy.bfloat16}[config.dtype])
+    if "conv_impl" in fields and config.get("conv_impl"):
+      kwargs.setdefault("conv_impl", config.conv_impl)
     heads = self.method.extra_heads(self.info)
     if heads:
       kwargs["extra_heads"] = {**dict(kwargs.get("extra_heads") or {}), **heads}
