@@ -95,6 +95,19 @@ def test_fine_grain_metrics_spearman_for_one_dimensional_features():
   assert 0.0 <= out["fine_knn_accuracy"] <= 1.0
 
 
+def test_ridge_probe_accuracy_is_sklearn_ridge_on_one_hot_labels():
+  xtr, ytr, xte, yte = _data(seed=5)
+  l2 = 1e-2
+  tr, te = fine_grain.standardize(xtr, xte)
+  scores = Ridge(alpha=l2 * len(tr)).fit(tr, np.eye(4)[ytr]).predict(te)
+  expect = float(np.mean(np.argmax(scores, 1) == yte))
+  assert fine_grain.ridge_probe_accuracy(xtr, ytr, xte, yte, l2=l2) == pytest.approx(expect)
+  ridge = fine_grain.fine_grain_metrics(xtr, ytr, xte, yte, l2=l2, probe="ridge")
+  assert ridge["fine_probe_accuracy"] == pytest.approx(expect)
+  with pytest.raises(ValueError, match="`probe` must be one of"):
+    fine_grain.fine_grain_metrics(xtr, ytr, xte, yte, probe="lbfgs")
+
+
 def _eval_context(splits, **fine_grain_eval):
   import ml_collections
   from labelwise.eval.evaluators import EvalContext
