@@ -23,7 +23,7 @@ from labelwise.configs import common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=common.RUN_ARGS + ("resnet18",))
   c = common.base_config(dataset="fashion_mnist", model="small_cnn", method="ce")
   c.data.eval_split = "test"
   c.data.validation_split = "validation"
