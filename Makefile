@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -
 PYTEST_ARGS ?=
 MUTATE_ARGS ?= --sample 0.2
 
-.PHONY: venv demo test test-slow bench mutate clean
+.PHONY: venv demo test test-slow bench docs mutate clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	PY=$(PY) bash benchmarks/run_all.sh
 
+# API reference (HTML from the docstrings) in build/docs; any pdoc warning fails the build.
+docs: $(STAMP)
+	$(PY) -m pip install -q -e '.[docs]'
+	$(PY) -m labelwise._docs build/docs
+
+# Mutation testing (not in CI; minutes to hours): scores and survivors into docs/testing.md.
 mutate: $(STAMP)
 	$(PY) -m pip install -q -e '.[mutate]'
 	nice -n 15 $(PY) tools/mutate.py $(MUTATE_ARGS) --docs docs/testing.md
