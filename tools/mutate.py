@@ -20,7 +20,9 @@ For each target module (``TARGETS``: the module and the test files that cover it
    and the score ``killed / (mutants - equivalent)``, and the diff of every other survivor.
    ``--docs docs/testing.md`` writes the report between the markers in that file.
 
-A session is resumable: rerunning with the same source and options continues where it stopped.
+A session is resumable: rerunning with the same source and options continues where it stopped; a
+changed module (or ``--sample``) starts its session again, changed test files run its survivors
+again (killed mutants stay killed).
 Usage: ``python tools/mutate.py [--modules losses/ eval/fine_grain.py] [--sample 0.2]``.
 """
 
@@ -254,6 +256,16 @@ def _sample_filter(db_path: Path, module_source: str, module: str, fraction: flo
                                               worker_outcome=WorkerOutcome.SKIPPED))
 
 
+def _forget_survivors(db_path: Path) -> None:
+  """Makes the surviving mutants of a session pending again (for ``cosmic-ray exec``)."""
+  from cosmic_ray.work_db import WorkDB, WorkResultStorage, use_db
+  from cosmic_ray.work_item import TestOutcome
+  with use_db(str(db_path), WorkDB.Mode.open) as db:
+    with db._session_maker.begin() as session:  # pylint: disable=protected-access
+      session.query(WorkResultStorage).filter(
+          WorkResultStorage.test_outcome == TestOutcome.SURVIVED).delete()
+
+
 def _cosmic_ray(*args, cwd: Path, env) -> None:
   exe = Path(sys.executable).with_name("cosmic-ray")
   cmd = [str(exe) if exe.exists() else "cosmic-ray", *args]
@@ -289,6 +301,12 @@ def run_module(module: str, src: Path, workdir: Path, sample: float, log) -> dic
                  "[cosmic-ray.distributor]\nname = \"local\"\n"
                  "[cosmic-ray.filters.operators-filter]\n"
                  f"exclude-operators = {json.dumps(excluded)}\n")
+  tests_stamp = hashlib.sha1(b"".join((src / t).read_bytes() for t in TARGETS[module] + [
+      "tests/conftest.py", "tests/helpers.py"] if (src / t).exists())).hexdigest()
+  if not fresh and (work / "tests_stamp").exists() and (
+      (work / "tests_stamp").read_text() != tests_stamp):
+    log(f"[{module}] its tests changed: the survivors run again (killed mutants stay killed)")
+    _forget_survivors(db)
   if fresh:
     _cosmic_ray("init", str(cfg), str(db), cwd=src, env=env)
     exe = Path(sys.executable).with_name("cr-filter-operators")
@@ -297,6 +315,7 @@ def run_module(module: str, src: Path, workdir: Path, sample: float, log) -> dic
     if sample < 1.0:
       _sample_filter(db, source, module, sample)
     (work / "stamp").write_text(stamp)
+  (work / "tests_stamp").write_text(tests_stamp)
   t0 = time.time()
   log(f"[{module}] running mutants (baseline {baseline:.0f} s)")
   _cosmic_ray("exec", str(cfg), str(db), cwd=src, env=env)
