@@ -64,7 +64,7 @@ TARGETS: Dict[str, List[str]] = {
     "train/trainer.py": ["tests/test_train_e2e.py", "tests/test_parallel.py",
                          "tests/test_reliability.py"],
     "data/pipeline.py": ["tests/test_data.py", "tests/test_device_feed.py"],
-    "eval/evaluators.py": ["tests/test_fierce_eval.py", "tests/test_simloss_eval.py"],
+    "eval/evaluators.py": ["tests/test_evaluators.py", "tests/test_fierce_eval.py"],
     "eval/metrics.py": ["tests/test_average_k_metrics.py", "tests/test_simloss_eval.py",
                         "tests/test_collision_eval.py"],
     "eval/fine_grain.py": ["tests/test_fierce_eval.py"],
