@@ -65,12 +65,12 @@ TARGETS: Dict[str, List[str]] = {
                          "tests/test_reliability.py"],
     "data/pipeline.py": ["tests/test_data.py", "tests/test_device_feed.py"],
     "eval/evaluators.py": ["tests/test_evaluators.py", "tests/test_fierce_eval.py"],
-    "eval/metrics.py": ["tests/test_average_k_metrics.py", "tests/test_simloss_eval.py",
-                        "tests/test_collision_eval.py"],
+    "eval/metrics.py": ["tests/test_evaluators.py", "tests/test_average_k_metrics.py",
+                        "tests/test_simloss_eval.py", "tests/test_collision_eval.py"],
     "eval/fine_grain.py": ["tests/test_fierce_eval.py"],
     "eval/average_k.py": ["tests/test_average_k_metrics.py"],
-    "eval/clustering.py": ["tests/test_collision_eval.py"],
-    "eval/simloss.py": ["tests/test_simloss_eval.py"],
+    "eval/clustering.py": ["tests/test_collision_eval.py", "tests/test_evaluators.py"],
+    "eval/simloss.py": ["tests/test_simloss_eval.py", "tests/test_evaluators.py"],
     "eval/saliency.py": ["tests/test_attribution_saliency.py"],
 }
 
