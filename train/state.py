@@ -11,7 +11,8 @@ import jax.numpy as jnp
 
 @flax.struct.dataclass
 class TrainState:
-  """step, params, optimizer state, model state (BatchNorm statistics), method buffers, rng.
+  """step, params, optimizer state, model state (BatchNorm statistics), method buffers, rng, and
+  ``skipped`` (int32: steps whose update ``nan_policy="skip"`` dropped, counted on the device).
 
   ``rng`` is raw ``uint32[2]`` key data so that checkpoints hold plain arrays.
   """
@@ -21,6 +22,7 @@ class TrainState:
   model_state: Any
   buffers: Any
   rng: jax.Array
+  skipped: jax.Array
 
 
 def create_state(model, tx, method, info, *, seed: int, sample_input) -> TrainState:
@@ -36,4 +38,5 @@ def create_state(model, tx, method, info, *, seed: int, sample_input) -> TrainSt
       model_state=variables,
       buffers=method.init_buffers(buffer_key, info=info),
       rng=step_key,
+      skipped=jnp.zeros((), jnp.int32),
   )
