@@ -1,4 +1,5 @@
-# labelwise: `make demo` (quickstart) and `make test` (test suite). Both create/reuse .venv.
+# labelwise: `make demo` (quickstart) and `make test` (test suite). Both create/reuse .venv and install
+# the extras they need: train (trainer, data, evaluators), studies (plots, MNIST-1D), test (pytest).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,7 +11,7 @@ PYTEST_ARGS ?=
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[train,studies,test]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -10,7 +10,7 @@ penultimate features keep) and usable on any feature matrix. All functions take 
   the weights (not the bias), solved to convergence with L-BFGS in float64 (well conditioned, so the
   probe does not under-fit the way a badly tuned SGD probe does).
 * ``ridge_probe``: closed-form ridge regression on standardized features (continuous targets, or
-  one-hot targets for classification).
+  one-hot targets for classification); ``ridge_probe_accuracy`` classifies with it.
 * ``spearman`` / ``within_group_spearman``: rank correlation (average ranks for ties) for an ordinal
   fine target, globally and inside each coarse class.
 
@@ -252,13 +252,41 @@ def within_group_spearman(x, y, groups) -> float:
 
 # ---------------------------------------------------------------- evaluator
 
+PROBES = ("logistic", "ridge")
+
+
+def ridge_probe_accuracy(train_x, train_y, test_x, test_y, *, l2: float = 1e-3) -> float:
+  """Test accuracy of a closed-form ridge probe on one-hot labels (standardized features).
+
+  The cheap alternative to :func:`linear_probe_accuracy` (one linear solve instead of L-BFGS), for
+  studies that evaluate dozens of models: the predicted class is the argmax of
+  :func:`ridge_probe` fitted to the one-hot training labels.
+
+  Example:
+    >>> ridge_probe_accuracy(np.eye(3), [0, 1, 2], np.eye(3), [0, 1, 2])
+    1.0
+  """
+  train_y = np.asarray(train_y).astype(np.int64).reshape(-1)
+  test_y = np.asarray(test_y).reshape(-1)
+  num_classes = int(max(train_y.max(), test_y.max()) + 1)
+  scores = ridge_probe(train_x, np.eye(num_classes)[train_y], test_x, l2=l2)
+  return float(np.mean(np.argmax(scores, 1) == test_y))
+
+
 def fine_grain_metrics(train_features, train_fine, test_features, test_fine, *,
-                       test_coarse=None, k: int = 5, l2: float = 1e-3) -> Dict[str, float]:
-  """k-NN and probe accuracy on the fine labels; Spearman for a 1-D feature."""
+                       test_coarse=None, k: int = 5, l2: float = 1e-3,
+                       probe: str = "logistic") -> Dict[str, float]:
+  """k-NN and probe accuracy on the fine labels; Spearman for a 1-D feature.
+
+  ``probe``: "logistic" (:func:`linear_probe_accuracy`) or "ridge" (:func:`ridge_probe_accuracy`).
+  """
+  if probe not in PROBES:
+    raise ValueError(f"`probe` must be one of {PROBES}, got {probe!r}.")
+  probe_fn = linear_probe_accuracy if probe == "logistic" else ridge_probe_accuracy
   out = {"fine_knn_accuracy": knn_accuracy(train_features, train_fine, test_features, test_fine,
                                            k=k),
-         "fine_probe_accuracy": linear_probe_accuracy(train_features, train_fine, test_features,
-                                                      test_fine, l2=l2)}
+         "fine_probe_accuracy": probe_fn(train_features, train_fine, test_features, test_fine,
+                                         l2=l2)}
   feats = np.asarray(test_features).reshape(len(test_features), -1)
   if feats.shape[1] == 1:
     out["fine_spearman"] = abs(spearman(feats[:, 0], test_fine))
@@ -276,12 +304,13 @@ def fine_grain(ctx: EvalContext) -> Dict[str, float]:
 
   Options (``config.fine_grain_eval``, all optional): ``k`` (5), ``l2`` (1e-3), ``max_train``
   (cap on training examples for the k-NN/probe fit, 0 = all), ``train_split`` (default
-  ``config.data.train_split``). The fine label is ``fine_label`` when training on coarse labels,
-  else ``label``. When the method has a FIERCE codebook (``buffers["codes"]``) the noiseless
+  ``config.data.train_split``), ``probe`` ("logistic", or "ridge": closed form, for studies).
+  The fine label is ``fine_label`` when training on coarse labels, else ``label``. When the method has a FIERCE codebook (``buffers["codes"]``) the noiseless
   entropy of the eval features is reported too.
   """
   opts = dict(ctx.config.get("fine_grain_eval", None) or {})
   k, l2 = int(opts.get("k", 5)), float(opts.get("l2", 1e-3))
+  probe = opts.get("probe", "logistic")
   max_train = int(opts.get("max_train", 0))
   train_split = opts.get("train_split") or ctx.config.data.get("train_split", "train")
   tr = ctx.predictions(train_split)
@@ -293,7 +322,7 @@ def fine_grain(ctx: EvalContext) -> Dict[str, float]:
     tr_x, tr_y = tr_x[sel], tr_y[sel]
   coarse = te["label"] if fine_key == "fine_label" else te.get("coarse_label")
   out = fine_grain_metrics(tr_x, tr_y, te["features"], te[fine_key], test_coarse=coarse,
-                           k=k, l2=l2)
+                           k=k, l2=l2, probe=probe)
   buffers = ctx.buffers if isinstance(ctx.buffers, dict) else {}
   if "codes" in buffers:
     from labelwise.losses import fierce_entropy

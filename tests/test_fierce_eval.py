@@ -93,3 +93,51 @@ def test_fine_grain_metrics_spearman_for_one_dimensional_features():
   assert out["fine_spearman"] == pytest.approx(abs(scipy.stats.spearmanr(f[:, 0], y)[0]))
   assert out["fine_spearman_within_coarse"] > 0.5
   assert 0.0 <= out["fine_knn_accuracy"] <= 1.0
+
+
+def test_ridge_probe_accuracy_is_sklearn_ridge_on_one_hot_labels():
+  xtr, ytr, xte, yte = _data(seed=5)
+  l2 = 1e-2
+  tr, te = fine_grain.standardize(xtr, xte)
+  scores = Ridge(alpha=l2 * len(tr)).fit(tr, np.eye(4)[ytr]).predict(te)
+  expect = float(np.mean(np.argmax(scores, 1) == yte))
+  assert fine_grain.ridge_probe_accuracy(xtr, ytr, xte, yte, l2=l2) == pytest.approx(expect)
+  ridge = fine_grain.fine_grain_metrics(xtr, ytr, xte, yte, l2=l2, probe="ridge")
+  assert ridge["fine_probe_accuracy"] == pytest.approx(expect)
+  with pytest.raises(ValueError, match="`probe` must be one of"):
+    fine_grain.fine_grain_metrics(xtr, ytr, xte, yte, probe="lbfgs")
+
+
+def _eval_context(splits, **fine_grain_eval):
+  import ml_collections
+  from labelwise.eval.evaluators import EvalContext
+  config = ml_collections.ConfigDict({"data": {"train_split": "train"},
+                                      "fine_grain_eval": fine_grain_eval})
+  return EvalContext(config=config, params=None, model_state=None, buffers={}, model=None,
+                     method=None, dataset=None, eval_split="test", workdir=None,
+                     predict_fn=lambda split: splits[split])
+
+
+def test_fine_grain_evaluator_scores_the_eval_split():
+  """The k-NN and probe are fitted on the training split and scored on the eval split.
+
+  The eval split holds the training points with half of the fine labels swapped, so the 1-NN and a
+  probe that fits the training split are right on exactly half of it (1.0 on the training split).
+  Checked: with ``te = ctx.predictions()`` replaced by ``te = ctx.predictions(train_split)`` in
+  ``eval/fine_grain.py`` both accuracies are 1.0 and the test fails; the code as it is passes.
+  """
+  rng = np.random.RandomState(5)
+  centers = 4.0 * np.eye(4, dtype=np.float32)
+  ytr = np.repeat(np.arange(4), 5)
+  xtr = centers[ytr] + 0.1 * rng.randn(20, 4).astype(np.float32)
+  yte = np.array([0, 1, 3, 2])  # classes 2 and 3 swapped
+  splits = {"train": {"features": xtr, "label": ytr},
+            "test": {"features": centers, "label": yte}}
+  out = fine_grain.fine_grain(_eval_context(splits, k=1))
+  assert out["fine_knn_accuracy"] == 0.5
+  assert out["fine_probe_accuracy"] == 0.5
+  # Training on coarse labels: the fine label is `fine_label`, `label` is the coarse one.
+  coarse = {s: {"features": v["features"], "fine_label": v["label"], "label": v["label"] // 2}
+            for s, v in splits.items()}
+  out = fine_grain.fine_grain(_eval_context(coarse, k=1))
+  assert (out["fine_knn_accuracy"], out["fine_probe_accuracy"]) == (0.5, 0.5)

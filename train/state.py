@@ -7,6 +7,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @flax.struct.dataclass
@@ -22,7 +23,7 @@ class TrainState:
   model_state: Any
   buffers: Any
   rng: jax.Array
-  skipped: jax.Array
+  skipped: jax.Array = flax.struct.field(default_factory=lambda: np.zeros((), np.int32))
 
 
 def create_state(model, tx, method, info, *, seed: int, sample_input) -> TrainState:
