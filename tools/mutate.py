@@ -59,7 +59,7 @@ TARGETS: Dict[str, List[str]] = {
     "losses/fierce.py": ["tests/test_losses_fierce.py"],
     "losses/average_k.py": ["tests/test_losses_average_k.py"],
     "losses/attribution.py": ["tests/test_losses_attribution.py"],
-    "train/step.py": ["tests/test_step_devices.py", "tests/test_parallel.py"],
+    "train/step.py": ["tests/test_step_devices.py", "tests/test_device_feed.py"],
     "train/checkpoint.py": ["tests/test_reliability.py"],
     "train/trainer.py": ["tests/test_train_e2e.py", "tests/test_parallel.py",
                          "tests/test_reliability.py"],
