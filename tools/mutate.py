@@ -71,7 +71,7 @@ TARGETS: Dict[str, List[str]] = {
     "eval/average_k.py": ["tests/test_average_k_metrics.py"],
     "eval/clustering.py": ["tests/test_collision_eval.py", "tests/test_evaluators.py"],
     "eval/simloss.py": ["tests/test_simloss_eval.py", "tests/test_evaluators.py"],
-    "eval/saliency.py": ["tests/test_attribution_saliency.py"],
+    "eval/saliency.py": ["tests/test_attribution_saliency.py", "tests/test_evaluators.py"],
 }
 
 # cosmic-ray operators kept: the realistic slip at each site, not every operator for every operator.
