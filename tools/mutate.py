@@ -388,13 +388,25 @@ def _score(r) -> str:
   return f"{100.0 * r['killed'] / n:.1f}%" if n else "-"
 
 
+def _interval(r) -> str:
+  """95% Wilson interval of the score (a sample of the mutants estimates the full pass's score)."""
+  n = r["mutants"] - r["equivalent"]
+  if not n:
+    return "-"
+  p, z = r["killed"] / n, 1.96
+  mid, half = p + z * z / (2 * n), z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5
+  lo, hi = (mid - half) / (1 + z * z / n), (mid + half) / (1 + z * z / n)
+  return f"{100 * lo:.0f}-{100 * hi:.0f}%"
+
+
 def render(results: List[dict]) -> str:
-  out = ["| module | sample | mutants | killed | survived (not covered) | equivalent | score |",
-         "|---|---|---|---|---|---|---|"]
+  out = ["| module | sample | mutants | killed | survived (not covered) | equivalent | score "
+         "| 95% interval |", "|---|---|---|---|---|---|---|---|"]
   groups: Dict[str, dict] = {}
   for r in results:
     out.append(f"| `{r['module']}` | {r['sample']:g} | {r['mutants']} | {r['killed']} | "
-               f"{r['survived']} ({r['not_covered']}) | {r['equivalent']} | {_score(r)} |"
+               f"{r['survived']} ({r['not_covered']}) | {r['equivalent']} | {_score(r)} | "
+               f"{_interval(r)} |"
                + (f" {r['pending']} pending" if r.get("pending") else ""))
     g = groups.setdefault(r["module"].split("/")[0] + "/", {k: 0 for k in (
         "mutants", "killed", "survived", "equivalent", "not_covered")})
@@ -402,8 +414,9 @@ def render(results: List[dict]) -> str:
       g[k] += r[k]
   for name, g in sorted(groups.items()):
     out.append(f"| **{name}** (all run) | | {g['mutants']} | {g['killed']} | {g['survived']} "
-               f"({g['not_covered']}) | {g['equivalent']} | **{_score(g)}** |")
-  out += ["", "Score = killed / (mutants - equivalent). Sources measured: " + ", ".join(
+               f"({g['not_covered']}) | {g['equivalent']} | **{_score(g)}** | {_interval(g)} |")
+  out += ["", "Score = killed / (mutants - equivalent); the interval is the 95% Wilson interval "
+          "of the score of all mutants, estimated from the sample. Sources measured: " + ", ".join(
       f"`{r['module']}`@{r['source_sha1']}" for r in results) + "."]
   eq = [(r["module"], e) for r in results for e in r["equivalents"]]
   out += ["", f"### Equivalent mutants ({len(eq)})", ""]
