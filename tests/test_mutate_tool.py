@@ -103,3 +103,10 @@ def test_report_scores_and_groups(tmp_path):
   (tmp_path / "none.md").write_text("no markers\n")
   with pytest.raises(SystemExit, match="markers"):
     mutate.write_docs(tmp_path / "none.md", text)
+
+
+def test_targets_exist():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for module, tests in mutate.TARGETS.items():
+    assert os.path.isfile(os.path.join(root, module)), module
+    assert tests and all(os.path.isfile(os.path.join(root, t)) for t in tests), (module, tests)
