@@ -3,13 +3,21 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterable, Optional
 
 import ml_collections
 
+RUN_ARGS = ("runlocal", "seed")  # the ``:arg`` tokens every config knows
 
-def parse_arg(arg: Optional[str]) -> dict:
-  """``"runlocal,seed=3"`` -> ``{"runlocal": True, "seed": "3"}`` (big_vision style ``:arg`` variants)."""
+
+def parse_arg(arg: Optional[str], *, known: Iterable[str]) -> dict:
+  """``"runlocal,seed=3"`` -> ``{"runlocal": True, "seed": "3"}`` (big_vision style ``:arg`` variants).
+
+  ``known`` is the config's own list of token names (``RUN_ARGS`` plus its variants); any other
+  token is an error that lists them, so that a misspelt variant (``:runloca``) cannot silently run
+  the full config.
+  """
+  known = tuple(known)
   out = {}
   for part in (arg or "").split(","):
     part = part.strip()
@@ -20,6 +28,11 @@ def parse_arg(arg: Optional[str]) -> dict:
       out[k.strip()] = v.strip()
     else:
       out[part] = True
+  unknown = [k for k in out if k not in known]
+  if unknown:
+    raise ValueError(f"unknown config argument{'s' if len(unknown) > 1 else ''} "
+                     f"{', '.join(repr(k) for k in unknown)} in {arg!r}; this config knows: "
+                     f"{', '.join(sorted(set(known)))} (e.g. --config=<file>.py:runlocal,seed=1).")
   return out
 
 
@@ -54,6 +67,7 @@ def base_config(*, dataset: str, model: str, method: str = "ce") -> ml_collectio
   c.model = model
   c.model_kwargs = ml_collections.ConfigDict()
   c.dtype = "float32"         # model compute dtype ("bfloat16" for mixed precision); losses in float32
+  c.conv_impl = "auto"        # conv models: "auto" (patch-matmul kernel gradients on CPU) or "xla"
   c.method = method
   c.parallel = "pmap"         # "pmap" | "shard_map" | "jit"
   c.num_devices = -1          # -1: all devices

@@ -27,7 +27,7 @@ from labelwise.configs import fierce_common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=fierce_common.ARGS + ("bottleneck",))
   c = common.base_config(dataset="digits", model="mlp", method="fierce")
   c.model_kwargs.hidden = (64, 256, 256, 64)
   if args.get("bottleneck"):

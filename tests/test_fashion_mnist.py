@@ -305,3 +305,14 @@ def test_debian_files_pass_the_published_checksums():
   np.testing.assert_array_equal(np.bincount(d.test_labels), [1000] * 10)
   assert abs(d.train_images.mean() / 255 - fm.MEAN) < 1e-4
   assert abs(d.train_images.std() / 255 - fm.STD) < 1e-4
+
+
+def test_ce_config_trains_on_the_files(tiny, tmp_path):
+  from labelwise.train import trainer
+  from tests.helpers import load_config
+  prepared = tiny[1]["fashion_mnist"][0].data.data_dir
+  c = load_config("fashion_mnist_ce", "runlocal", total_steps=8, log_every=4, checkpoint_every=-1,
+                  data__data_dir=prepared)
+  results = trainer.train_and_evaluate(c, str(tmp_path))
+  assert results["step"] == 8 and np.isfinite(results["train/loss"])
+  assert results["eval/num_examples"] == 60   # the test split of the tiny files

@@ -8,6 +8,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from labelwise.eval import fine_grain
 from labelwise.eval import metrics
+from tests.helpers import fake_eval_context
 
 
 def _data(seed=0, n_train=120, n_test=50, d=6, c=4):
@@ -109,13 +110,8 @@ def test_ridge_probe_accuracy_is_sklearn_ridge_on_one_hot_labels():
 
 
 def _eval_context(splits, **fine_grain_eval):
-  import ml_collections
-  from labelwise.eval.evaluators import EvalContext
-  config = ml_collections.ConfigDict({"data": {"train_split": "train"},
-                                      "fine_grain_eval": fine_grain_eval})
-  return EvalContext(config=config, params=None, model_state=None, buffers={}, model=None,
-                     method=None, dataset=None, eval_split="test", workdir=None,
-                     predict_fn=lambda split: splits[split])
+  return fake_eval_context(splits, config={"data": {"train_split": "train"},
+                                           "fine_grain_eval": fine_grain_eval})
 
 
 def test_fine_grain_evaluator_scores_the_eval_split():

@@ -24,6 +24,7 @@ from labelwise.data import make_dataset
 from labelwise.data.registry import get_dataset_spec
 from labelwise.eval import evaluators as evaluators_lib
 from labelwise.models import get_model
+from labelwise.models.conv import IMPLS as CONV_IMPLS
 from labelwise.models.registry import MODELS
 from labelwise.train import checkpoint as checkpoint_lib
 from labelwise.train import methods as methods_lib
@@ -71,6 +72,8 @@ def validate_config(config) -> None:
   if (config.get("dtype") or "float32") not in DTYPES:
     raise ValueError(f"`dtype` (the model compute dtype) must be one of {list(DTYPES)}, "
                      f"got {config.dtype!r}.")
+  if (config.get("conv_impl") or "auto") not in CONV_IMPLS:
+    raise ValueError(f"`conv_impl` must be one of {list(CONV_IMPLS)}, got {config.conv_impl!r}.")
   for key in ("batch_size", "total_steps"):
     if int(config[key]) < 1:
       raise ValueError(f"`{key}` must be >= 1, got {config[key]}.")
@@ -228,6 +231,8 @@ class Trainer:
     if "dtype" in fields and config.get("dtype"):
       kwargs.setdefault("dtype", {"float32": jax.numpy.float32,
                                   "bfloat16": jax.numpy.bfloat16}[config.dtype])
+    if "conv_impl" in fields and config.get("conv_impl"):
+      kwargs.setdefault("conv_impl", config.conv_impl)
     heads = self.method.extra_heads(self.info)
     if heads:
       kwargs["extra_heads"] = {**dict(kwargs.get("extra_heads") or {}), **heads}
@@ -354,6 +359,7 @@ class Trainer:
       self.checkpointer.save(step, state_host)
 
   def run(self) -> Dict[str, Any]:
+    started = time.time()
     config = self.config
     total = int(config.total_steps)
     state = self.initial_state()
@@ -362,7 +368,7 @@ class Trainer:
       restored, state = self.checkpointer.restore(state)
       if restored is not None:
         start = int(restored)
-        logging.info("resumed from checkpoint %d in %s", start, self.workdir)
+        logging.warning("resumed from step %d (the checkpoint in %s)", start, self.workdir)
     writer = writers.MetricWriter(self.workdir, active=self.is_writer,
                                   tensorboard=config.get("tensorboard", True))
     writer.truncate_after(start)
@@ -450,6 +456,10 @@ class Trainer:
     writer.close()
     if self.checkpointer is not None:
       self.checkpointer.close()
+    if self.is_writer:
+      print(writers.run_summary(steps=final_step, start_step=start, batch_size=config.batch_size,
+                                wall_seconds=time.time() - started, workdir=self.workdir,
+                                results=results), flush=True)
     return results
 
 
