@@ -46,25 +46,18 @@ from labelwise.experiments import tuning  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 LR = "optimizer.learning_rate"
 R_GRID = (0.3, 0.5, 0.7, 0.9)
-# experiment -> arm -> (config argument, grid, smoke grid or None = not in the smoke run)
-ARMS = {
-    "E1": {
-        "CE": ("method=ce", {LR: (3e-4, 1e-3, 3e-3, 1e-2)}, {LR: (1e-3,)}),
-        "SimLoss": ("method=simloss", {"simloss.reduction_factor": R_GRID},
-                    {"simloss.reduction_factor": (0.9,)}),
-        "label smoothing": ("method=label_smoothing",
-                            {"label_smoothing.alpha": (0.05, 0.1, 0.2, 0.3)}, None),
-        "SORD": ("method=sord", {"sord.scale": (0.5, 1.0, 2.0, 4.0)}, None),
-    },
-    "E2": {
-        "CE": ("method=ce", {LR: (3e-4, 1e-3, 3e-3, 1e-2)}, {LR: (1e-3,)}),
-        "SimLoss": ("method=simloss", {"simloss.reduction_factor": R_GRID},
-                    {"simloss.reduction_factor": (0.9,)}),
-        "label smoothing": ("method=label_smoothing",
-                            {"label_smoothing.alpha": (0.05, 0.1, 0.2, 0.3)}, None),
-        "hierarchical soft": ("method=hierarchical_soft",
-                              {"hierarchical_soft.beta": (0.5, 1.0, 2.0, 4.0)}, None),
-    },
+# arm -> (config argument, grid, smoke grid or None = not in the smoke run)
+SHARED_ARMS = {
+    "CE": ("method=ce", {LR: (3e-4, 1e-3, 3e-3, 1e-2)}, {LR: (1e-3,)}),
+    "SimLoss": ("method=simloss", {"simloss.reduction_factor": R_GRID},
+                {"simloss.reduction_factor": (0.9,)}),
+    "label smoothing": ("method=label_smoothing",
+                        {"label_smoothing.alpha": (0.05, 0.1, 0.2, 0.3)}, None),
+}
+ARMS = {  # experiment -> arms
+    "E1": {**SHARED_ARMS, "SORD": ("method=sord", {"sord.scale": (0.5, 1.0, 2.0, 4.0)}, None)},
+    "E2": {**SHARED_ARMS, "hierarchical soft": (
+        "method=hierarchical_soft", {"hierarchical_soft.beta": (0.5, 1.0, 2.0, 4.0)}, None)},
 }
 SELECT = {"E1": "val/mae:min", "E2": "val/accuracy:max"}
 VALIDATION = {"E1": "", "E2": "validation"}
