@@ -49,3 +49,68 @@ def test_registry_names_known_evaluators_and_refuses_duplicates():
   with pytest.raises(ValueError, match="registered twice"):
     evaluators.register_evaluator("classification")(lambda ctx: {})
   assert evaluators.get_evaluator("classification") is evaluators.classification
+
+
+def _one_hot_logits(pred, num_classes):
+  return np.eye(num_classes, dtype=np.float32)[np.asarray(pred)]
+
+
+def test_ordinal_evaluator_hand_example_uses_the_fine_label():
+  pred, fine = np.array([0, 2, 4, 1]), np.array([0, 1, 1, 1])
+  split = {"logits": _one_hot_logits(pred, 5), "fine_label": fine, "label": fine // 2}
+  out = evaluators.get_evaluator("ordinal")(fake_eval_context({"test": split}))
+  # errors 0, 1, 3, 0: MAE 1, MSE 10/4, severity over the two failures 2, classes {0, 1, 2, 4}
+  assert out == {"mae": 1.0, "mse": 2.5, "failure_severity": 2.0, "num_predicted_classes": 4.0}
+  del split["fine_label"]
+  split["label"] = fine
+  assert evaluators.get_evaluator("ordinal")(fake_eval_context({"test": split}))["mae"] == 1.0
+
+
+class _Obj:
+  def __init__(self, **kw):
+    self.__dict__.update(kw)
+
+
+def test_superclass_evaluator_finds_the_fine_to_coarse_map():
+  """From the dataset's coarse map, else the method's, else the dataset spec's; none: an error."""
+  pred, fine = np.array([0, 1, 3, 2]), np.array([0, 0, 2, 3])
+  split = {"test": {"logits": _one_hot_logits(pred, 4), "label": fine}}
+  evaluate = evaluators.get_evaluator("superclass")
+  pairs = np.array([0, 0, 1, 1])   # pred 1 for 0: same pair; 3 for 2 and 2 for 3: same pair
+  odd = np.array([0, 1, 0, 1])     # the same predictions: none in the label's superclass
+  for dataset, method in [(_Obj(coarse_map=pairs, spec=None), _Obj(fine_to_coarse=odd)),
+                          (_Obj(coarse_map=None, spec=None), _Obj(fine_to_coarse=pairs)),
+                          (_Obj(coarse_map=None, spec=_Obj(fine_to_coarse=pairs)), None)]:
+    ctx = fake_eval_context(split, method=method)
+    ctx.dataset = dataset
+    # 1 correct (index 0); all 4 in the label's pair; the 3 failures all in it
+    assert evaluate(ctx) == {"superclass_accuracy": 1.0, "failed_superclass_accuracy": 1.0}
+  ctx = fake_eval_context(split, method=_Obj(fine_to_coarse=odd))
+  ctx.dataset = _Obj(coarse_map=None, spec=None)
+  assert evaluate(ctx) == {"superclass_accuracy": 0.25, "failed_superclass_accuracy": 0.0}
+  ctx = fake_eval_context(split)
+  ctx.dataset = _Obj(coarse_map=None, spec=_Obj(fine_to_coarse=None))
+  with pytest.raises(ValueError, match="`superclass` evaluator needs a fine-to-coarse map"):
+    evaluate(ctx)
+
+
+def test_clustering_evaluator_hand_example():
+  clusters = np.array([2, 2, 0, 0, 0, 2])   # cluster 1 is empty
+  labels = np.array([1, 1, 0, 0, 0, 1])     # a relabelled perfect clustering
+  out = evaluators.get_evaluator("clustering")(fake_eval_context(
+      {"test": {"logits": _one_hot_logits(clusters, 3), "label": labels}}))
+  assert out["cluster_accuracy"] == 1.0 and out["nmi"] == pytest.approx(1.0)
+  assert out["ari"] == pytest.approx(1.0)
+  assert out["num_nonempty_clusters"] == 2.0 and out["num_examples"] == 6.0
+  assert out["cluster_size_entropy"] == pytest.approx(np.log(2.0))  # sizes 3, 0, 3 (nats)
+
+
+def test_masked_mean():
+  from labelwise.eval.metrics import masked_mean
+  assert masked_mean([1.0, 2.0, 6.0]) == 3.0
+  assert masked_mean([1.0, 2.0, 6.0], where=[1, 0, 1]) == 3.5
+  assert masked_mean([1.0, 2.0], where=[0, 0]) == 0.0
+  assert np.isnan(masked_mean([]))
+  with pytest.raises(ValueError, match=r"`where` must have the shape of `values` \(2,\), got "
+                                       r"\(3,\)"):
+    masked_mean([1.0, 2.0], where=[1, 1, 1])
