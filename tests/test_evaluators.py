@@ -1,4 +1,7 @@
-"""eval/evaluators.py: the registry, the predictions cache and the classification evaluator."""
+"""Evaluators on fake contexts: the registry, the predictions cache, classification, ordinal,
+superclass, clustering and attribution."""
+
+import os
 
 import numpy as np
 import pytest
@@ -114,3 +117,55 @@ def test_masked_mean():
   with pytest.raises(ValueError, match=r"`where` must have the shape of `values` \(2,\), got "
                                        r"\(3,\)"):
     masked_mean([1.0, 2.0], where=[1, 1, 1])
+
+
+class _MaskedLinear:
+  """logits = (+s, -s) with s = sum of the pixels inside a fixed region: saliency lies there."""
+
+  def __init__(self, region):
+    self.region = region
+
+  def apply(self, variables, x, train=False):
+    import jax.numpy as jnp
+    s = jnp.sum(x * self.region * variables["params"]["scale"], axis=(1, 2, 3))
+    return {"logits": jnp.stack([s, -s], axis=-1)}
+
+
+def test_attribution_evaluator_on_a_model_that_only_sees_the_mask(tmp_path):
+  from sklearn.metrics import roc_auc_score
+  rng = np.random.RandomState(1)
+  region = np.zeros((6, 6, 1), np.float32)
+  region[1:3, 2:5] = 1.0
+  n = 10
+  splits = {}
+  for i, name in enumerate(["train", "test", "test_shift"]):
+    x = rng.rand(n, 6, 6, 1).astype(np.float32) + 0.1   # positive: IG is nonzero in the region
+    splits[name] = {"input": x, "label": rng.randint(0, 2, n).astype(np.int32),
+                    "mask": np.broadcast_to(region[..., 0], (n, 6, 6)).copy()}
+  model = _MaskedLinear(region)
+  params = {"scale": np.float32(1.0)}
+
+  def predictions(split):
+    z = np.asarray(model.apply({"params": params}, splits[split]["input"])["logits"])
+    return {"logits": z, "label": splits[split]["label"]}
+  ctx = fake_eval_context({}, config={"attribution_eval": {"ig_steps": 4, "max_examples": 7}})
+  ctx.predict_fn, ctx.params, ctx.model, ctx.model_state, ctx.workdir = (
+      predictions, params, model, {}, str(tmp_path))
+  ctx.dataset = _Obj(spec=_Obj(splits=("train", "test", "test_shift")),
+                     split=lambda name: _Obj(all=lambda: splits[name]))
+  out = evaluators.get_evaluator("attribution")(ctx)
+  for name in ("test", "test_shift"):
+    p = predictions(name)
+    assert out[f"{name}/accuracy"] == pytest.approx(np.mean(p["logits"].argmax(-1) == p["label"]))
+    prob1 = 1.0 / (1.0 + np.exp(p["logits"][:, 0] - p["logits"][:, 1]))
+    assert out[f"{name}/auc"] == pytest.approx(roc_auc_score(p["label"], prob1))
+  assert "train/accuracy" not in out
+  for kind in ("grad", "ig"):  # all saliency inside the mask, the top-|M| pixels are the mask
+    for metric in ("iou", "iop", "iot", "mass"):
+      assert out[f"saliency/{kind}_{metric}"] == pytest.approx(1.0), (kind, metric)
+  assert os.path.exists(tmp_path / "saliency_test_shift.png")
+  # No mask in the saliency split: accuracy and AUC only.
+  del splits["test"]["mask"]
+  ctx.config.attribution_eval.split = "test"
+  assert sorted(evaluators.get_evaluator("attribution")(ctx)) == sorted(
+      f"{s}/{m}" for s in ("test", "test_shift") for m in ("accuracy", "auc"))

@@ -60,7 +60,7 @@ TARGETS: Dict[str, List[str]] = {
     "losses/average_k.py": ["tests/test_losses_average_k.py"],
     "losses/attribution.py": ["tests/test_losses_attribution.py"],
     "train/step.py": ["tests/test_step_devices.py", "tests/test_device_feed.py"],
-    "train/checkpoint.py": ["tests/test_reliability.py"],
+    "train/checkpoint.py": ["tests/test_checkpoint.py"],
     "train/trainer.py": ["tests/test_train_e2e.py", "tests/test_parallel.py",
                          "tests/test_reliability.py"],
     "data/pipeline.py": ["tests/test_data.py", "tests/test_device_feed.py"],
@@ -71,7 +71,7 @@ TARGETS: Dict[str, List[str]] = {
     "eval/average_k.py": ["tests/test_average_k_metrics.py"],
     "eval/clustering.py": ["tests/test_collision_eval.py", "tests/test_evaluators.py"],
     "eval/simloss.py": ["tests/test_simloss_eval.py", "tests/test_evaluators.py"],
-    "eval/saliency.py": ["tests/test_attribution_saliency.py"],
+    "eval/saliency.py": ["tests/test_attribution_saliency.py", "tests/test_evaluators.py"],
 }
 
 # cosmic-ray operators kept: the realistic slip at each site, not every operator for every operator.
