@@ -13,6 +13,7 @@ import numpy as np
 @flax.struct.dataclass
 class TrainState:
   """step, params, optimizer state, model state (BatchNorm statistics), method buffers, rng,
+  ``skipped`` (int32: steps whose update ``nan_policy="skip"`` dropped, counted on the device) and
   hyperparameters.
 
   ``rng`` is raw ``uint32[2]`` key data so that checkpoints hold plain arrays. ``hparams`` holds the
@@ -28,6 +29,7 @@ class TrainState:
   model_state: Any
   buffers: Any
   rng: jax.Array
+  skipped: jax.Array = flax.struct.field(default_factory=lambda: np.zeros((), np.int32))
   hparams: Any = flax.struct.field(default_factory=dict)
 
 
@@ -52,5 +54,6 @@ def create_state(model, tx, method, info, *, seed: int, sample_input, hparams=No
       model_state=variables,
       buffers=method.init_buffers(buffer_key, info=info),
       rng=step_key,
+      skipped=jnp.zeros((), jnp.int32),
       hparams={"method": method.hparams()} if hparams is None else hparams,
   )
