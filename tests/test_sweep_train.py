@@ -122,11 +122,11 @@ def test_sweep_resume_is_exact(tmp_path):
   orig = t.apply_train_step
   calls = {"n": 0}
 
-  def stop_at_six(dstate, batch):
+  def stop_at_six(*args):
     calls["n"] += 1
     if calls["n"] == 6:
       t.preemption_guard.request()
-    return orig(dstate, batch)
+    return orig(*args)
 
   t.apply_train_step = stop_at_six
   first = t.run()
@@ -161,3 +161,19 @@ def test_sweep_select_needs_a_carved_validation_split(tmp_path):
   config.sweep_select = "val/accuracy:max"
   with pytest.raises(ValueError, match="validation_fraction"):
     trainer.Trainer(config, str(tmp_path))
+
+
+def test_host_work_runs_per_replica(tmp_path):
+  """Dataset-level EM (collision_cluster, pseudo_labels="dataset") in a sweep: each replica's EM
+  uses its own state and fairness weight, and the replica equals its single run."""
+  config = load_config("digits_cluster", "runlocal,pseudo=dataset,update_every=3", total_steps=6,
+                       log_every=3, checkpoint_every=-1, batch_size=64, parallel="jit")
+  config.model_kwargs.hidden = (32,)
+  config.sweep = "seed=0,1;collision_cluster.fairness_weight=1.0,3.0"
+  results = trainer.train_and_evaluate(config, str(tmp_path / "sweep"))
+  rep = results["replicas"][2]
+  assert rep["overrides"] == {"seed": 1, "collision_cluster.fairness_weight": 1.0}
+  single = _single(config.copy_and_resolve_references(), {**rep["overrides"], "sweep": ""},
+                   tmp_path / "single")
+  assert rep["train/loss"] == pytest.approx(single["train/loss"], rel=1e-4)
+  assert len({r["train/loss"] for r in results["replicas"]}) == 4

@@ -223,10 +223,6 @@ class Trainer:
     self.replicas = replicas_lib.Replicas(config, sweep)
     os.makedirs(workdir, exist_ok=True)
     self.method = self.replicas.methods[0]
-    if sweep is not None and type(self.method).host_update is not methods_lib.Method.host_update:
-      raise sweep_lib.SweepError(
-          f"config.sweep: method {config.method!r} has host work between steps (host_update), "
-          "which does not run per replica yet; run its points as separate runs.")
     self.parallel = step_lib.Parallel(config.parallel, select_devices(config),
                                       replicas=self.replicas.count if sweep else 0)
     self.dataset = make_dataset(config)
@@ -432,15 +428,41 @@ class Trainer:
     if self.checkpointer is not None:
       self.checkpointer.save(step, state_host)
 
-  def host_context(self, step: int, dstate) -> HostContext:
-    """What ``method.host_update`` sees before ``step`` (fetches the state only if asked)."""
+  def host_context(self, step: int, dstate, replica: Optional[int] = None,
+                   get_state=None) -> HostContext:
+    """What ``method.host_update`` sees before ``step`` (fetches the state only if asked); in a
+    sweep, replica ``replica``'s view (``get_state`` returns its slice of the host state)."""
     guard = getattr(self, "preemption_guard", None)
+    first = ((lambda: self.host_batch(0)) if replica is None else
+             (lambda: replicas_lib.take(self.host_batch(0), replica)))
     return HostContext(
         step, num_train_examples=self.dataset.train.num_examples, apply=self.model.apply,
-        get_state=lambda: self.parallel.get_state(dstate),
+        get_state=get_state or (lambda: self.parallel.get_state(dstate)),
         predictions=lambda host_state: self.predictions(self.dataset.train.split, host_state),
-        first_batch=lambda: self.host_batch(0),
-        stop_requested=lambda: guard is not None and guard.requested)
+        first_batch=first, stop_requested=lambda: guard is not None and guard.requested)
+
+  def host_update(self, step: int, dstate):
+    """Runs the method's host work before ``step``; returns the (possibly new) device state.
+
+    In a sweep every replica's method object runs it on that replica's state (its own options,
+    e.g. the EM's fairness weight) and the new buffers are stacked again.
+    """
+    if not self.replicas.active:
+      host = self.host_context(step, dstate)
+      buffers = self.method.host_update(host)
+      if buffers is None:
+        return dstate
+      return self.parallel.put_state(host.state().replace(buffers=buffers))
+    full = self.parallel.get_state(dstate)
+    new, changed = [], False
+    for r, method in enumerate(self.replicas.methods):
+      mine = replicas_lib.take(full, r)
+      buffers = method.host_update(self.host_context(step, dstate, r, get_state=lambda s=mine: s))
+      changed |= buffers is not None
+      new.append(mine.buffers if buffers is None else buffers)
+    if not changed:
+      return dstate
+    return self.parallel.put_state(full.replace(buffers=replicas_lib.stack(new)))
 
   def host_sync_every(self) -> int:
     """Steps between host syncs (``config.host_sync_every``; 0: the log interval, at most
@@ -506,10 +528,7 @@ class Trainer:
         if self.method.needs_host_update(step):
           if stop_on_nan:
             self._raise_if_nonfinite(nonfinite, step, None, last_good)
-          host = self.host_context(step, dstate)
-          buffers = self.method.host_update(host)
-          if buffers is not None:
-            dstate = self.parallel.put_state(host.state().replace(buffers=buffers))
+          dstate = self.host_update(step, dstate)
         _, batch = prefetch.next()
         dstate, nonfinite, dmetrics = self.apply_train_step(dstate, nonfinite, batch)
         seen += config.batch_size
