@@ -51,15 +51,20 @@ REPO = Path(__file__).resolve().parent.parent
 
 # module -> the test files that cover it (the coverage map then picks, per line, the tests that run it)
 TARGETS: Dict[str, List[str]] = {
-    "losses/_checks.py": ["tests/test_bad_inputs.py", "tests/test_losses_simloss.py"],
-    "losses/classification.py": ["tests/test_losses_simloss.py", "tests/test_losses_average_k.py",
+    "losses/_checks.py": ["tests/test_losses_contracts.py", "tests/test_bad_inputs.py",
+                          "tests/test_losses_simloss.py"],
+    "losses/classification.py": ["tests/test_losses_contracts.py", "tests/test_losses_simloss.py",
+                                 "tests/test_losses_average_k.py",
                                  "tests/test_losses_batch_dims.py"],
-    "losses/host_checks.py": ["tests/test_bad_inputs.py", "tests/test_losses_simloss.py"],
-    "losses/simloss.py": ["tests/test_losses_simloss.py", "tests/test_losses_batch_dims.py"],
-    "losses/collision.py": ["tests/test_losses_collision.py", "tests/test_losses_batch_dims.py"],
-    "losses/fierce.py": ["tests/test_losses_fierce.py"],
-    "losses/average_k.py": ["tests/test_losses_average_k.py"],
-    "losses/attribution.py": ["tests/test_losses_attribution.py"],
+    "losses/host_checks.py": ["tests/test_losses_contracts.py", "tests/test_bad_inputs.py",
+                              "tests/test_losses_simloss.py"],
+    "losses/simloss.py": ["tests/test_losses_contracts.py", "tests/test_losses_simloss.py",
+                          "tests/test_losses_batch_dims.py"],
+    "losses/collision.py": ["tests/test_losses_contracts.py", "tests/test_losses_collision.py",
+                            "tests/test_losses_batch_dims.py"],
+    "losses/fierce.py": ["tests/test_losses_contracts.py", "tests/test_losses_fierce.py"],
+    "losses/average_k.py": ["tests/test_losses_contracts.py", "tests/test_losses_average_k.py"],
+    "losses/attribution.py": ["tests/test_losses_contracts.py", "tests/test_losses_attribution.py"],
     "train/step.py": ["tests/test_step_devices.py", "tests/test_device_feed.py"],
     "train/checkpoint.py": ["tests/test_checkpoint.py"],
     # The trainer's resume/parallel tests (test_reliability.py, test_parallel.py) are left out: each
