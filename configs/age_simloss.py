@@ -21,7 +21,7 @@ METHODS = ("simloss", "ce", "label_smoothing", "sord")
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=common.RUN_ARGS + ("method", "r"))
   method = args.get("method", "simloss")
   if method not in METHODS:
     raise ValueError(f"`method` must be one of {list(METHODS)}, got {method!r}.")

@@ -16,7 +16,7 @@ from labelwise.configs import collision_common, common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=collision_common.CLUSTER_ARGS)
   c = collision_common.catalog_cluster_config(args, dataset="cifar100", model="resnet18",
                                               augment=True)
   c.data.coarse = "dataset"

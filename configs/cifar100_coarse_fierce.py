@@ -22,7 +22,7 @@ from labelwise.configs import fierce_common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=fierce_common.ARGS)
   args.setdefault("lam", "1.5")
   c = common.base_config(dataset="cifar100", model="resnet18", method="fierce")
   c.model_kwargs.norm = "batch"

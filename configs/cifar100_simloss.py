@@ -23,7 +23,7 @@ from labelwise.configs import common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=common.RUN_ARGS + ("model", "similarity", "r", "b", "embeddings"))
   model = args.get("model", "resnet18")
   similarity = args.get("similarity", "superclass")
   if model not in ("resnet18", "lenet"):

@@ -13,7 +13,7 @@ from labelwise.configs import common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=common.RUN_ARGS)
   c = common.base_config(dataset="cifar10", model="resnet18", method="ce")
   c.model_kwargs.norm = "batch"
   c.data.augment = True

@@ -34,7 +34,7 @@ _METHODS = {
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=common.RUN_ARGS + ("method", "k", "weight"))
   variant = args.get("method", "two_head")
   if variant not in _METHODS:
     raise ValueError(f"`method` must be one of {sorted(_METHODS)}, got {variant!r}.")

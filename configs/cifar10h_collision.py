@@ -14,7 +14,7 @@ from labelwise.configs import collision_common, common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=collision_common.SOFT_ARGS)
   args.setdefault("targets", "soft_label")
   c = collision_common.soft_config(args, dataset="cifar10_h", model="resnet18")
   c.model_kwargs.norm = "batch"

@@ -11,6 +11,10 @@ from labelwise.configs import common
 
 CLUSTER_METHODS = ("collision_cluster", "shannon_cluster", "mi_cluster")
 SOFT_METHODS = ("collision_soft", "shannon_soft")
+# The ``:arg`` tokens read here (``common.RUN_ARGS`` included), for ``common.parse_arg(known=...)``.
+CLUSTER_ARGS = common.RUN_ARGS + ("method", "lam", "fairness", "max_iter", "pseudo",
+                                  "update_every", "marginal_weight")
+SOFT_ARGS = common.RUN_ARGS + ("method", "targets", "level", "noise_seed")
 
 
 def method_options(method: str, args: dict) -> dict:

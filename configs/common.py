@@ -3,13 +3,21 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterable, Optional
 
 import ml_collections
 
+RUN_ARGS = ("runlocal", "seed")  # the ``:arg`` tokens every config knows
 
-def parse_arg(arg: Optional[str]) -> dict:
-  """``"runlocal,seed=3"`` -> ``{"runlocal": True, "seed": "3"}`` (big_vision style ``:arg`` variants)."""
+
+def parse_arg(arg: Optional[str], *, known: Iterable[str]) -> dict:
+  """``"runlocal,seed=3"`` -> ``{"runlocal": True, "seed": "3"}`` (big_vision style ``:arg`` variants).
+
+  ``known`` is the config's own list of token names (``RUN_ARGS`` plus its variants); any other
+  token is an error that lists them, so that a misspelt variant (``:runloca``) cannot silently run
+  the full config.
+  """
+  known = tuple(known)
   out = {}
   for part in (arg or "").split(","):
     part = part.strip()
@@ -20,6 +28,11 @@ def parse_arg(arg: Optional[str]) -> dict:
       out[k.strip()] = v.strip()
     else:
       out[part] = True
+  unknown = [k for k in out if k not in known]
+  if unknown:
+    raise ValueError(f"unknown config argument{'s' if len(unknown) > 1 else ''} "
+                     f"{', '.join(repr(k) for k in unknown)} in {arg!r}; this config knows: "
+                     f"{', '.join(sorted(set(known)))} (e.g. --config=<file>.py:runlocal,seed=1).")
   return out
 
 
@@ -37,10 +50,13 @@ def base_config(*, dataset: str, model: str, method: str = "ce") -> ml_collectio
   c.dataset = dataset
   c.data = ml_collections.ConfigDict(dict(
       data_dir="",            # "" -> $TFDS_DATA_DIR or ~/tensorflow_datasets
+      manual_dir="",          # source files of datasets built from them (fashion_mnist); "" ->
+                              # <data_dir>/downloads/manual, then the dataset's own fallback
       train_split="train",    # any TFDS split string, e.g. "train[:90%]"
       eval_split="test",
       validation_split="",    # for evaluators that calibrate (e.g. "train[90%:]")
-      coarse="",              # "", "dataset", "halves", "parity", "pairs" or a list of ints
+      coarse="",              # "", "dataset", "halves", "parity", "pairs", a name of the
+                              # dataset's own (fashion_mnist: "hcnn6", "clothes_goods"), or ints
       train_on="label",       # or "coarse_label" (the fine label is kept as fine_label)
       augment=False,          # random crop + flip for images
       cache_limit=200_000,    # splits up to this many examples are read into memory once
@@ -51,6 +67,7 @@ def base_config(*, dataset: str, model: str, method: str = "ce") -> ml_collectio
   c.model = model
   c.model_kwargs = ml_collections.ConfigDict()
   c.dtype = "float32"         # model compute dtype ("bfloat16" for mixed precision); losses in float32
+  c.conv_impl = "auto"        # conv models: "auto" (patch-matmul kernel gradients on CPU) or "xla"
   c.method = method
   c.parallel = "pmap"         # "pmap" | "shard_map" | "jit"
   c.num_devices = -1          # -1: all devices
@@ -60,6 +77,8 @@ def base_config(*, dataset: str, model: str, method: str = "ce") -> ml_collectio
   c.eval_batch_size = 0       # 0: batch_size
   c.total_steps = 1000
   c.log_every = 50
+  c.host_sync_every = 0       # steps between host syncs (metrics stay on the device meanwhile);
+                              # 0: the log interval, at most 100
   c.eval_every = 0            # 0: evaluate at the end only
   c.checkpoint_every = 500    # 0: only at the end; -1: never
   c.keep_checkpoints = 3

@@ -25,7 +25,7 @@ DEFAULT_LAMBDA = {"actdiff": 1.0, "gradmask": 1.0, "rrr": 1.0, "adversarial": 0.
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=common.RUN_ARGS + ("method", "fraction", "lam"))
   method = args.get("method", "actdiff")
   if method not in METHODS:
     raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")

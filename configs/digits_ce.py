@@ -11,7 +11,7 @@ from labelwise.configs import common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=common.RUN_ARGS)
   c = common.base_config(dataset="digits", model="mlp", method="ce")
   c.model_kwargs.hidden = (128, 128)
   c.batch_size = 128

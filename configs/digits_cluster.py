@@ -18,7 +18,7 @@ from labelwise.configs import collision_common, common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=collision_common.CLUSTER_ARGS)
   c = collision_common.cluster_config(args, dataset="digits", model="mlp")
   c.model_kwargs.hidden = (256,)
   c.data.train_split = "train+test"

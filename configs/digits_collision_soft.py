@@ -15,7 +15,7 @@ from labelwise.configs import collision_common, common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=collision_common.SOFT_ARGS + ("model",))
   args.setdefault("level", 0.8)
   model = args.get("model", "mlp")
   if model not in ("mlp", "linear"):

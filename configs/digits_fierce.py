@@ -16,9 +16,10 @@ classification (coarse accuracy) and fine_grain (fine 5-NN and logistic probe on
         --workdir=runs/digits_fierce_1d        # 1-D bottleneck feature (Spearman), bins estimator
     python -m labelwise.train --config=configs/digits_fierce.py:runlocal --workdir=runs/smoke
 
-Arguments: see ``configs/fierce_common.py``; plus ``bottleneck`` (last hidden width 1; the feature
-is a ReLU output, FIERCE uses the scalar-feature bins estimator with K=20 unless set).
-Expected (our study, experiments/fierce): FIERCE about equal to CE on fine 5-NN / probe at tau=1.
+Arguments: see ``configs/fierce_common.py``; plus ``bottleneck`` (last hidden width 1, a LINEAR
+feature: ``model_kwargs.linear_features``; FIERCE uses the scalar-feature bins estimator with K=20
+unless set).
+Expected (our study, experiments/fierce): FIERCE no better than CE on fine 5-NN / probe.
 """
 
 from labelwise.configs import common
@@ -26,11 +27,12 @@ from labelwise.configs import fierce_common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=fierce_common.ARGS + ("bottleneck",))
   c = common.base_config(dataset="digits", model="mlp", method="fierce")
   c.model_kwargs.hidden = (64, 256, 256, 64)
   if args.get("bottleneck"):
     c.model_kwargs.hidden = (64, 256, 256, 1)
+    c.model_kwargs.linear_features = True
     args.setdefault("similarity", "bins")
     args.setdefault("codes", "20")
   c.batch_size = 128

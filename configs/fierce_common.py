@@ -14,6 +14,9 @@ import ml_collections
 from labelwise.configs import common
 
 ARMS = ("fierce", "ce", "label_smoothing")
+# The ``:arg`` tokens read by ``apply_arm`` (``common.RUN_ARGS`` included).
+ARGS = common.RUN_ARGS + ("method", "coarse", "train_on", "similarity", "lam", "form", "tau",
+                          "scale", "codes", "estimator", "alpha")
 
 
 def apply_arm(c: ml_collections.ConfigDict, args: dict, *, default_coarse: str,

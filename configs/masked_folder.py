@@ -22,7 +22,7 @@ METHODS = ("ce", "classify_masked", "actdiff", "gradmask", "rrr")
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=common.RUN_ARGS + ("method", "eval_split", "fraction", "lam"))
   method = args.get("method", "gradmask")
   if method not in METHODS:
     raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")

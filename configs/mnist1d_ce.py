@@ -11,7 +11,7 @@ from labelwise.configs import common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=common.RUN_ARGS + ("model",))
   c = common.base_config(dataset="mnist1d", model=args.get("model", "small_cnn"), method="ce")
   if c.model == "small_cnn":
     c.model_kwargs.channels = (32, 64, 64)

@@ -12,7 +12,7 @@ from labelwise.configs import collision_common, common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=collision_common.CLUSTER_ARGS + ("model",))
   c = collision_common.cluster_config(args, dataset="mnist1d",
                                       model=args.get("model", "small_cnn"))
   if c.model == "small_cnn":

@@ -18,7 +18,7 @@ from labelwise.configs import fierce_common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=fierce_common.ARGS)
   c = common.base_config(dataset="mnist1d", model="mlp", method="fierce")
   c.model_kwargs.hidden = (64, 256, 256, 64)
   c.batch_size = 128

@@ -15,7 +15,7 @@ augmentation-based consistency, which this config does not reproduce (see docs/c
 from labelwise.configs import collision_common, common
 
 def get_config(arg=None):
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, known=collision_common.CLUSTER_ARGS)
   c = collision_common.catalog_cluster_config(args, dataset="stl10", model="resnet18",
                                               augment=True)
   return c

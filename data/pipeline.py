@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 from typing import Dict, Iterator, Optional
 
@@ -18,6 +20,7 @@ import numpy as np
 
 from labelwise.data import registry
 from labelwise.data.registry import DatasetSpec
+from labelwise.data.sources import SourceFileError
 
 _READ_CHUNK = 2048
 
@@ -45,8 +48,24 @@ def _read_error(spec: DatasetSpec, split: str, data_dir: str, e: Exception) -> D
       f"{where} and {fix}.")
 
 
-def _open_source(spec: DatasetSpec, split: str, data_dir: str):
-  """A random-access TFDS data source; offline builders are generated on first use."""
+@contextlib.contextmanager
+def quiet_generation():
+  """TFDS's download wording ("Downloading and preparing dataset Unknown size ...") and progress bars
+  off while an offline builder generates its files: nothing is downloaded, so they only mislead."""
+  import tensorflow_datasets as tfds
+  from tensorflow_datasets.core.utils import tqdm_utils
+  was_active = getattr(tqdm_utils, "_active", True)
+  tfds.display_progress_bar(False)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints its wording to stdout
+      yield
+  finally:
+    tfds.display_progress_bar(was_active)
+
+
+def _open_source(spec: DatasetSpec, split: str, data_dir: str, manual_dir: Optional[str] = None):
+  """A random-access TFDS data source; offline builders are generated on first use (from the
+  files in ``manual_dir`` for builders that read user-supplied files)."""
   import tensorflow_datasets as tfds
   if spec.builder is not None:
     builder = spec.builder(data_dir=data_dir, file_format="array_record")
@@ -58,7 +77,9 @@ def _open_source(spec: DatasetSpec, split: str, data_dir: str):
         fcntl.flock(lock, fcntl.LOCK_EX)
         builder = spec.builder(data_dir=data_dir, file_format="array_record")
         if not builder.is_prepared():
-          builder.download_and_prepare()
+          config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+          with quiet_generation():
+            builder.download_and_prepare(download_config=config)
     return builder.as_data_source(split=split)
   try:
     return tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir,
@@ -79,12 +100,13 @@ class SplitData:
   data_dir: str
   coarse_map: Optional[np.ndarray] = None
   cache_limit: int = 200_000
+  manual_dir: Optional[str] = None
 
   def __post_init__(self):
     try:
-      self._source = _open_source(self.spec, self.split, self.data_dir)
+      self._source = _open_source(self.spec, self.split, self.data_dir, self.manual_dir)
       self.num_examples = len(self._source)
-    except DatasetNotPreparedError:
+    except (DatasetNotPreparedError, SourceFileError):  # their messages name the fix
       raise
     except Exception as e:  # noqa: BLE001 - any failure to open prepared files
       raise _read_error(self.spec, self.split, self.data_dir, e) from e
@@ -159,9 +181,10 @@ class Dataset:
   def __init__(self, spec: DatasetSpec, *, train_split: str, global_batch_size: int, seed: int,
                data_dir: Optional[str] = None, coarse=None, augment: bool = False,
                process_index: Optional[int] = None, process_count: Optional[int] = None,
-               cache_limit: int = 200_000):
+               cache_limit: int = 200_000, manual_dir: Optional[str] = None):
     self.spec = spec
     self.data_dir = data_dir or default_data_dir()
+    self.manual_dir = manual_dir or None
     self.coarse_map = registry.fine_to_coarse_map(spec, coarse)
     if self.coarse_map is None and "coarse_label" in spec.fields and spec.fine_to_coarse:
       self.coarse_map = np.asarray(spec.fine_to_coarse, np.int32)
@@ -194,7 +217,7 @@ class Dataset:
   def split(self, name: str) -> SplitData:
     if name not in self._splits:
       self._splits[name] = SplitData(self.spec, name, self.data_dir, self.coarse_map,
-                                     self.cache_limit)
+                                     self.cache_limit, self.manual_dir)
     return self._splits[name]
 
   def input_shape(self):
@@ -255,4 +278,5 @@ def make_dataset(config, *, process_index=None, process_count=None) -> Dataset:
                  seed=config.seed, data_dir=data.get("data_dir") or None,
                  coarse=data.get("coarse"), augment=data.get("augment", False),
                  process_index=process_index, process_count=process_count,
-                 cache_limit=data.get("cache_limit", 200_000))
+                 cache_limit=data.get("cache_limit", 200_000),
+                 manual_dir=data.get("manual_dir") or None)

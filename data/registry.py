@@ -28,7 +28,9 @@ class DatasetSpec:
     splits: the split names the dataset has (``train``, ``test``, ...).
     builder: an offline ``tfds.core.GeneratorBasedBuilder`` subclass, or None for catalog data.
     preprocess: numpy function raw input batch -> float32 batch.
-    fine_to_coarse: the dataset's own fine -> coarse map, if it has one.
+    fine_to_coarse: the dataset's own fine -> coarse map, if it has one (``data.coarse="dataset"``).
+    coarse_maps: named fine -> coarse maps of this dataset only (``data.coarse=<name>``), next to the
+      generic :data:`COARSE_MAPS`; a name here wins.
     image: whether inputs are images ``[H, W, C]`` (augmentation applies).
     description: one line for error messages and docs.
   """
@@ -42,6 +44,7 @@ class DatasetSpec:
   builder: Optional[type] = None
   preprocess: Optional[Callable[[np.ndarray], np.ndarray]] = None
   fine_to_coarse: Optional[Tuple[int, ...]] = None
+  coarse_maps: Mapping[str, Tuple[int, ...]] = dataclasses.field(default_factory=dict)
   image: bool = False
   description: str = ""
 
@@ -75,19 +78,21 @@ COARSE_MAPS: Mapping[str, Sequence[int]] = {
 
 
 def fine_to_coarse_map(spec: DatasetSpec, coarse) -> Optional[np.ndarray]:
-  """Resolves ``config.data.coarse`` (None, a name of COARSE_MAPS, "dataset", or a list) to an array."""
+  """Resolves ``config.data.coarse`` (None, "dataset", a name of ``spec.coarse_maps`` or
+  COARSE_MAPS, or a list) to an array."""
   if coarse is None or coarse == "":
     return None
+  named = {**COARSE_MAPS, **spec.coarse_maps}
   if isinstance(coarse, str):
     if coarse == "dataset":
       if spec.fine_to_coarse is None:
         raise ValueError(f"dataset {spec.name!r} has no fine-to-coarse map of its own; "
-                         f"use one of {sorted(COARSE_MAPS)} or a list.")
+                         f"use one of {sorted(named)} or a list.")
       mapping = spec.fine_to_coarse
-    elif coarse in COARSE_MAPS:
-      mapping = COARSE_MAPS[coarse]
+    elif coarse in named:
+      mapping = named[coarse]
     else:
-      raise ValueError(f"`data.coarse` must be None, 'dataset', one of {sorted(COARSE_MAPS)} "
+      raise ValueError(f"`data.coarse` must be None, 'dataset', one of {sorted(named)} "
                        f"or a list of {spec.num_classes} ints, got {coarse!r}.")
   else:
     mapping = tuple(int(c) for c in coarse)

@@ -10,7 +10,7 @@ penultimate features keep) and usable on any feature matrix. All functions take 
   the weights (not the bias), solved to convergence with L-BFGS in float64 (well conditioned, so the
   probe does not under-fit the way a badly tuned SGD probe does).
 * ``ridge_probe``: closed-form ridge regression on standardized features (continuous targets, or
-  one-hot targets for classification).
+  one-hot targets for classification); ``ridge_probe_accuracy`` classifies with it.
 * ``spearman`` / ``within_group_spearman``: rank correlation (average ranks for ties) for an ordinal
   fine target, globally and inside each coarse class.
 
@@ -27,6 +27,7 @@ from typing import Dict, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 
 from labelwise.eval.evaluators import EvalContext, register_evaluator
 
@@ -209,29 +210,19 @@ def ridge_probe(train_x, train_t, test_x, *, l2: float = 1e-3) -> np.ndarray:
 # ---------------------------------------------------------------- rank correlation
 
 def rankdata(x) -> np.ndarray:
-  """Ranks ``1..n`` with ties given their average rank (as ``scipy.stats.rankdata``)."""
-  x = np.asarray(x, np.float64).reshape(-1)
-  order = np.argsort(x, kind="mergesort")
-  ranks = np.empty(len(x), np.float64)
-  sx = x[order]
-  i = 0
-  while i < len(x):
-    j = i
-    while j + 1 < len(x) and sx[j + 1] == sx[i]:
-      j += 1
-    ranks[order[i:j + 1]] = 0.5 * (i + j) + 1.0
-    i = j + 1
-  return ranks
+  """Ranks ``1..n`` of the flattened ``x``, ties given their average rank (``scipy.stats.rankdata``)."""
+  return scipy.stats.rankdata(np.asarray(x, np.float64).reshape(-1), method="average")
 
 
 def spearman(x, y) -> float:
-  """Spearman rank correlation (Pearson correlation of average ranks); NaN if one is constant."""
-  rx, ry = rankdata(x), rankdata(y)
-  if len(rx) != len(ry):
-    raise ValueError(f"`x` and `y` must have the same length, got {len(rx)} and {len(ry)}.")
-  rx, ry = rx - rx.mean(), ry - ry.mean()
-  den = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
-  return float((rx * ry).sum() / den) if den > 0 else float("nan")
+  """Spearman rank correlation (``scipy.stats.spearmanr``: Pearson correlation of average ranks);
+  NaN if ``x`` or ``y`` is constant."""
+  x, y = np.asarray(x, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)
+  if len(x) != len(y):
+    raise ValueError(f"`x` and `y` must have the same length, got {len(x)} and {len(y)}.")
+  if len(x) < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+    return float("nan")
+  return float(scipy.stats.spearmanr(x, y).statistic)
 
 
 def within_group_spearman(x, y, groups) -> float:
@@ -252,13 +243,41 @@ def within_group_spearman(x, y, groups) -> float:
 
 # ---------------------------------------------------------------- evaluator
 
+PROBES = ("logistic", "ridge")
+
+
+def ridge_probe_accuracy(train_x, train_y, test_x, test_y, *, l2: float = 1e-3) -> float:
+  """Test accuracy of a closed-form ridge probe on one-hot labels (standardized features).
+
+  The cheap alternative to :func:`linear_probe_accuracy` (one linear solve instead of L-BFGS), for
+  studies that evaluate dozens of models: the predicted class is the argmax of
+  :func:`ridge_probe` fitted to the one-hot training labels.
+
+  Example:
+    >>> ridge_probe_accuracy(np.eye(3), [0, 1, 2], np.eye(3), [0, 1, 2])
+    1.0
+  """
+  train_y = np.asarray(train_y).astype(np.int64).reshape(-1)
+  test_y = np.asarray(test_y).reshape(-1)
+  num_classes = int(max(train_y.max(), test_y.max()) + 1)
+  scores = ridge_probe(train_x, np.eye(num_classes)[train_y], test_x, l2=l2)
+  return float(np.mean(np.argmax(scores, 1) == test_y))
+
+
 def fine_grain_metrics(train_features, train_fine, test_features, test_fine, *,
-                       test_coarse=None, k: int = 5, l2: float = 1e-3) -> Dict[str, float]:
-  """k-NN and probe accuracy on the fine labels; Spearman for a 1-D feature."""
+                       test_coarse=None, k: int = 5, l2: float = 1e-3,
+                       probe: str = "logistic") -> Dict[str, float]:
+  """k-NN and probe accuracy on the fine labels; Spearman for a 1-D feature.
+
+  ``probe``: "logistic" (:func:`linear_probe_accuracy`) or "ridge" (:func:`ridge_probe_accuracy`).
+  """
+  if probe not in PROBES:
+    raise ValueError(f"`probe` must be one of {PROBES}, got {probe!r}.")
+  probe_fn = linear_probe_accuracy if probe == "logistic" else ridge_probe_accuracy
   out = {"fine_knn_accuracy": knn_accuracy(train_features, train_fine, test_features, test_fine,
                                            k=k),
-         "fine_probe_accuracy": linear_probe_accuracy(train_features, train_fine, test_features,
-                                                      test_fine, l2=l2)}
+         "fine_probe_accuracy": probe_fn(train_features, train_fine, test_features, test_fine,
+                                         l2=l2)}
   feats = np.asarray(test_features).reshape(len(test_features), -1)
   if feats.shape[1] == 1:
     out["fine_spearman"] = abs(spearman(feats[:, 0], test_fine))
@@ -276,12 +295,13 @@ def fine_grain(ctx: EvalContext) -> Dict[str, float]:
 
   Options (``config.fine_grain_eval``, all optional): ``k`` (5), ``l2`` (1e-3), ``max_train``
   (cap on training examples for the k-NN/probe fit, 0 = all), ``train_split`` (default
-  ``config.data.train_split``). The fine label is ``fine_label`` when training on coarse labels,
-  else ``label``. When the method has a FIERCE codebook (``buffers["codes"]``) the noiseless
+  ``config.data.train_split``), ``probe`` ("logistic", or "ridge": closed form, for studies).
+  The fine label is ``fine_label`` when training on coarse labels, else ``label``. When the method has a FIERCE codebook (``buffers["codes"]``) the noiseless
   entropy of the eval features is reported too.
   """
   opts = dict(ctx.config.get("fine_grain_eval", None) or {})
   k, l2 = int(opts.get("k", 5)), float(opts.get("l2", 1e-3))
+  probe = opts.get("probe", "logistic")
   max_train = int(opts.get("max_train", 0))
   train_split = opts.get("train_split") or ctx.config.data.get("train_split", "train")
   tr = ctx.predictions(train_split)
@@ -293,7 +313,7 @@ def fine_grain(ctx: EvalContext) -> Dict[str, float]:
     tr_x, tr_y = tr_x[sel], tr_y[sel]
   coarse = te["label"] if fine_key == "fine_label" else te.get("coarse_label")
   out = fine_grain_metrics(tr_x, tr_y, te["features"], te[fine_key], test_coarse=coarse,
-                           k=k, l2=l2)
+                           k=k, l2=l2, probe=probe)
   buffers = ctx.buffers if isinstance(ctx.buffers, dict) else {}
   if "codes" in buffers:
     from labelwise.losses import fierce_entropy

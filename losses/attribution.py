@@ -274,7 +274,10 @@ def input_gradients(score_fn: Callable, inputs, *, has_aux: bool = False):
     ``g`` with the shape of ``inputs`` (float32), or ``(g, aux)`` with ``has_aux``.
 
   Example:
-    >>> g = input_gradients(lambda x: rrr_score(x @ w), x)   # inside loss(w)
+    >>> x, w = jnp.ones((2, 3)), jnp.array([[1.0, -1.0], [0.5, 0.0], [0.0, 2.0]])
+    >>> input_gradients(lambda x: jnp.sum(x @ w, axis=-1), x)   # d/dx of sum_c (x @ w)_c = w.sum(1)
+    Array([[0. , 0.5, 2. ],
+           [0. , 0.5, 2. ]], dtype=float32)
   """
   def total(x):
     out = score_fn(x)

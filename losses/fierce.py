@@ -282,8 +282,8 @@ def koleo_entropy(features, *, axis_name=None, where=None, eps: float = 1e-8):
     float32 scalar (higher = more spread features).
 
   Example:
-    >>> koleo_entropy(jnp.eye(4))  # distances sqrt(2)
-    Array(0.34657355, dtype=float32)
+    >>> round(float(koleo_entropy(jnp.eye(4))), 6)  # every distance sqrt(2): log(sqrt(2)) = 0.346574
+    0.346574
   """
   _checks.check_rank(features, 2, "features", "[batch, dim]")
   _checks.check_nonempty(features, "features")
@@ -375,9 +375,11 @@ def fierce_loss(logits, labels, features, codes, key=None, *, lam: float = 1.0,
     ``[batch]`` per-example losses (float32); reduce with the mean over unmasked examples.
 
   Example:
-    >>> codes = fierce_codes(jax.random.PRNGKey(0), 100, 8)
-    >>> out = model(x)  # {"logits": [B, C], "features": [B, 8]}
-    >>> loss = fierce_loss(out["logits"], y, out["features"], codes, key, lam=1.0).mean()
+    >>> codes = fierce_codes(jax.random.PRNGKey(0), 100, 8)        # [K, D], fixed
+    >>> features = jax.random.normal(jax.random.PRNGKey(1), (4, 8))  # the model's [B, D] features
+    >>> logits, y = jnp.zeros((4, 2)), jnp.array([0, 1, 0, 1])        # its [B, C] logits, labels
+    >>> fierce_loss(logits, y, features, codes, jax.random.PRNGKey(2), lam=1.0).shape
+    (4,)
 
   Reference: Baena, Drumetz, Gripon, arXiv 2208.03684 (ICASSP 2023).
   """

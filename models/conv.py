@@ -88,6 +88,22 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   return _conv(lhs, rhs, strides, pads, precision)
 
 
+def _varying_axes(x) -> frozenset:
+  """The manual mesh axes ``x`` varies over inside ``shard_map`` (empty outside or on old jax)."""
+  typeof = getattr(jax, "typeof", None)
+  if typeof is None:
+    return frozenset()
+  aval = typeof(x)  # jax >= 0.10: aval.manual_axis_type.varying; before: aval.vma
+  mat = getattr(aval, "manual_axis_type", None)
+  return frozenset(mat.varying if mat is not None else getattr(aval, "vma", ()))
+
+
+def _vary_over(x, axes: frozenset):
+  """``x`` cast to vary over ``axes`` (a no-op for the axes it already varies over)."""
+  missing = tuple(sorted(axes - _varying_axes(x)))
+  return lax.pcast(x, missing, to="varying") if missing else x
+
+
 def _same_varying_axes(*xs):
   """Inside ``shard_map``: marks every operand as varying over the union of their manual axes.
 
@@ -96,17 +112,8 @@ def _same_varying_axes(*xs):
   (why the gradient of a replicated parameter is already summed under shard_map); casting before the
   ``custom_vjp`` keeps that behaviour, and the backward rule sees operands of one type.
   """
-  typeof = getattr(jax, "typeof", None)
-  if typeof is None:
-    return xs
-  def varying(x):  # jax >= 0.10: aval.manual_axis_type.varying; before: aval.vma
-    aval = typeof(x)
-    mat = getattr(aval, "manual_axis_type", None)
-    return frozenset(mat.varying if mat is not None else getattr(aval, "vma", ()))
-  vmas = [varying(x) for x in xs]
-  union = frozenset().union(*vmas)
-  return tuple(x if v == union else lax.pcast(x, tuple(sorted(union - v)), to="varying")
-               for x, v in zip(xs, vmas))
+  union = frozenset().union(*(_varying_axes(x) for x in xs))
+  return tuple(_vary_over(x, union) for x in xs)
 
 
 def _plain_conv(x, w, strides, pads, precision):
@@ -180,8 +187,11 @@ def kernel_gradient(x, dy, kernel_shape: Sequence[int], strides: Tuple[int, ...]
   else:
     steps = batch // chunk
     xs = (xp.reshape((steps, chunk) + xp.shape[1:]), dy.reshape((steps, chunk) + dy.shape[1:]))
-    acc, _ = lax.scan(lambda a, xd: (a + chunk_grad(*xd), None),
-                      jnp.zeros((c_out, math.prod(window) * c_in), acc_dtype), xs)
+    # Under shard_map the carry must vary over the mesh axes like the chunk gradients it sums
+    # (a plain zeros is replicated, and scan refuses a carry whose type changes).
+    init = _vary_over(jnp.zeros((c_out, math.prod(window) * c_in), acc_dtype),
+                      _varying_axes(x) | _varying_axes(dy))
+    acc, _ = lax.scan(lambda a, xd: (a + chunk_grad(*xd), None), init, xs)
   return acc.T.reshape(window + (c_in, c_out))
 
 

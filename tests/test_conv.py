@@ -172,3 +172,25 @@ def test_kernel_gradient_of_a_replicated_kernel_under_shard_map():
                                  out_specs=P()))(w, x)
 
   np.testing.assert_allclose(grads(_mine), grads(_xla), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_devices", [1, 2])
+def test_chunked_kernel_gradient_under_shard_map(num_devices, monkeypatch):
+  """The chunks' scan carry varies over the mesh like the data: on one device too (issue 16: the
+  README's single-device shard_map command failed with a carry type mismatch)."""
+  from jax.sharding import PartitionSpec as P
+  monkeypatch.setattr(conv_lib, "TARGET_ROWS", 36)  # 1 example per chunk: the scan path
+  mesh = jax.make_mesh((num_devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=jax.devices()[:num_devices])
+  x = jax.random.normal(jax.random.PRNGKey(9), (4, 6, 6, 2))
+  w = jax.random.normal(jax.random.PRNGKey(10), (3, 3, 2, 3))
+
+  def grads(f):
+    def per_device(w, x):
+      g = jax.grad(lambda w: jax.lax.pmean(jnp.sum(f(x, w, (1, 1), "SAME") ** 2), "data"))(w)
+      return jax.lax.pmean(g, "data")
+    return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P("data")),
+                                 out_specs=P()))(w, x)
+
+  assert conv_lib._chunk_size(4 // num_devices, 36) == 1
+  np.testing.assert_allclose(grads(_mine), grads(_xla), rtol=1e-5, atol=1e-5)

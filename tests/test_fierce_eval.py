@@ -8,6 +8,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from labelwise.eval import fine_grain
 from labelwise.eval import metrics
+from tests.helpers import fake_eval_context
 
 
 def _data(seed=0, n_train=120, n_test=50, d=6, c=4):
@@ -93,3 +94,91 @@ def test_fine_grain_metrics_spearman_for_one_dimensional_features():
   assert out["fine_spearman"] == pytest.approx(abs(scipy.stats.spearmanr(f[:, 0], y)[0]))
   assert out["fine_spearman_within_coarse"] > 0.5
   assert 0.0 <= out["fine_knn_accuracy"] <= 1.0
+
+
+def test_ridge_probe_accuracy_is_sklearn_ridge_on_one_hot_labels():
+  xtr, ytr, xte, yte = _data(seed=5)
+  l2 = 1e-2
+  tr, te = fine_grain.standardize(xtr, xte)
+  scores = Ridge(alpha=l2 * len(tr)).fit(tr, np.eye(4)[ytr]).predict(te)
+  expect = float(np.mean(np.argmax(scores, 1) == yte))
+  assert fine_grain.ridge_probe_accuracy(xtr, ytr, xte, yte, l2=l2) == pytest.approx(expect)
+  ridge = fine_grain.fine_grain_metrics(xtr, ytr, xte, yte, l2=l2, probe="ridge")
+  assert ridge["fine_probe_accuracy"] == pytest.approx(expect)
+  with pytest.raises(ValueError, match="`probe` must be one of"):
+    fine_grain.fine_grain_metrics(xtr, ytr, xte, yte, probe="lbfgs")
+
+
+def _eval_context(splits, **fine_grain_eval):
+  return fake_eval_context(splits, config={"data": {"train_split": "train"},
+                                           "fine_grain_eval": fine_grain_eval})
+
+
+def test_fine_grain_evaluator_scores_the_eval_split():
+  """The k-NN and probe are fitted on the training split and scored on the eval split.
+
+  The eval split holds the training points with half of the fine labels swapped, so the 1-NN and a
+  probe that fits the training split are right on exactly half of it (1.0 on the training split).
+  Checked: with ``te = ctx.predictions()`` replaced by ``te = ctx.predictions(train_split)`` in
+  ``eval/fine_grain.py`` both accuracies are 1.0 and the test fails; the code as it is passes.
+  """
+  rng = np.random.RandomState(5)
+  centers = 4.0 * np.eye(4, dtype=np.float32)
+  ytr = np.repeat(np.arange(4), 5)
+  xtr = centers[ytr] + 0.1 * rng.randn(20, 4).astype(np.float32)
+  yte = np.array([0, 1, 3, 2])  # classes 2 and 3 swapped
+  splits = {"train": {"features": xtr, "label": ytr},
+            "test": {"features": centers, "label": yte}}
+  out = fine_grain.fine_grain(_eval_context(splits, k=1))
+  assert out["fine_knn_accuracy"] == 0.5
+  assert out["fine_probe_accuracy"] == 0.5
+  # Training on coarse labels: the fine label is `fine_label`, `label` is the coarse one.
+  coarse = {s: {"features": v["features"], "fine_label": v["label"], "label": v["label"] // 2}
+            for s, v in splits.items()}
+  out = fine_grain.fine_grain(_eval_context(coarse, k=1))
+  assert (out["fine_knn_accuracy"], out["fine_probe_accuracy"]) == (0.5, 0.5)
+
+
+def test_fine_grain_evaluator_options_max_train_and_codebook_entropy():
+  """``max_train`` caps the examples the k-NN/probe are fitted on (a k above the cap is then an
+  error); with a FIERCE codebook in the buffers the entropy of the eval features is reported."""
+  import jax.numpy as jnp
+  from labelwise.losses import fierce_entropy
+  rng = np.random.RandomState(6)
+  xtr, ytr = rng.randn(20, 4).astype(np.float32), np.repeat(np.arange(4), 5)
+  xte, yte = rng.randn(12, 4).astype(np.float32), np.arange(12) % 4
+  codes = (rng.randn(8, 4) * np.arange(1, 9)[:, None]).astype(np.float32)  # norms differ
+  splits = {"train": {"features": xtr, "label": ytr}, "test": {"features": xte, "label": yte}}
+  full = fine_grain.fine_grain(_eval_context(splits, k=3))
+  assert fine_grain.fine_grain(_eval_context(splits, k=3, max_train=20)) == full
+  assert full["fine_knn_accuracy"] == fine_grain.knn_accuracy(xtr, ytr, xte, yte, k=3)
+  with pytest.raises(ValueError, match=r"`k` must be in \[1, 4\]"):
+    fine_grain.fine_grain(_eval_context(splits, k=5, max_train=4))
+  assert "feature_entropy_bits" not in full
+
+  class _Fierce:
+    options = {"similarity": "dot", "logit_scale": 2.0}
+  ctx = fake_eval_context(splits, config={"data": {"train_split": "train"},
+                                          "fine_grain_eval": {"k": 3}},
+                          buffers={"codes": codes}, method=_Fierce())
+  got = fine_grain.fine_grain(ctx)["feature_entropy_bits"]
+
+  def entropy(x, similarity):
+    return float(fierce_entropy(jnp.asarray(x), jnp.asarray(codes), similarity=similarity,
+                                logit_scale=2.0))
+  assert got == pytest.approx(entropy(xte, "dot"), rel=1e-6)
+  # the eval split's features, with the method's similarity: the alternatives give other numbers
+  assert got != pytest.approx(entropy(xtr, "dot"), rel=1e-3)
+  assert got != pytest.approx(entropy(xte, "cosine"), rel=1e-3)
+
+
+def test_fine_grain_length_errors():
+  x = np.ones((4, 3))
+  with pytest.raises(ValueError, match=r"`train_x` has 4 rows but `train_y` 3 labels"):
+    fine_grain.knn_predict(x, [0, 1, 2], x, k=1)
+  with pytest.raises(ValueError, match=r"same length, got train 4 vs 3, test 4 vs 4"):
+    fine_grain.linear_probe_accuracy(x, [0, 1, 2], x, [0, 1, 2, 3])
+  with pytest.raises(ValueError, match=r"`l2` must be > 0, got -1.0"):
+    fine_grain.ridge_probe(x, np.ones(4), x, l2=-1.0)
+  with pytest.raises(ValueError, match=r"`x` and `y` must have the same length, got 3 and 2"):
+    fine_grain.spearman([1, 2, 3], [1, 2])

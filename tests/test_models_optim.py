@@ -35,6 +35,20 @@ def test_models_return_logits_features_and_extra_heads(name, x_shape, kwargs):
   assert ("batch_stats" in variables) == has_bn
 
 
+def test_mlp_linear_features_is_the_last_layer_without_relu():
+  x = jax.random.normal(jax.random.PRNGKey(2), (6, 5))
+  kw = dict(num_classes=2, hidden=(8, 1))
+  relu, linear = get_model("mlp", **kw), get_model("mlp", linear_features=True, **kw)
+  variables = relu.init(jax.random.PRNGKey(0), x)   # same parameters for both
+  p = variables["params"]
+  h = jax.nn.relu(x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])
+  pre = h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
+  assert (pre < 0).any() and (pre > 0).any()   # the ReLU matters on this input
+  np.testing.assert_allclose(linear.apply(variables, x)["features"], pre, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(relu.apply(variables, x)["features"], jax.nn.relu(pre), rtol=1e-5,
+                             atol=1e-6)
+
+
 def test_resnet_batchnorm_updates_running_stats_in_train_mode_only():
   model = get_model("resnet18", num_classes=3, width=4, stage_sizes=(1, 1, 1, 1))
   x = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 3)) + 2.0

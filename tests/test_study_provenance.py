@@ -43,13 +43,26 @@ def _run_script(name, args):
 
 
 def test_fierce_study_records_provenance(tmp_path):
-  _run_script("fierce", ["--seeds", "1", "--steps", "5", "--splits", "halves", "--out",
-                         str(tmp_path)])
-  md, prov = _check(tmp_path, seeds=[0], args_key="steps", args_value=5)
-  assert prov["configs"]["arms"]["FIERCE l=1 tau=0.1"]["tau"] == 0.1
+  out = tmp_path / "out"
+  args = ["--smoke", "--bottleneck", "0", "--out", str(out), "--workdir", str(tmp_path / "runs")]
+  _run_script("fierce", args)
+  md, prov = _check(out, seeds=[0], args_key="steps", args_value=5)
+  # The smoke run trains the first grid point of every arm, through the trainer configs.
+  fierce = prov["configs"]["arms"]["halves"]["FIERCE"]
+  assert fierce["grid"] == {"fierce.lambda": [0.5], "fierce.logit_scale": [1.0],
+                            "fierce.temperature": [1.0]}
+  assert fierce["config"]["method"] == "fierce" and fierce["config"]["total_steps"] == 5
   assert prov["configs"]["coarse_maps"] == {"halves": [0] * 5 + [1] * 5}
-  _run_script("fierce", ["--render", "--out", str(tmp_path)])
-  assert (tmp_path / "results.md").read_text() == md
+  assert "| FIERCE | lambda=0.5, logit_scale=1, temperature=1 |" in md
+  _run_script("fierce", ["--render", "--out", str(out)])
+  assert (out / "results.md").read_text() == md
+  # A second run reads the finished trainer runs back instead of retraining them.
+  done = sorted((tmp_path / "runs").rglob("study.json"))
+  assert len(done) == 4    # the upper bound and three arms, one point and one seed each
+  stamps = [p.stat().st_mtime_ns for p in done]
+  again = _run_script("fierce", args)
+  assert [p.stat().st_mtime_ns for p in done] == stamps
+  assert again["main"] == json.loads((out / "results.json").read_text())["main"]
 
 
 def test_average_k_study_records_provenance(tmp_path):

@@ -5,6 +5,8 @@ Each module registers its :class:`~labelwise.data.registry.DatasetSpec`. One imp
 
 from labelwise.data.builders import digits
 from labelwise.data.builders import mnist1d
+from labelwise.data.builders import fashion_mnist
+from labelwise.data.builders import fashion_mnist_decoy
 # Method-specific builders (one line each):
 from labelwise.data.builders import crosses
 from labelwise.data.builders import masked_folder
