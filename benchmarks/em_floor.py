@@ -24,12 +24,14 @@ and stays in cache, so the bound there is far below the fixed cost of an iterati
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
 from typing import Callable, List, Sequence, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 import _common  # noqa: E402
 
 
@@ -56,17 +58,20 @@ def probs(n: int, k: int, seed: int = 0, scale: float = 3.0):
   return e
 
 
+@functools.lru_cache(maxsize=None)
+def _collision_bench():
+  import importlib.util
+  path = os.path.join(os.path.dirname(HERE), "experiments", "collision", "bench.py")
+  spec = importlib.util.spec_from_file_location("_collision_bench", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def numpy_em(sigma, lam: float, iters: int):
-  """The strong-fairness EM iterations as a plain numpy loop (float32)."""
-  import numpy as np
-  k = sigma.shape[1]
-  y = sigma.copy()
-  for _ in range(iters):
-    ybar = y.mean(0)
-    w = sigma / np.sum(sigma * y, 1, keepdims=True) + lam / (k * ybar)
-    y = y * w
-    y /= y.sum(1, keepdims=True)
-  return y
+  """The strong-fairness EM iterations as a plain numpy loop (float32): the loop of
+  experiments/collision/bench.py, loaded from there."""
+  return _collision_bench().numpy_em(sigma, lam, iters)
 
 
 def sinkhorn_programs():

@@ -101,8 +101,39 @@ def time_program(fn, args, warm: bool = False) -> float:
   return time.perf_counter() - t0
 
 
-def loss_table(batch: int, classes_list: Sequence[int], calls: int, rounds: int) -> str:
-  rows = []
+def profile_program(fn, args, top: int = 8):
+  """[(fusion or op, what it computes, thread-ms per program run)]: an XLA:CPU op profile of one
+  run of the compiled program, events attributed to HLO instructions (profile_cpu.hlo_ops)."""
+  import collections
+  import glob
+  import tempfile
+
+  import jax
+  from jax.profiler import ProfileData
+
+  import profile_cpu
+  names = profile_cpu.hlo_ops(fn.lower(*args).compile().as_text())
+  tmp = tempfile.mkdtemp()
+  jax.block_until_ready(fn(*args))
+  jax.profiler.start_trace(tmp)
+  jax.block_until_ready(fn(*args))
+  jax.profiler.stop_trace()
+  data = ProfileData.from_file(glob.glob(os.path.join(tmp, "**", "*.xplane.pb"), recursive=True)[0])
+  by_op = collections.Counter()
+  for plane in data.planes:
+    for line in plane.lines:
+      if "XLAEigen" not in line.name and "PjRtCpuClient" not in line.name:
+        continue
+      for ev in line.events:
+        if ev.name in names:
+          op_name = names[ev.name][1].replace("jit(program)/while/body/", "")
+          by_op[(ev.name, op_name[-60:])] += ev.duration_ns / 1e6
+  return [(ev, op, ms) for (ev, op), ms in by_op.most_common(top)]
+
+
+def loss_table(batch: int, classes_list: Sequence[int], calls: int, rounds: int,
+               profile: bool = False) -> str:
+  rows, profiles = [], []
   for classes in classes_list:
     for name, goal, peer_name, peer, meth_name, meth, z, (peer_aux, meth_aux) in \
         loss_pairs(batch, classes):
@@ -120,12 +151,22 @@ def loss_table(batch: int, classes_list: Sequence[int], calls: int, rounds: int)
                    f"{min(times[1]) / min(times[0]):.2f}x", f"<= {goal}x",
                    "yes" if ratio <= goal else "NO", _common.loadavg()])
       print(rows[-1], flush=True)
+      if profile and ratio > goal:
+        for label, (fn, args) in ((peer_name, progs[0]), (meth_name, progs[1])):
+          ops = profile_program(fn, args)
+          profiles.append(f"**{name}, {label}** (largest ops of one {calls}-call program, "
+                          f"thread-ms):\n\n" + _common.table(
+                              ["HLO op", "JAX op", "thread-ms"],
+                              [[f"`{e}`", f"`{o}`", f"{ms:.2f}"] for e, o, ms in ops]))
   headers = ["loss", "batch", "peer", "peer us/call", "method", "method us/call",
              "ratio (median)", "ratio (min)", "goal", "met", "loadavg"]
   note = (f"value + gradient w.r.t. the logits, {calls} calls inside one jitted `lax.scan` per "
           f"program (a gradient step on the logits between calls), median (and min) over {rounds} "
           f"alternating rounds; us/call = program time / {calls}.")
-  return _common.table(headers, rows) + "\n\n" + note
+  text = _common.table(headers, rows) + "\n\n" + note
+  if profiles:
+    text += "\n\nProfiles of the pairs that miss their goal:\n\n" + "\n\n".join(profiles)
+  return text
 
 
 # --- training steps ----------------------------------------------------------------------------
@@ -202,6 +243,8 @@ def main(argv=None):
   p.add_argument("--rounds", type=int, default=5)
   p.add_argument("--methods", default=",".join(m[1] for m in STEP_METHODS))
   p.add_argument("--skip_steps", action="store_true")
+  p.add_argument("--profile", action="store_true",
+                 help="an XLA op profile of both programs of every loss pair that misses its goal")
   p.add_argument("--quick", action="store_true", help="tiny smoke run, not appended to results")
   p.add_argument("--out_dir", default=os.environ.get("OUT") or None)
   a = p.parse_args(argv)
@@ -219,7 +262,7 @@ def main(argv=None):
     a.step_model, a.step_batch, a.steps, a.rounds = "small_cnn", 4, 1, 1
     model_kwargs = dict(channels=(4, 8), dense=8)
   text = "### Losses (value + grad, one scanned program per loss)\n\n"
-  text += loss_table(a.batch, classes, a.calls, a.loss_rounds)
+  text += loss_table(a.batch, classes, a.calls, a.loss_rounds, profile=a.profile)
   if not a.skip_steps:
     text += "\n\n### Training steps against the CE step\n\n"
     text += step_table(a.step_model, a.step_batch, a.steps, a.rounds, methods,
