@@ -36,7 +36,7 @@ docs/collision.md):
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -227,8 +227,10 @@ def _objective(sigma, y, w, n, lam, fairness, cross_entropy, axis_name):
   return data + lam * _fairness_value(ybar, fairness)
 
 
-def self_labeling_objective(probs, pseudo_labels, *, fairness_weight=1.0, fairness="strong",
-                            cross_entropy="collision", axis_name=None, where=None):
+def self_labeling_objective(probs: ArrayLike, pseudo_labels: ArrayLike, *,
+                            fairness_weight: ArrayLike = 1.0, fairness: str = "strong",
+                            cross_entropy: str = "collision", axis_name: Optional[str] = None,
+                            where: Optional[ArrayLike] = None) -> jax.Array:
   """Self-labeling objective ``(1/N) sum_i H(y_i, sigma_i) + lambda * fairness(ybar)``.
 
   ``H`` is the collision cross-entropy ``-log(y_i . sigma_i)`` (default) or Shannon's
@@ -333,8 +335,10 @@ def _backtrack(objective, y, f, proposal, max_halvings=30):
   return y + alpha * d
 
 
-def collision_pseudo_labels(probs, *, fairness_weight=1.0, fairness="strong", tol=1e-5,
-                            max_iter=500, axis_name=None, where=None):
+def collision_pseudo_labels(probs: ArrayLike, *, fairness_weight: ArrayLike = 1.0,
+                            fairness: str = "strong", tol: float = 1e-5, max_iter: int = 500,
+                            axis_name: Optional[str] = None,
+                            where: Optional[ArrayLike] = None) -> Tuple[jax.Array, jax.Array]:
   """Pseudo-labels minimizing the collision self-labeling objective, by EM on device.
 
   Minimizes ``F(Y) = -(1/N) sum_i log(sigma_i . y_i) + lambda * fairness(ybar)`` over rows
@@ -420,8 +424,10 @@ def _collision_em(sigma, w, fairness_weight, tol, max_iter, *, fairness, axis_na
   return _run_solver(step, objective, _start_point(sigma), tol, max_iter)
 
 
-def shannon_pseudo_labels(probs, *, fairness_weight=1.0, fairness="strong", tol=1e-5,
-                          max_iter=500, axis_name=None, where=None, bisection_steps=40):
+def shannon_pseudo_labels(probs: ArrayLike, *, fairness_weight: ArrayLike = 1.0,
+                          fairness: str = "strong", tol: float = 1e-5, max_iter: int = 500,
+                          axis_name: Optional[str] = None, where: Optional[ArrayLike] = None,
+                          bisection_steps: int = 40) -> Tuple[jax.Array, jax.Array]:
   """Pseudo-labels for Shannon self-labeling (the baseline), by majorize-minimize on device.
 
   Minimizes ``F(Y) = -(1/N) sum_ik y_ik log sigma_ik + lambda KL(u || ybar)``. Bounding
@@ -500,7 +506,7 @@ def _shannon_mm(sigma, w, fairness_weight, tol, max_iter, *, axis_name, bisectio
   return _run_solver(step, objective, _start_point(sigma), tol, max_iter)
 
 
-def simplex_projection(v):
+def simplex_projection(v: ArrayLike) -> jax.Array:
   """Euclidean projection of each row of ``v`` onto the probability simplex.
 
   ``argmin_{x >= 0, sum x = 1} ||x - v||^2 = max(v - theta, 0)`` with ``theta`` from the sorted
@@ -530,8 +536,10 @@ def simplex_projection(v):
   return jnp.maximum(v - theta, 0.0)
 
 
-def pgd_pseudo_labels(probs, *, step_size, fairness_weight=1.0, fairness="strong", tol=1e-5,
-                      max_iter=500, axis_name=None, where=None):
+def pgd_pseudo_labels(probs: ArrayLike, *, step_size: ArrayLike, fairness_weight: ArrayLike = 1.0,
+                      fairness: str = "strong", tol: float = 1e-5, max_iter: int = 500,
+                      axis_name: Optional[str] = None,
+                      where: Optional[ArrayLike] = None) -> Tuple[jax.Array, jax.Array]:
   """Pseudo-labels for the collision objective by projected gradient descent on the simplex.
 
   The generic alternative to the EM: ``y_i <- P(y_i - step_size * N dF/dy_i)`` (the gradient is
@@ -596,7 +604,9 @@ def _pgd(sigma, w, fairness_weight, step_size, tol, max_iter, *, fairness, axis_
 # ----------------------------------------------------------------------------------------------------
 
 
-def mutual_information_loss(logits, *, marginal_weight=1.0, axis_name=None, where=None):
+def mutual_information_loss(logits: ArrayLike, *, marginal_weight: ArrayLike = 1.0,
+                            axis_name: Optional[str] = None,
+                            where: Optional[ArrayLike] = None) -> jax.Array:
   """Negative mutual information between inputs and clusters (IMSAT / RIM style).
 
   ``L = mean_i H(sigma_i) - marginal_weight * H(mean_i sigma_i)`` with ``sigma_i = softmax(z_i)``.
@@ -636,7 +646,7 @@ def mutual_information_loss(logits, *, marginal_weight=1.0, axis_name=None, wher
   return cond_ent - marginal_weight * marg_ent
 
 
-def check_not_deadlocked(probs, *, atol: float = 1e-6) -> None:
+def check_not_deadlocked(probs: ArrayLike, *, atol: float = 1e-6) -> None:
   """Raises ValueError when every row of ``probs`` is the same prediction (host-side check).
 
   A zero-initialized output head gives the same ``sigma`` for every input; the self-labeling EM

@@ -198,7 +198,8 @@ def _check_unit_interval(value, name: str, what: str):
     raise ValueError(f"`{name}` ({what}) must be in [0, 1), got {value!r}.")
 
 
-def validate_similarity(similarity, num_classes: Optional[int] = None, *, atol: float = 1e-6):
+def validate_similarity(similarity: ArrayLike, num_classes: Optional[int] = None, *,
+                        atol: float = 1e-6) -> np.ndarray:
   """Checks a similarity matrix on the host and returns it as a float32 NumPy array.
 
   Requirements: square ``[C, C]`` (and ``C == num_classes`` when given), finite, entries in
@@ -247,7 +248,7 @@ def validate_similarity(similarity, num_classes: Optional[int] = None, *, atol: 
   return np.clip(s, 0.0, 1.0).astype(np.float32)
 
 
-def ordinal_similarity(num_classes: int, reduction_factor):
+def ordinal_similarity(num_classes: int, reduction_factor: float) -> jax.Array:
   """Ordinal similarity ``S[i, j] = r ** |i - j|`` (the paper's age-estimation matrix).
 
   Built as ``where(|i - j| == 0, 1, r ** |i - j|)`` so that ``r = 0`` gives the identity (plain
@@ -298,7 +299,7 @@ def _check_fine_to_coarse(fine_to_coarse):
   return f2c.astype(np.int64)
 
 
-def superclass_similarity(fine_to_coarse, reduction_factor):
+def superclass_similarity(fine_to_coarse: ArrayLike, reduction_factor: float) -> jax.Array:
   """Superclass similarity: 1 on the diagonal, ``r`` within a superclass, 0 across superclasses.
 
   Our extension of the paper for datasets with a two-level hierarchy (e.g. CIFAR-100's 20
@@ -329,7 +330,7 @@ def superclass_similarity(fine_to_coarse, reduction_factor):
   return jnp.where(eye, 1.0, jnp.where(same, r, 0.0)).astype(jnp.float32)
 
 
-def embedding_similarity(embeddings, lower_bound):
+def embedding_similarity(embeddings: ArrayLike, lower_bound: float) -> np.ndarray:
   """Similarity from class embeddings: ``S = max(0, (cos - b) / (1 - b))``, diagonal 1.
 
   The paper's CIFAR-100 route (word2vec vectors of the class names). ``cos`` is the cosine
@@ -385,7 +386,7 @@ def _check_labels_1d(labels, name="labels"):
   _checks.check_rank(labels, 1, name, "[batch]")
 
 
-def smoothed_targets(labels, num_classes: int, *, alpha):
+def smoothed_targets(labels: ArrayLike, num_classes: int, *, alpha: ArrayLike) -> jax.Array:
   """Label-smoothing targets ``(1 - alpha) * onehot(y) + alpha / C`` (as ``optax.smooth_labels``).
 
   Args:
@@ -438,7 +439,7 @@ def label_smoothing_cross_entropy(logits: ArrayLike, labels: ArrayLike, *, alpha
   return _checks.apply_where(-jnp.sum(t * logp, axis=-1), w).reshape(batch)
 
 
-def sord_targets(labels, num_classes: int, *, scale):
+def sord_targets(labels: ArrayLike, num_classes: int, *, scale: ArrayLike) -> jax.Array:
   """SORD soft ordinal targets ``t_c = softmax_c(-scale * (c - y) ** 2)``.
 
   Diaz & Marathe, "Soft Labels for Ordinal Regression", CVPR 2019, with the squared distance
@@ -466,7 +467,8 @@ def sord_targets(labels, num_classes: int, *, scale):
   return jax.nn.softmax(-jnp.asarray(scale, jnp.float32) * d * d, axis=-1)
 
 
-def hierarchical_targets(labels, fine_to_coarse, *, beta):
+def hierarchical_targets(labels: ArrayLike, fine_to_coarse: ArrayLike, *,
+                         beta: ArrayLike) -> jax.Array:
   """Soft labels from a two-level hierarchy: ``t_c = softmax_c(-beta * d(c, y))``.
 
   Bertinetto et al., "Making Better Mistakes", CVPR 2020 (soft labels), with the tree distance of
