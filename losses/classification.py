@@ -16,6 +16,8 @@ def softmax_cross_entropy(logits, labels, *, where=None):
   Args:
     logits: ``[batch, num_classes]`` floating.
     labels: ``[batch]`` integer class indices in ``[0, num_classes)``.
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     where: optional ``[batch]`` boolean mask; masked examples give 0.
 
   Returns:

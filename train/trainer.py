@@ -31,6 +31,7 @@ from labelwise.train import methods as methods_lib
 from labelwise.train import optim
 from labelwise.train import preemption
 from labelwise.train import step as step_lib
+from labelwise.train import workdir as workdir_lib
 from labelwise.train import writers
 from labelwise.train.methods.base import RunInfo
 from labelwise.train.state import create_state
@@ -200,6 +201,7 @@ class Trainer:
 
   def __init__(self, config, workdir: str):
     validate_config(config)
+    workdir_lib.check(config, workdir, num_devices=len(select_devices(config)))  # changes nothing
     self.config = config
     self.workdir = workdir
     self.is_writer = jax.process_index() == 0
@@ -210,6 +212,7 @@ class Trainer:
     data_cfg = config.get("data", {})
     self.train_on = data_cfg.get("train_on", "label")
     self.eval_split = data_cfg.get("eval_split", "test")
+    self.dataset.check_labels(self.eval_split)  # every label in [0, C), once, on the host
     self.eval_batch_size = int(config.get("eval_batch_size") or config.batch_size)
     if self.train_on not in ("label", "coarse_label"):
       raise ValueError(f"`data.train_on` must be 'label' or 'coarse_label', got {self.train_on!r}.")
@@ -359,6 +362,13 @@ class Trainer:
       self.checkpointer.save(step, state_host)
 
   def run(self) -> Dict[str, Any]:
+    """Trains to ``total_steps`` holding the workdir (``train/workdir.py``); the results dict."""
+    # The guard (SIGTERM/SIGINT -> checkpoint and stop) covers the whole run, the final save too.
+    with workdir_lib.claim(self.config, self.workdir, num_devices=len(self.parallel.devices)), \
+        preemption.PreemptionGuard() as self.preemption_guard:
+      return self._run()
+
+  def _run(self) -> Dict[str, Any]:
     config = self.config
     total = int(config.total_steps)
     state = self.initial_state()
@@ -368,6 +378,7 @@ class Trainer:
       if restored is not None:
         start = int(restored)
         logging.info("resumed from checkpoint %d in %s", start, self.workdir)
+    workdir_lib.write_config(config, self.workdir, num_devices=len(self.parallel.devices))
     writer = writers.MetricWriter(self.workdir, active=self.is_writer,
                                   tensorboard=config.get("tensorboard", True))
     writer.truncate_after(start)
@@ -385,7 +396,7 @@ class Trainer:
                       dynamic_ncols=True, leave=False)
     prefetch = self.batch_feed(start, total)
     t0, seen = time.time(), 0
-    guard = self.preemption_guard = preemption.PreemptionGuard().install()  # SIGTERM -> flag
+    guard = self.preemption_guard
     preempted = False
     try:
       for step in range(start, total):
@@ -401,7 +412,8 @@ class Trainer:
           raise NonFiniteLossError(
               f"non-finite loss {metrics['loss']} at step {done} (method {config.method!r}, "
               f"metrics {metrics}); the last good checkpoint (step {last_good}) is kept in "
-              f"{os.path.join(self.workdir, 'checkpoints')}. Lower the learning rate or set "
+              f"{os.path.join(self.workdir, 'checkpoints')}. Lower the learning rate (in a new "
+              f"--workdir: the workdir holds this config's run) or resume with "
               f"--config.nan_policy=skip.")
         if progress is not None:
           progress.update(1)
@@ -430,7 +442,6 @@ class Trainer:
           preempted = True
           break
     finally:
-      guard.uninstall()
       prefetch.close()
       if progress is not None:
         progress.close()
