@@ -47,10 +47,10 @@ def one_case(case: str, steps: int, batch_size: int, width: int) -> dict:
     rss_data = _common.rss_mb()
     state = t.parallel.put_state(t.initial_state())
     prefetch = trainer_lib._Prefetcher(lambda s: t.parallel.put_batch(t.host_batch(s)), 0, steps)
-    rss = []
+    rss, guard = [], t.new_guard()
     try:
       for _ in range(steps):
-        state, dmetrics = t.train_step(state, prefetch.next()[1])
+        state, guard, dmetrics = t.train_step(state, guard, prefetch.next()[1])
         t.parallel.metrics_to_host(dmetrics)
         rss.append(_common.rss_mb())
     finally:

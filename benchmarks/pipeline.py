@@ -1,8 +1,10 @@
 r"""Input pipeline cost: the trainer's step fed by the real pipeline vs the same step fed a batch that
 is already on the device.
 
-"Pipeline" is exactly the trainer's loop with its own feed (``Trainer.batch_feed``), then the
-compiled step and ``metrics_to_host`` (which blocks on every step). The feed is one of:
+"Pipeline" is the trainer's step with its own feed (``Trainer.batch_feed``), then the compiled step
+and ``metrics_to_host`` blocking on every step (the trainer itself syncs only every
+``host_sync_every`` steps; here every step, so that the feed's cost is not hidden). The feed is one
+of:
 
 * device gather (``data.device_cache``, the default for cached splits without augmentation): the
   cached training split lives on the devices and each step's batch is gathered there from the
@@ -82,14 +84,17 @@ def time_loop(t, steps: int, feed: str, start: int):
   else:
     prefetch = t.batch_feed(start, start + steps)
     next_batch = lambda: prefetch.next()[1]  # noqa: E731
+  guard = t.new_guard()
   try:
     t0 = time.perf_counter()
-    for _ in range(steps):
-      new = t.method.host_update(dstate, t)
-      if new is not None:
-        dstate = new
-      dstate, dmetrics = t.apply_train_step(dstate, next_batch())
-      t.parallel.metrics_to_host(dmetrics)
+    for s in range(start, start + steps):
+      if t.method.needs_host_update(s):
+        host = t.host_context(s, dstate)
+        buffers = t.method.host_update(host)
+        if buffers is not None:
+          dstate = t.parallel.put_state(host.state().replace(buffers=buffers))
+      dstate, guard, dmetrics = t.apply_train_step(dstate, guard, next_batch())
+      t.parallel.metrics_to_host(dmetrics)  # one step at a time: the feed's cost is not hidden
     elapsed = time.perf_counter() - t0
   finally:
     if prefetch is not None:

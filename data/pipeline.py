@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 from typing import Dict, Iterator, Optional
 
@@ -46,6 +48,21 @@ def _read_error(spec: DatasetSpec, split: str, data_dir: str, e: Exception) -> D
       f"{where} and {fix}.")
 
 
+@contextlib.contextmanager
+def quiet_generation():
+  """TFDS's download wording ("Downloading and preparing dataset Unknown size ...") and progress bars
+  off while an offline builder generates its files: nothing is downloaded, so they only mislead."""
+  import tensorflow_datasets as tfds
+  from tensorflow_datasets.core.utils import tqdm_utils
+  was_active = getattr(tqdm_utils, "_active", True)
+  tfds.display_progress_bar(False)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints its wording to stdout
+      yield
+  finally:
+    tfds.display_progress_bar(was_active)
+
+
 def _open_source(spec: DatasetSpec, split: str, data_dir: str, manual_dir: Optional[str] = None):
   """A random-access TFDS data source; offline builders are generated on first use (from the
   files in ``manual_dir`` for builders that read user-supplied files)."""
@@ -61,7 +78,8 @@ def _open_source(spec: DatasetSpec, split: str, data_dir: str, manual_dir: Optio
         builder = spec.builder(data_dir=data_dir, file_format="array_record")
         if not builder.is_prepared():
           config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
-          builder.download_and_prepare(download_config=config)
+          with quiet_generation():
+            builder.download_and_prepare(download_config=config)
     return builder.as_data_source(split=split)
   try:
     return tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir,

@@ -1,7 +1,7 @@
 """Clustering metrics and evaluators: accuracy under the best cluster-to-class matching, NMI, ARI,
 and a k-means baseline on the same inputs.
 
-Plain numpy/scipy functions of label arrays (usable outside the trainer), plus two evaluators:
+Plain host-side functions of label arrays (numpy, scipy's Hungarian matching, scikit-learn's NMI and ARI) (usable outside the trainer), plus two evaluators:
 
 * ``clustering``: clusters = argmax of the model's logits on the eval split; ``cluster_accuracy``,
   ``nmi``, ``ari``, the number of non-empty clusters and the entropy of the cluster sizes.
@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 import numpy as np
+import scipy.stats
+import sklearn.metrics
 from scipy.optimize import linear_sum_assignment
 
 from labelwise.eval.evaluators import EvalContext, register_evaluator
@@ -30,13 +32,19 @@ def _as_labels(x, name: str) -> np.ndarray:
   return a.astype(np.int64)
 
 
-def contingency_matrix(labels, clusters) -> np.ndarray:
-  """``C[c, k]`` = number of examples of class ``c`` in cluster ``k`` (int64)."""
+def _as_pair(labels, clusters):
   labels = _as_labels(labels, "labels")
   clusters = _as_labels(clusters, "clusters")
   if labels.shape != clusters.shape:
     raise ValueError(f"`labels` and `clusters` must have the same shape, got {labels.shape} and "
                      f"{clusters.shape}.")
+  return labels, clusters
+
+
+def contingency_matrix(labels, clusters) -> np.ndarray:
+  """``C[c, k]`` = number of examples of class ``c`` in cluster ``k`` (int64), indexed by the ids
+  themselves (so that a column is cluster ``k``, as :func:`cluster_to_class_map` needs)."""
+  labels, clusters = _as_pair(labels, clusters)
   n_c = int(labels.max()) + 1 if labels.size else 0
   n_k = int(clusters.max()) + 1 if clusters.size else 0
   table = np.zeros((n_c, n_k), np.int64)
@@ -84,54 +92,31 @@ def clustering_accuracy(labels, clusters, *, many_to_one: Optional[bool] = None)
   return float(np.mean(mapping[_as_labels(clusters, "clusters")] == labels))
 
 
-def _entropy_of_counts(counts) -> float:
-  counts = np.asarray(counts, np.float64)
-  counts = counts[counts > 0]
-  if counts.size == 0:
-    return 0.0
-  p = counts / counts.sum()
-  return float(-np.sum(p * np.log(p)))
-
-
 def normalized_mutual_information(labels, clusters) -> float:
-  """NMI with the arithmetic-mean normalization, ``I(L; K) / ((H(L) + H(K)) / 2)``.
+  """NMI with the arithmetic-mean normalization, ``I(L; K) / ((H(L) + H(K)) / 2)``
+  (``sklearn.metrics.normalized_mutual_info_score``). 1 for identical partitions up to renaming;
+  1 when both partitions have a single block; NaN for no examples.
 
-  (The default of scikit-learn's ``normalized_mutual_info_score``.) 1 for identical partitions up to
-  renaming; 1 when both partitions have a single block.
+  Example:
+    >>> normalized_mutual_information([0, 0, 1, 1], [1, 1, 0, 0])
+    1.0
   """
-  table = contingency_matrix(labels, clusters).astype(np.float64)
-  n = table.sum()
-  if n == 0:
+  labels, clusters = _as_pair(labels, clusters)
+  if labels.size == 0:
     return float("nan")
-  h_l = _entropy_of_counts(table.sum(1))
-  h_k = _entropy_of_counts(table.sum(0))
-  if h_l == 0.0 and h_k == 0.0:
-    return 1.0
-  nz = table > 0
-  pij = table[nz] / n
-  pi = (table.sum(1, keepdims=True) / n).repeat(table.shape[1], 1)[nz]
-  pj = (table.sum(0, keepdims=True) / n).repeat(table.shape[0], 0)[nz]
-  mi = float(np.sum(pij * np.log(pij / (pi * pj))))
-  denom = 0.5 * (h_l + h_k)
-  return float(max(mi, 0.0) / denom) if denom > 0 else 0.0
+  return float(sklearn.metrics.normalized_mutual_info_score(labels, clusters))
 
 
 def adjusted_rand_index(labels, clusters) -> float:
-  """Adjusted Rand index (Hubert & Arabie 1985): 1 for identical partitions, ~0 for random ones."""
-  table = contingency_matrix(labels, clusters).astype(np.float64)
-  n = table.sum()
-  comb = lambda x: x * (x - 1) / 2.0
-  sum_ij = comb(table).sum()
-  sum_a = comb(table.sum(1)).sum()
-  sum_b = comb(table.sum(0)).sum()
-  total = comb(n)
-  if total == 0:
-    return 1.0
-  expected = sum_a * sum_b / total
-  max_index = 0.5 * (sum_a + sum_b)
-  if max_index == expected:
-    return 1.0
-  return float((sum_ij - expected) / (max_index - expected))
+  """Adjusted Rand index (Hubert & Arabie 1985; ``sklearn.metrics.adjusted_rand_score``): 1 for
+  identical partitions, ~0 for random ones.
+
+  Example:
+    >>> adjusted_rand_index([0, 0, 1, 1], [1, 1, 0, 0])
+    1.0
+  """
+  labels, clusters = _as_pair(labels, clusters)
+  return float(sklearn.metrics.adjusted_rand_score(labels, clusters))
 
 
 def clustering_metrics(labels, clusters, prefix: str = "") -> Dict[str, float]:
@@ -157,7 +142,7 @@ def clustering_evaluator(ctx: EvalContext) -> Dict[str, float]:
   out = clustering_metrics(labels, clusters)
   sizes = np.bincount(clusters, minlength=np.asarray(p["logits"]).shape[-1])
   out["num_nonempty_clusters"] = float(np.sum(sizes > 0))
-  out["cluster_size_entropy"] = _entropy_of_counts(sizes)
+  out["cluster_size_entropy"] = float(scipy.stats.entropy(sizes)) if sizes.sum() else 0.0  # nats
   out["num_examples"] = float(len(labels))
   return out
 

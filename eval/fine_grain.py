@@ -27,6 +27,7 @@ from typing import Dict, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 
 from labelwise.eval.evaluators import EvalContext, register_evaluator
 
@@ -209,29 +210,19 @@ def ridge_probe(train_x, train_t, test_x, *, l2: float = 1e-3) -> np.ndarray:
 # ---------------------------------------------------------------- rank correlation
 
 def rankdata(x) -> np.ndarray:
-  """Ranks ``1..n`` with ties given their average rank (as ``scipy.stats.rankdata``)."""
-  x = np.asarray(x, np.float64).reshape(-1)
-  order = np.argsort(x, kind="mergesort")
-  ranks = np.empty(len(x), np.float64)
-  sx = x[order]
-  i = 0
-  while i < len(x):
-    j = i
-    while j + 1 < len(x) and sx[j + 1] == sx[i]:
-      j += 1
-    ranks[order[i:j + 1]] = 0.5 * (i + j) + 1.0
-    i = j + 1
-  return ranks
+  """Ranks ``1..n`` of the flattened ``x``, ties given their average rank (``scipy.stats.rankdata``)."""
+  return scipy.stats.rankdata(np.asarray(x, np.float64).reshape(-1), method="average")
 
 
 def spearman(x, y) -> float:
-  """Spearman rank correlation (Pearson correlation of average ranks); NaN if one is constant."""
-  rx, ry = rankdata(x), rankdata(y)
-  if len(rx) != len(ry):
-    raise ValueError(f"`x` and `y` must have the same length, got {len(rx)} and {len(ry)}.")
-  rx, ry = rx - rx.mean(), ry - ry.mean()
-  den = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
-  return float((rx * ry).sum() / den) if den > 0 else float("nan")
+  """Spearman rank correlation (``scipy.stats.spearmanr``: Pearson correlation of average ranks);
+  NaN if ``x`` or ``y`` is constant."""
+  x, y = np.asarray(x, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)
+  if len(x) != len(y):
+    raise ValueError(f"`x` and `y` must have the same length, got {len(x)} and {len(y)}.")
+  if len(x) < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+    return float("nan")
+  return float(scipy.stats.spearmanr(x, y).statistic)
 
 
 def within_group_spearman(x, y, groups) -> float:

@@ -1,5 +1,15 @@
 """Metric functions of arrays, usable outside the trainer (numpy or jax arrays in, per-example or
-scalar out). Topic modules add theirs below with one re-export line each."""
+scalar out). Topic modules add theirs below with one re-export line each.
+
+Host-side metrics use the libraries of the ``train`` extra: NMI and ARI are scikit-learn's
+(``normalized_mutual_info_score``, ``adjusted_rand_score``), ROC AUC is ``roc_auc_score``, ranks and
+Spearman correlations are scipy's (``rankdata``, ``spearmanr``), the cluster matching is scipy's
+``linear_sum_assignment``. Our own code is kept only where it runs on the device: the per-example
+metrics here (``accuracy``, ``top_k_accuracy``, ``cross_entropy``: jax, usable inside ``jit``),
+k-NN over features (``knn_predict``: chunked top-k on the device, the features never leave it),
+and input-gradient saliency and integrated gradients (model gradients). The rest (average-K sets,
+ordinal and superclass errors, ridge probes) has no library equivalent and is plain numpy.
+"""
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import sklearn.metrics
 
 # --------------------------------------------------------------------------------------------------
 # Saliency maps
@@ -179,31 +180,24 @@ def saliency_overlap(saliency, masks, *, top_k: Optional[int] = None) -> Dict[st
 
 
 def roc_auc(scores, labels) -> float:
-  """Binary ROC AUC: ``P(score_pos > score_neg) + 0.5 P(equal)``; nan if a class is missing.
+  """Binary ROC AUC (``sklearn.metrics.roc_auc_score``): ``P(score_pos > score_neg) + 0.5 P(equal)``;
+  nan if a class is missing.
 
   Args:
     scores: ``[N]`` real scores (higher = more positive).
     labels: ``[N]`` 0/1 (or bool).
+
+  Example:
+    >>> roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
+    0.75
   """
   s = np.asarray(scores, np.float64).reshape(-1)
   y = np.asarray(labels).reshape(-1).astype(bool)
   if s.shape != y.shape:
     raise ValueError(f"`labels` must have the shape of `scores` {s.shape}, got {y.shape}.")
-  n_pos, n_neg = int(y.sum()), int((~y).sum())
-  if n_pos == 0 or n_neg == 0:
+  if y.all() or not y.any():
     return float("nan")
-  # average ranks (ties share their mean rank)
-  order = np.argsort(s, kind="mergesort")
-  ranks = np.empty(len(s), np.float64)
-  sorted_s = s[order]
-  i = 0
-  while i < len(s):
-    j = i
-    while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-      j += 1
-    ranks[order[i:j + 1]] = 0.5 * (i + j) + 1.0
-    i = j + 1
-  return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+  return float(sklearn.metrics.roc_auc_score(y, s))
 
 
 def multiclass_auc(logits, labels) -> float:

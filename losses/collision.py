@@ -36,11 +36,13 @@ docs/collision.md):
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.typing import ArrayLike
 
 from labelwise.losses import _checks
 
@@ -144,7 +146,8 @@ def _gsum(x, axis_name):
 # ----------------------------------------------------------------------------------------------------
 
 
-def collision_cross_entropy(logits, targets, *, where=None):
+def collision_cross_entropy(logits: ArrayLike, targets: ArrayLike, *, axis: int = -1,
+                            where: Optional[ArrayLike] = None) -> jax.Array:
   """Collision cross-entropy of a softmax prediction against probability targets.
 
   ``H2(y, sigma) = -log sum_k y_k softmax(z)_k``, computed as ``-logsumexp(log_softmax(z), b=y)``
@@ -154,12 +157,14 @@ def collision_cross_entropy(logits, targets, *, where=None):
   with respect to the logits is ``sigma - s`` with ``s = y * sigma / (y . sigma)``.
 
   Args:
-    logits: ``[batch, num_classes]`` floating.
-    targets: ``[batch, num_classes]`` rows on the probability simplex (checked when concrete).
-    where: optional ``[batch]`` boolean mask; masked examples give 0.
+    logits: ``[..., num_classes]`` floating (any leading batch dimensions; class axis ``axis``).
+    targets: the shape of ``logits``, rows on the probability simplex along ``axis`` (checked
+      when concrete).
+    axis: the class axis (default -1).
+    where: optional boolean mask of the batch shape (or broadcasting to it); masked examples give 0.
 
   Returns:
-    ``[batch]`` per-example losses (float32).
+    ``[...]`` per-example losses (float32), the batch shape.
 
   Example:
     >>> collision_cross_entropy(jnp.array([[100., -100., 0.]]), jnp.array([[0., 0., 1.]]))
@@ -168,11 +173,12 @@ def collision_cross_entropy(logits, targets, *, where=None):
   Paper: Zhang & Boykov, "Collision Cross-entropy for Soft Class Labels and Deep Clustering",
   arXiv 2303.07321.
   """
-  _checks.check_logits_targets(logits, targets)
-  _checks.check_where(where, _checks.shape_of(logits)[0])
-  _check_simplex(targets, "targets")
-  logp = jax.nn.log_softmax(_checks.as_f32(logits), axis=-1)
-  y = _checks.as_f32(targets)
+  z, batch = _checks.class_rows(logits, axis)
+  y = _checks.rows_like(targets, logits, axis, "targets")
+  w = _checks.where_rows(where, batch)
+  _check_simplex(y, "targets")
+  logp = jax.nn.log_softmax(_checks.as_f32(z), axis=-1)
+  y = _checks.as_f32(y)
   support = y > 0
   # Shift by the max over the support of y only (a constant: no gradient flows through it).
   m = lax.stop_gradient(jnp.max(jnp.where(support, logp, -jnp.inf), axis=-1, keepdims=True))
@@ -182,10 +188,12 @@ def collision_cross_entropy(logits, targets, *, where=None):
   shifted = jnp.where(support, logp - m, jnp.minimum(logp - m, 60.0))
   total = jnp.sum(y * jnp.exp(shifted), axis=-1)
   loss = -(m[:, 0] + jnp.log(total))
-  return _checks.apply_where(loss, where)
+  return _checks.apply_where(loss, w).reshape(batch)
 
 
-def collision_cross_entropy_with_logits(logits, target_logits, *, where=None):
+def collision_cross_entropy_with_logits(logits: ArrayLike, target_logits: ArrayLike, *,
+                                        axis: int = -1,
+                                        where: Optional[ArrayLike] = None) -> jax.Array:
   """Collision cross-entropy between two softmax distributions, both given as logits.
 
   ``H2(softmax(t), softmax(z)) = -logsumexp(log_softmax(z) + log_softmax(t))``: symmetric, stable for
@@ -193,12 +201,13 @@ def collision_cross_entropy_with_logits(logits, target_logits, *, where=None):
   distribution is itself learned, e.g. a second head or a teacher being trained).
 
   Args:
-    logits: ``[batch, num_classes]`` floating.
-    target_logits: ``[batch, num_classes]`` floating.
-    where: optional ``[batch]`` boolean mask; masked examples give 0.
+    logits: ``[..., num_classes]`` floating (class axis ``axis``).
+    target_logits: the shape of ``logits``, floating.
+    axis: the class axis (default -1).
+    where: optional boolean mask of the batch shape (or broadcasting to it); masked examples give 0.
 
   Returns:
-    ``[batch]`` per-example losses (float32).
+    ``[...]`` per-example losses (float32), the batch shape.
 
   Example:
     >>> collision_cross_entropy_with_logits(jnp.zeros((1, 4)), jnp.zeros((1, 4)))  # log 4
@@ -206,12 +215,13 @@ def collision_cross_entropy_with_logits(logits, target_logits, *, where=None):
 
   Paper: Zhang & Boykov, arXiv 2303.07321.
   """
-  _checks.check_logits_targets(logits, target_logits, targets_name="target_logits")
-  _checks.check_where(where, _checks.shape_of(logits)[0])
-  logp = jax.nn.log_softmax(_checks.as_f32(logits), axis=-1)
-  logq = jax.nn.log_softmax(_checks.as_f32(target_logits), axis=-1)
+  z, batch = _checks.class_rows(logits, axis)
+  q = _checks.rows_like(target_logits, logits, axis, "target_logits")
+  w = _checks.where_rows(where, batch)
+  logp = jax.nn.log_softmax(_checks.as_f32(z), axis=-1)
+  logq = jax.nn.log_softmax(_checks.as_f32(q), axis=-1)
   loss = -jax.nn.logsumexp(logp + logq, axis=-1)
-  return _checks.apply_where(loss, where)
+  return _checks.apply_where(loss, w).reshape(batch)
 
 
 # ----------------------------------------------------------------------------------------------------

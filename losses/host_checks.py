@@ -91,6 +91,9 @@ def _check_shapes_agree(**named) -> None:
   for name, batch in batch_of.items():
     if ref is None or batch is None or name == ref[0]:
       continue
+    if name == "where" and len(batch) == len(ref[1]) and all(
+        w in (1, r) for w, r in zip(batch, ref[1])):
+      continue  # a mask that broadcasts over the batch shape (e.g. [batch, 1] for [batch, time])
     if batch != ref[1]:
       raise ValueError(f"`{name}` must have the batch shape {ref[1]} of `{ref[0]}`, got shape "
                        f"{shapes[name]}.")

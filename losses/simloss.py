@@ -38,6 +38,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
@@ -145,7 +146,8 @@ def _check_epsilon(epsilon):
 # ----------------------------------------------------------------------------------------------
 
 
-def simloss(logits, labels, similarity, *, where=None, epsilon: Optional[float] = None):
+def simloss(logits: ArrayLike, labels: ArrayLike, similarity: ArrayLike, *, axis: int = -1,
+            where: Optional[ArrayLike] = None, epsilon: Optional[float] = None) -> jax.Array:
   """SimLoss: cross-entropy on the similarity-weighted probability of the true class.
 
   ``L_i = -log( sum_c S[y_i, c] softmax(z_i)_c )``, computed as
@@ -156,20 +158,22 @@ def simloss(logits, labels, similarity, *, where=None, epsilon: Optional[float] 
   ``p - t`` with ``t_c = p_c S[y, c] / sum_k S[y, k] p_k``.
 
   Args:
-    logits: ``[batch, num_classes]`` floating.
-    labels: ``[batch]`` integer class indices in ``[0, num_classes)``.
+    logits: ``[..., num_classes]`` floating (any leading batch dimensions; class axis ``axis``).
+    labels: ``[...]`` integer class indices in ``[0, num_classes)`` (the batch shape).
       Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
       with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     similarity: ``[num_classes, num_classes]`` floating, ``S[y, y] = 1``, entries in ``[0, 1]``
       (build it with :func:`ordinal_similarity`, :func:`superclass_similarity` or
       :func:`embedding_similarity`, or check your own with :func:`validate_similarity`). It is an
       array argument, so a new matrix of the same shape does not recompile a jitted caller.
-    where: optional ``[batch]`` boolean mask; masked examples give 0.
+    axis: the class axis of ``logits`` (default -1).
+    where: optional boolean mask of the batch shape (or one that broadcasts to it); masked
+      examples give 0.
     epsilon: ``None`` (stable form) or a number ``>= 0`` added to the weighted probability before
       the log (reference parity with the authors' PyTorch code: ``epsilon=1e-8``).
 
   Returns:
-    ``[batch]`` per-example losses (float32).
+    ``[...]`` per-example losses (float32), the batch shape.
 
   Example:
     >>> s = ordinal_similarity(3, reduction_factor=0.5)      # [[1, .5, .25], [.5, 1, .5], ...]
@@ -178,17 +182,19 @@ def simloss(logits, labels, similarity, *, where=None, epsilon: Optional[float] 
 
   Paper: Kobs et al., "SimLoss: Class Similarities in Cross Entropy", ISMIS 2020, arXiv:2003.03182.
   """
-  _checks.check_logits_labels(logits, labels)
-  _check_similarity_for_logits(similarity, logits)
-  _checks.check_where(where, _checks.shape_of(logits)[0])
+  z, batch = _checks.class_rows(logits, axis)
+  y = _checks.label_rows(labels, batch)
+  _check_similarity_for_logits(similarity, z)
+  w = _checks.where_rows(where, batch)
   _check_epsilon(epsilon)
-  rows = _checks.as_f32(similarity)[jnp.asarray(labels).astype(jnp.int32)]  # [B, C] gather
-  loss = _loss_from_rows(logits, rows, epsilon)
-  return _checks.apply_where(loss, where)
+  rows = _checks.as_f32(similarity)[y.astype(jnp.int32)]  # [N, C] gather
+  loss = _loss_from_rows(z, rows, epsilon)
+  return _checks.apply_where(loss, w).reshape(batch)
 
 
-def simloss_with_targets(logits, targets, similarity, *, where=None,
-                         epsilon: Optional[float] = None):
+def simloss_with_targets(logits: ArrayLike, targets: ArrayLike, similarity: ArrayLike, *,
+                         axis: int = -1, where: Optional[ArrayLike] = None,
+                         epsilon: Optional[float] = None) -> jax.Array:
   """SimLoss against probability targets: the similarity row is the expected row ``t @ S``.
 
   ``L_i = -log( sum_c (t_i @ S)_c softmax(z_i)_c )``. For one-hot ``t`` this equals :func:`simloss`.
@@ -199,14 +205,15 @@ def simloss_with_targets(logits, targets, similarity, *, where=None,
   ``-log sum_c t_c p_c`` (not to cross-entropy with targets) when ``S = I``.
 
   Args:
-    logits: ``[batch, num_classes]`` floating.
-    targets: ``[batch, num_classes]`` non-negative rows (normally on the probability simplex).
+    logits: ``[..., num_classes]`` floating (class axis ``axis``).
+    targets: the shape of ``logits``, non-negative rows (normally on the probability simplex).
     similarity: ``[num_classes, num_classes]`` similarity matrix, as for :func:`simloss`.
-    where: optional ``[batch]`` boolean mask; masked examples give 0.
+    axis: the class axis (default -1).
+    where: optional boolean mask of the batch shape (or broadcasting to it); masked examples give 0.
     epsilon: ``None`` (stable form) or the authors' additive constant, as for :func:`simloss`.
 
   Returns:
-    ``[batch]`` per-example losses (float32).
+    ``[...]`` per-example losses (float32), the batch shape.
 
   Example:
     >>> s = superclass_similarity(jnp.array([0, 0, 1]), reduction_factor=0.5)
@@ -216,13 +223,14 @@ def simloss_with_targets(logits, targets, similarity, *, where=None,
 
   Paper: Kobs et al., ISMIS 2020 (integer labels only; the soft-target row is our extension).
   """
-  _checks.check_logits_targets(logits, targets)
-  _check_similarity_for_logits(similarity, logits)
-  _checks.check_where(where, _checks.shape_of(logits)[0])
+  z, batch = _checks.class_rows(logits, axis)
+  t = _checks.rows_like(targets, logits, axis, "targets")
+  _check_similarity_for_logits(similarity, z)
+  w = _checks.where_rows(where, batch)
   _check_epsilon(epsilon)
-  rows = _checks.as_f32(targets) @ _checks.as_f32(similarity)
-  loss = _loss_from_rows(logits, rows, epsilon)
-  return _checks.apply_where(loss, where)
+  rows = _checks.as_f32(t) @ _checks.as_f32(similarity)
+  loss = _loss_from_rows(z, rows, epsilon)
+  return _checks.apply_where(loss, w).reshape(batch)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -465,19 +473,21 @@ def smoothed_targets(labels, num_classes: int, *, alpha):
   return (1.0 - alpha) * onehot + alpha / num_classes
 
 
-def label_smoothing_cross_entropy(logits, labels, *, alpha, where=None):
+def label_smoothing_cross_entropy(logits: ArrayLike, labels: ArrayLike, *, alpha: ArrayLike,
+                                  axis: int = -1, where: Optional[ArrayLike] = None) -> jax.Array:
   """Cross-entropy against label-smoothing targets: ``-sum_c ((1-a) 1[c=y] + a/C) log p_c``.
 
   Args:
-    logits: ``[batch, num_classes]`` floating.
-    labels: ``[batch]`` integer class indices.
+    logits: ``[..., num_classes]`` floating (class axis ``axis``).
+    labels: ``[...]`` integer class indices (the batch shape).
       Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
       with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     alpha: smoothing in ``[0, 1]``.
-    where: optional ``[batch]`` boolean mask; masked examples give 0.
+    axis: the class axis (default -1).
+    where: optional boolean mask of the batch shape (or broadcasting to it); masked examples give 0.
 
   Returns:
-    ``[batch]`` per-example losses (float32).
+    ``[...]`` per-example losses (float32), the batch shape.
 
   Example:
     >>> label_smoothing_cross_entropy(jnp.zeros((1, 4)), jnp.array([2]), alpha=0.1)  # log 4
@@ -485,11 +495,12 @@ def label_smoothing_cross_entropy(logits, labels, *, alpha, where=None):
 
   Paper: Szegedy et al., CVPR 2016.
   """
-  _checks.check_logits_labels(logits, labels)
-  _checks.check_where(where, _checks.shape_of(logits)[0])
-  t = smoothed_targets(labels, _checks.shape_of(logits)[1], alpha=alpha)
-  logp = jax.nn.log_softmax(_checks.as_f32(logits), axis=-1)
-  return _checks.apply_where(-jnp.sum(t * logp, axis=-1), where)
+  z, batch = _checks.class_rows(logits, axis)
+  y = _checks.label_rows(labels, batch)
+  w = _checks.where_rows(where, batch)
+  t = smoothed_targets(y, z.shape[-1], alpha=alpha)
+  logp = jax.nn.log_softmax(_checks.as_f32(z), axis=-1)
+  return _checks.apply_where(-jnp.sum(t * logp, axis=-1), w).reshape(batch)
 
 
 def sord_targets(labels, num_classes: int, *, scale):

@@ -49,13 +49,15 @@ class SlowCrossEntropy(CrossEntropy):
   # in this process, whatever step it resumed from).
   signal_before_call = None
 
-  def host_update(self, state, trainer):
+  def needs_host_update(self, step):
+    return True
+
+  def host_update(self, host):
     self.calls = getattr(self, "calls", 0) + 1
     time.sleep(float(os.environ.get(SLEEP_ENV, "0")))
     if os.environ.get(HOLD_ENV) and self.calls >= int(os.environ[HOLD_ENV]):
-      guard = getattr(trainer, "preemption_guard", None)
       end = time.time() + 120
-      while time.time() < end and not (guard is not None and guard.requested):
+      while time.time() < end and not host.stop_requested():
         time.sleep(0.02)
     if self.signal_before_call is not None and self.calls == self.signal_before_call[0]:
       os.kill(os.getpid(), self.signal_before_call[1])

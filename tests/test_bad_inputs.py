@@ -49,10 +49,14 @@ def _jit_validate():
 
 CASES = [
     # --- softmax cross-entropy (integer labels): static checks at trace time --------------------
-    ("sce/logits rank 1", lambda: losses.softmax_cross_entropy(Z[0], Y[:1]),
-     ValueError, r"`logits` must have rank 2 \(\[batch, num_classes\]\), got shape \(5,\)"),
-    ("sce/logits rank 3", lambda: losses.softmax_cross_entropy(Z[None], Y),
-     ValueError, r"`logits` must have rank 2 .*got shape \(1, 3, 5\)"),
+    ("sce/logits rank 0", lambda: losses.softmax_cross_entropy(Z[0, 0], Y[0]),
+     ValueError, r"`logits` must have a class axis \(\[\.\.\., num_classes\]\), got shape \(\)"),
+    ("sce/one example, labels [1]", lambda: losses.softmax_cross_entropy(Z[0], Y[:1]),
+     ValueError, r"`labels` must have shape \[\], got \(1,\)"),  # [C] logits: a scalar label
+    ("sce/leading dims mismatch", lambda: losses.softmax_cross_entropy(Z[None], Y),
+     ValueError, r"`labels` must have shape \[1, 3\], got \(3,\)"),
+    ("sce/axis out of range", lambda: losses.softmax_cross_entropy(Z, Y, axis=2),
+     ValueError, r"`axis` must be in \[-2, 2\) for `logits` of shape \(3, 5\), got 2"),
     ("sce/integer logits", lambda: losses.softmax_cross_entropy(Z.astype(np.int32), Y),
      TypeError, r"`logits` must be a floating array, got dtype int32"),
     ("sce/float labels", lambda: losses.softmax_cross_entropy(Z, Y.astype(np.float32)),

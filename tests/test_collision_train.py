@@ -46,11 +46,11 @@ def test_dataset_level_pseudo_labels(tmp_path):
   trainer = trainer_lib.Trainer(config, str(tmp_path))
   state = trainer.initial_state()
   assert state.buffers["pseudo_labels"].shape == (1797, 10)
-  dstate = trainer.method.host_update(trainer.parallel.put_state(state), trainer)
-  host = trainer.parallel.get_state(dstate)
-  y = np.asarray(host.buffers["pseudo_labels"])
+  assert [s for s in range(5) if trainer.method.needs_host_update(s)] == list(range(5))
+  buffers = trainer.method.host_update(trainer.host_context(0, trainer.parallel.put_state(state)))
+  y = np.asarray(buffers["pseudo_labels"])
   np.testing.assert_allclose(y.sum(1), 1.0, atol=1e-5)
-  assert float(host.buffers["em_iterations"]) >= 1
+  assert float(buffers["em_iterations"]) >= 1
   assert np.abs(y - 0.1).max() > 0.01  # no longer the uniform initial table
   # Row i of the table is the EM solution for example i: recompute it from the predictions.
   from labelwise import losses
@@ -79,10 +79,11 @@ def test_zero_initialized_head_deadlock_is_detected(method, tmp_path):
   config = load_config("digits_cluster", f"runlocal,method={method}", **_SHORT)
   trainer = trainer_lib.Trainer(config, str(tmp_path))
   state = trainer.initial_state()
-  trainer.method.host_update(trainer.parallel.put_state(state), trainer)  # random head: fine
+  assert [s for s in range(5) if trainer.method.needs_host_update(s)] == [0]  # before step 0 only
+  trainer.method.host_update(trainer.host_context(0, trainer.parallel.put_state(state)))  # fine
   dead = state.replace(params=_zero_head(state.params))
   with pytest.raises(ValueError, match="deadlock"):
-    trainer.method.host_update(trainer.parallel.put_state(dead), trainer)
+    trainer.method.host_update(trainer.host_context(0, trainer.parallel.put_state(dead)))
 
 
 def test_noisy_soft_targets():

@@ -163,3 +163,82 @@ def test_unreadable_image_file_names_the_file(tmp_path):
                                                  r"replace the file"):
     with open_image(str(bad)):
       pass
+
+
+def _shifted_and_flipped(image, augmented, pad=4):
+  """The (dy, dx, flip) that turn ``image`` into ``augmented`` (zero padding ``pad``), or None."""
+  h, w = image.shape[:2]
+  padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+  for dy in range(2 * pad + 1):
+    for dx in range(2 * pad + 1):
+      crop = padded[dy:dy + h, dx:dx + w]
+      for flip in (False, True):
+        if np.array_equal(crop[:, ::-1] if flip else crop, augmented):
+          return dy, dx, flip
+  return None
+
+
+def test_augmentation_is_a_random_crop_and_flip_of_each_image():
+  """Each augmented image is its original shifted by at most 4 pixels (zero padding) and maybe
+  mirrored; shifts and flips vary over the batch; the same (seed, step) gives the same images."""
+  c = load_config("digits_ce", "runlocal")
+  plain = make_dataset(c)
+  c.data.augment = True
+  aug, again = make_dataset(c), make_dataset(c)
+  b0, b1 = plain.train_batch(3), aug.train_batch(3)
+  np.testing.assert_array_equal(b0["index"], b1["index"])
+  np.testing.assert_array_equal(again.train_batch(3)["input"], b1["input"])
+  found = [_shifted_and_flipped(x, y) for x, y in zip(b0["input"], b1["input"])]
+  assert all(f is not None for f in found)
+  assert len({f[:2] for f in found}) > 5 and {f[2] for f in found} == {False, True}
+  assert not np.array_equal(aug.train_batch(4)["input"], plain.train_batch(4)["input"])
+
+
+def test_uncached_split_reads_the_same_examples_in_chunks(monkeypatch):
+  """``cache_limit`` below the split size reads from the files on every call (in chunks of
+  ``_READ_CHUNK`` records): the same batches as the cached split."""
+  from labelwise.data import pipeline
+  c = load_config("digits_ce", "runlocal")
+  cached = make_dataset(c)
+  c.data.cache_limit = 10
+  monkeypatch.setattr(pipeline, "_READ_CHUNK", 7)
+  uncached = make_dataset(c)
+  assert cached.train.cached and not uncached.train.cached
+  assert uncached.train.cached_bytes() == 0
+  assert cached.train.cached_bytes() == sum(v.nbytes for v in cached.train.all().values())
+  for step in (0, 30):
+    a, b = cached.train_batch(step), uncached.train_batch(step)
+    assert a.keys() == b.keys()
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
+      assert a[k].dtype == b[k].dtype
+
+
+def test_eval_padding_repeats_the_last_example_with_valid_zero():
+  d = make_dataset(load_config("digits_ce", "runlocal"))
+  n = d.split("test").num_examples
+  last = list(d.eval_batches("test", 64))[-1]
+  count = n % 64
+  np.testing.assert_array_equal(last["valid"], (np.arange(64) < count).astype(np.float32))
+  assert last["valid"].dtype == np.float32
+  np.testing.assert_array_equal(last["index"][count:], np.full(64 - count, n - 1))
+  np.testing.assert_array_equal(last["input"][count:], np.repeat(last["input"][count - 1:count],
+                                                                  64 - count, axis=0))
+  # Two hosts, a batch larger than each slice: one padded batch each, every example once.
+  hosts = [list(make_dataset(load_config("digits_ce", "runlocal"), process_index=i,
+                             process_count=2).eval_batches("test", 512)) for i in range(2)]
+  assert [len(h) for h in hosts] == [1, 1]
+  assert sum(float(b["valid"].sum()) for h in hosts for b in h) == n
+
+
+def test_batch_size_errors_name_the_argument():
+  c = load_config("digits_ce", "runlocal")
+  c.batch_size = 33
+  with pytest.raises(ValueError, match=r"`batch_size` \(33\) must be divisible by the number of "
+                                       r"processes \(2\)"):
+    make_dataset(c, process_index=0, process_count=2)
+  c.batch_size = 4096
+  with pytest.raises(ValueError, match=r"`batch_size` \(4096\) is larger than the training split"):
+    make_dataset(c)
+  c.batch_size = 1438  # exactly the training split: one step per epoch
+  assert make_dataset(c).steps_per_epoch == 1

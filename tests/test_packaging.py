@@ -114,3 +114,20 @@ def test_installed_package_is_the_wheel(installed, tmp_path):
   out = subprocess.run([sys.executable, "-c", "import labelwise; print(labelwise.__file__)"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
   assert out.strip().startswith(installed)
+
+
+def test_installed_cli_finds_configs_by_name_outside_the_checkout(installed, tmp_path):
+  listed = run_installed(installed, "--list-configs", cwd=tmp_path)
+  assert listed.returncode == 0, listed.stderr
+  assert "digits_ce" in listed.stdout and "mnist1d_ce" in listed.stdout
+  for spec in ("digits_ce:runlocal", "labelwise.configs.digits_ce:runlocal"):
+    shown = run_installed(installed, f"--config={spec}", "--show_config", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "total_steps: 20" in shown.stdout
+  helped = run_installed(installed, "--help", cwd=tmp_path)
+  assert helped.returncode == 0 and "--list-configs" in helped.stdout
+  ran = run_installed(installed, "--config=digits_ce:runlocal", "--workdir=run",
+                      "--config.total_steps=2", "--config.log_every=1", cwd=tmp_path)
+  assert ran.returncode == 0, ran.stdout + ran.stderr
+  assert "eval/accuracy=" in ran.stdout
+  assert os.path.exists(tmp_path / "run" / "results.json")

@@ -31,7 +31,7 @@ def _one_step(model, parallel, num_devices, workdir, **kw):
   dstate = t.parallel.put_state(t.initial_state())
   feed = t.batch_feed(0, 1)
   _, batch = feed.next()
-  dstate, metrics = t.apply_train_step(dstate, batch)
+  dstate, _, metrics = t.apply_train_step(dstate, t.new_guard(), batch)
   feed.close()
   return t.parallel.get_state(dstate), t.parallel.metrics_to_host(metrics)
 

@@ -61,7 +61,7 @@ def test_one_compilation_per_step_function_and_donated_state(parallel, trace_cou
   # Donation: the state passed to the step is consumed (its buffers are freed and reused).
   dstate = t.parallel.put_state(t.host_state)
   batch = t.parallel.put_batch(t.host_batch(0))
-  new_state, metrics = t.train_step(dstate, batch)
+  new_state, _, metrics = t.train_step(dstate, t.new_guard(), batch)
   jax.block_until_ready(metrics)
   leaves = jax.tree_util.tree_leaves(dstate.params)
   assert leaves and all(x.is_deleted() for x in leaves)
@@ -73,7 +73,7 @@ def test_one_compilation_per_step_function_and_donated_state(parallel, trace_cou
   traced = trace_counter["train"]
   assert traced == (1 if t.train_step_on_data is None else 2)
   small = t.parallel.put_batch({k: v[:8] for k, v in t.host_batch(1).items()})
-  jax.block_until_ready(t.train_step(new_state, small)[1])
+  jax.block_until_ready(t.train_step(new_state, t.new_guard(), small)[2])
   assert trace_counter["train"] == traced + 1
 
 
@@ -146,7 +146,7 @@ def test_bfloat16_compute_keeps_float32_params_and_losses(tmp_path):
   outputs = t.model.apply({"params": t.host_state.params}, x)
   assert outputs["logits"].dtype == jnp.float32
   dstate = t.parallel.put_state(t.host_state)
-  _, metrics = t.train_step(dstate, t.parallel.put_batch(t.host_batch(0)))
+  _, _, metrics = t.train_step(dstate, t.new_guard(), t.parallel.put_batch(t.host_batch(0)))
   assert all(v.dtype == jnp.float32 for v in metrics.values())
   # Same trajectory up to bfloat16 rounding, but not bit-identical (the option is not ignored).
   diff = max_abs_diff(t.host_state.params, ref.host_state.params)
@@ -180,7 +180,8 @@ def test_gradient_accumulation_keeps_the_global_batch_update(parallel, devices, 
   assert acc_results["train/loss"] == pytest.approx(one_results["train/loss"], abs=1e-6)
   # The accumulated step is a different program (a scan over micro-batches), not the same one.
   assert "scan" in str(jax.make_jaxpr(acc.train_step)(
-      acc.parallel.put_state(acc.host_state), acc.parallel.put_batch(acc.host_batch(0))))
+      acc.parallel.put_state(acc.host_state), acc.new_guard(),
+      acc.parallel.put_batch(acc.host_batch(0))))
 
 
 def test_gradient_accumulation_must_divide_the_per_device_batch(tmp_path):

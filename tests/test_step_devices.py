@@ -98,3 +98,90 @@ def test_model_state_is_averaged_over_devices(mode):
   got = par.get_state(new_state).model_state["stats"]["mean"]
   np.testing.assert_allclose(got, x.mean(axis=0), rtol=1e-6)
   assert not np.allclose(x[:2].mean(axis=0), x.mean(axis=0))  # device 0 alone would differ
+
+
+class _LeastSquares(Method):
+  """mean_i (x_i . w - y_i)^2, NaN where the batch says so; metric: the mean residual."""
+
+  def loss(self, ctx):
+    r = ctx.batch["input"] @ ctx.params["w"] - ctx.batch["target"]
+    loss = jnp.mean(r ** 2) + jnp.where(jnp.any(ctx.batch["poison"] > 0), jnp.nan, 0.0)
+    return LossOutput(loss, {"residual": jnp.mean(r)}, ctx.model_state)
+
+
+def _least_squares_batch(n=8, d=3, seed=0):
+  rng = np.random.RandomState(seed)
+  return {"input": rng.randn(n, d).astype(np.float32), "target": rng.randn(n).astype(np.float32),
+          "poison": np.zeros(n, np.float32)}
+
+
+@pytest.mark.parametrize("mode", ["jit", "pmap", "shard_map"])
+@pytest.mark.parametrize("accum", [1, 2])
+def test_one_sgd_step_is_the_global_least_squares_gradient(mode, accum):
+  """SGD moves w by lr * 2/N X^T (Xw - y) over the global batch (numpy), with or without
+  gradient accumulation; the logged loss, metric and grad_norm are those of the global batch."""
+  batch = _least_squares_batch(n=16)
+  w0 = np.array([0.5, -1.0, 2.0], np.float32)
+  x, y = batch["input"].astype(np.float64), batch["target"].astype(np.float64)
+  r = x @ w0 - y
+  grad = 2.0 / len(y) * x.T @ r
+  par = Parallel(mode, jax.devices()[:NUM_DEVICES])
+  tx, state = _state({"w": jnp.asarray(w0)}, {})
+  step = par.compile_train_step(make_train_step(_LeastSquares({}), None, tx,
+                                                axis_name=par.axis_name, accum_steps=accum))
+  new_state, metrics = step(par.put_state(state), par.put_batch(batch))
+  host = par.get_state(new_state)
+  metrics = par.metrics_to_host(metrics)
+  np.testing.assert_allclose(host.params["w"], w0 - 0.1 * grad, rtol=1e-5)
+  assert int(host.step) == 1
+  assert metrics["loss"] == pytest.approx(np.mean(r ** 2), rel=1e-5)
+  assert metrics["residual"] == pytest.approx(np.mean(r), rel=1e-5, abs=1e-6)
+  assert metrics["grad_norm"] == pytest.approx(np.linalg.norm(grad), rel=1e-5)
+
+
+def test_accumulation_micro_batches_take_every_kth_example():
+  """Micro-batch i of k holds examples i, i+k, ...; the model state is the last micro-batch's."""
+  x = np.arange(8 * 3, dtype=np.float32).reshape(8, 3) ** 2
+  model = _BatchMeanModel()
+  variables = dict(model.init(jax.random.PRNGKey(0), x[:1]))
+  params = variables.pop("params")
+  tx, state = _state(params, variables)
+  par = Parallel("jit", jax.devices()[:NUM_DEVICES])
+  step = par.compile_train_step(
+      make_train_step(_ApplyModel({}), model.apply, tx, axis_name=None, accum_steps=2))
+  new_state, _ = step(par.put_state(state), par.put_batch({"input": x}))
+  np.testing.assert_allclose(par.get_state(new_state).model_state["stats"]["mean"],
+                             x[1::2].mean(axis=0), rtol=1e-6)
+
+
+def test_accumulation_arguments_are_checked():
+  tx, state = _state({"w": jnp.zeros(3)}, {})
+  with pytest.raises(ValueError, match="`accum_steps` must be >= 1, got 0"):
+    make_train_step(_LeastSquares({}), None, tx, axis_name=None, accum_steps=0)
+  step = jax.jit(make_train_step(_LeastSquares({}), None, tx, axis_name=None, accum_steps=3))
+  with pytest.raises(ValueError, match=r"`grad_accum_steps` \(3\) must divide the per-device "
+                                       r"batch \(8\)"):
+    step(state, _least_squares_batch())
+
+
+@pytest.mark.parametrize("nan_policy", ["skip", "stop"])
+def test_nan_policy_skip_keeps_the_state_but_counts_the_step(nan_policy):
+  """A non-finite loss under ``nan_policy="skip"``: parameters and optimizer state unchanged, the
+  step counter advances and ``skipped`` is 1 (0 on a finite step). ``"stop"`` applies the update
+  (the trainer stops on the NaN loss) and logs no ``skipped``."""
+  tx, state = _state({"w": jnp.ones(3)}, {})
+  step = jax.jit(make_train_step(_LeastSquares({}), None, tx, axis_name=None,
+                                 nan_policy=nan_policy))
+  good = _least_squares_batch()
+  bad = {**good, "poison": np.ones(8, np.float32)}
+  after_good, m_good = step(state, good)
+  after_bad, m_bad = step(after_good, bad)
+  assert int(after_good.step) == 1 and int(after_bad.step) == 2
+  assert not np.allclose(after_good.params["w"], 1.0)
+  if nan_policy == "skip":
+    assert (float(m_good["skipped"]), float(m_bad["skipped"])) == (0.0, 1.0)
+    np.testing.assert_array_equal(after_bad.params["w"], after_good.params["w"])
+  else:
+    assert "skipped" not in m_bad and np.isnan(float(m_bad["loss"]))
+    assert not np.allclose(after_bad.params["w"], after_good.params["w"])  # the NaN is a constant:
+    # its gradient is finite, so only the loss check can skip this step

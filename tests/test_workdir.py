@@ -280,7 +280,7 @@ def _diverging(**kw):
 
 
 def test_a_real_divergence_stops_or_is_skipped(tmp_path):
-  with pytest.raises(trainer.NonFiniteLossError, match=r"non-finite loss nan at step 2 .*"
+  with pytest.raises(trainer.NonFiniteLossError, match=r"non-finite loss or gradient at step 2 .*"
                                                        r"last good checkpoint \(step 0\)"):
     trainer.train_and_evaluate(_diverging(), str(tmp_path / "stop"))
   assert _checkpoints(tmp_path / "stop") == []  # no checkpoint of a diverged state

@@ -7,11 +7,13 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @flax.struct.dataclass
 class TrainState:
-  """step, params, optimizer state, model state (BatchNorm statistics), method buffers, rng.
+  """step, params, optimizer state, model state (BatchNorm statistics), method buffers, rng, and
+  ``skipped`` (int32: steps whose update ``nan_policy="skip"`` dropped, counted on the device).
 
   ``rng`` is raw ``uint32[2]`` key data so that checkpoints hold plain arrays.
   """
@@ -21,6 +23,7 @@ class TrainState:
   model_state: Any
   buffers: Any
   rng: jax.Array
+  skipped: jax.Array = flax.struct.field(default_factory=lambda: np.zeros((), np.int32))
 
 
 def create_state(model, tx, method, info, *, seed: int, sample_input) -> TrainState:
@@ -36,4 +39,5 @@ def create_state(model, tx, method, info, *, seed: int, sample_input) -> TrainSt
       model_state=variables,
       buffers=method.init_buffers(buffer_key, info=info),
       rng=step_key,
+      skipped=jnp.zeros((), jnp.int32),
   )

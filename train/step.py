@@ -100,11 +100,41 @@ def make_train_step(method: Method, apply_fn: Callable, tx: optax.GradientTransf
     if nan_policy == "skip":
       finite = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
       new_state = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new_state, state)
-      new_state = new_state.replace(step=state.step + 1)
+      skipped = state.skipped + (~finite).astype(jnp.int32)
+      new_state = new_state.replace(step=state.step + 1, skipped=skipped)
       metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
+      metrics["skipped_steps"] = skipped.astype(jnp.float32)
     return new_state, metrics
 
   return step
+
+
+#: ``guard`` value while every step so far had a finite loss and gradient norm.
+ALL_FINITE = np.iinfo(np.int32).max
+
+
+def guard_nonfinite(step_fn):
+  """``step(state, batch)`` -> ``step(state, guard, batch) -> (state, guard, metrics)``.
+
+  ``guard`` (int32 scalar, carried through the steps on the device) is the number of the first step
+  (1-based: the value of ``state.step`` after it) whose loss or gradient norm was not finite, or
+  :data:`ALL_FINITE`. The loop reads it only when it syncs with the host, so a non-finite step is
+  found at the next host sync with its exact number. Any leading (e.g. replica) axes of the metrics
+  are reduced: one non-finite value makes the step non-finite.
+  """
+  def guarded(state, guard, *inputs):
+    new_state, metrics = step_fn(state, *inputs)
+    finite = jnp.all(jnp.isfinite(metrics["loss"])) & jnp.all(jnp.isfinite(metrics["grad_norm"]))
+    done = jnp.max(new_state.step).astype(jnp.int32)
+    return new_state, jnp.where(finite, guard, jnp.minimum(guard, done)), metrics
+  return guarded
+
+
+def gather_batch(step_fn):
+  """``step(state, batch)`` -> ``step(state, data, indices)`` on ``data[indices]`` (every field)."""
+  def gathered(state, data, idx):
+    return step_fn(state, jax.tree_util.tree_map(lambda v: v[idx], data))
+  return gathered
 
 
 def make_predict_step(apply_fn: Callable):
@@ -178,35 +208,40 @@ class Parallel:
         lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), batch)
 
   # --- compiled functions ----------------------------------------------------------------------
-  def compile_train_step(self, step_fn):
-    if self.mode == "pmap":
-      return jax.pmap(step_fn, axis_name=AXIS, donate_argnums=(0,))
-    if self.mode == "shard_map":
-      mapped = jax.shard_map(step_fn, mesh=self.mesh, in_specs=(P(), P(AXIS)),
-                             out_specs=(P(), P()))
-      return jax.jit(mapped, donate_argnums=(0,))
-    return jax.jit(step_fn, in_shardings=(self.replicated, self.batch_sharding),
-                   out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
+  def compile_train_step(self, step_fn, *, guard: bool = False, on_data: bool = False):
+    """The compiled, state-donating form of the per-device ``step_fn(state, batch)``.
 
-  def compile_train_step_on_data(self, step_fn):
-    """``(state, data, indices) -> step_fn(state, data[indices])`` (jit and shard_map modes).
-
-    ``data`` is a training split already on the devices (replicated), ``indices`` this step's
-    example indices (the batch axis); the batch is gathered inside the compiled step, so a step is
-    one dispatch and one transfer of ``batch_size`` int32. Under shard_map each device gathers its
-    own slice of the indices.
+    ``on_data``: ``(state, data, indices)`` with the batch gathered inside the step (jit and
+    shard_map only): ``data`` is a training split already on the devices (replicated),
+    ``indices`` this step's example indices (the batch axis), so a step is one dispatch and one
+    transfer of ``batch_size`` int32; under shard_map each device gathers its own slice.
+    ``guard``: the step also carries the non-finite guard (:func:`guard_nonfinite`) as its
+    second argument and second output (donated like the state).
     """
-    def gathered(state, data, idx):
-      return step_fn(state, jax.tree_util.tree_map(lambda v: v[idx], data))
+    if on_data:
+      if self.mode == "pmap":
+        raise ValueError("compile_train_step(on_data=True): not for parallel='pmap' (pmap takes "
+                         "batches with a leading device axis; gather them separately)")
+      step_fn = gather_batch(step_fn)
+    carried = 2 if guard else 1  # state (+ guard): replicated, donated
+    if guard:
+      step_fn = guard_nonfinite(step_fn)
+    donate = tuple(range(carried))
+    if self.mode == "pmap":
+      return jax.pmap(step_fn, axis_name=AXIS, donate_argnums=donate)
+    inputs = (P(), P(AXIS)) if on_data else (P(AXIS),)
     if self.mode == "shard_map":
-      mapped = jax.shard_map(gathered, mesh=self.mesh, in_specs=(P(), P(), P(AXIS)),
-                             out_specs=(P(), P()))
-      return jax.jit(mapped, donate_argnums=(0,))
-    if self.mode == "jit":
-      return jax.jit(gathered, in_shardings=(self.replicated, self.replicated, self.batch_sharding),
-                     out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
-    raise ValueError(f"compile_train_step_on_data: not for parallel={self.mode!r} (pmap takes "
-                     "batches with a leading device axis; gather them separately)")
+      mapped = jax.shard_map(step_fn, mesh=self.mesh, in_specs=(P(),) * carried + inputs,
+                             out_specs=(P(),) * (carried + 1))
+      return jax.jit(mapped, donate_argnums=donate)
+    shardings = {P(): self.replicated, P(AXIS): self.batch_sharding}
+    return jax.jit(step_fn, in_shardings=(self.replicated,) * carried + tuple(
+        shardings[spec] for spec in inputs), out_shardings=(self.replicated,) * (carried + 1),
+                   donate_argnums=donate)
+
+  def compile_train_step_on_data(self, step_fn, *, guard: bool = False):
+    """``compile_train_step(step_fn, guard=guard, on_data=True)``."""
+    return self.compile_train_step(step_fn, guard=guard, on_data=True)
 
   def compile_predict(self, predict_fn):
     """Eval forward pass, data-parallel over the mesh (all modes), on unreplicated params."""

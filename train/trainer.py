@@ -9,7 +9,6 @@ writes ``workdir/results.json``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import queue
 import threading
@@ -33,11 +32,14 @@ from labelwise.train import preemption
 from labelwise.train import step as step_lib
 from labelwise.train import workdir as workdir_lib
 from labelwise.train import writers
-from labelwise.train.methods.base import RunInfo
+from labelwise.train.methods.base import HostContext, RunInfo
 from labelwise.train.state import create_state
 
 NAN_POLICIES = ("stop", "skip")
 DTYPES = ("float32", "bfloat16")  # config.dtype: model compute; params and losses float32
+#: at most this many steps are dispatched without a host sync by default (`host_sync_every` = 0):
+#: bounds the work queued on the devices (XLA:CPU collectives on fake devices can stall otherwise).
+MAX_STEPS_IN_FLIGHT = 100
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -70,6 +72,9 @@ def validate_config(config) -> None:
                      f"got {config.parallel!r}.")
   if config.get("nan_policy", "stop") not in NAN_POLICIES:
     raise ValueError(f"`nan_policy` must be one of {list(NAN_POLICIES)}, got {config.nan_policy!r}.")
+  if int(config.get("host_sync_every", 0) or 0) < 0:
+    raise ValueError(f"`host_sync_every` must be >= 0 (0: the log interval), got "
+                     f"{config.host_sync_every}.")
   if (config.get("dtype") or "float32") not in DTYPES:
     raise ValueError(f"`dtype` (the model compute dtype) must be one of {list(DTYPES)}, "
                      f"got {config.dtype!r}.")
@@ -247,18 +252,24 @@ class Trainer:
                                        axis_name=self.parallel.axis_name,
                                        nan_policy=config.get("nan_policy", "stop"),
                                        accum_steps=config.get("grad_accum_steps", 1))
-    self.train_step = self.parallel.compile_train_step(step_fn)
+    # The compiled steps carry the non-finite guard: (state, guard, batch) -> (state, guard, metrics).
+    self.train_step = self.parallel.compile_train_step(step_fn, guard=True)
     self.predict = self.parallel.compile_predict(step_lib.make_predict_step(self.model.apply))
     self._device_split: Optional[_DeviceSplit] = None  # placed on first use (batch_feed)
     self.device_cache, self.device_cache_reason = self._use_device_cache()
-    self.train_step_on_data = (self.parallel.compile_train_step_on_data(step_fn)
+    self.train_step_on_data = (self.parallel.compile_train_step_on_data(step_fn, guard=True)
                                if self.device_cache and self.parallel.mode != "pmap" else None)
 
-  def apply_train_step(self, dstate, batch):
-    """One compiled step on a batch from :meth:`batch_feed` (device arrays or ``_Indices``)."""
+  def new_guard(self):
+    """A fresh non-finite guard on the devices (see ``step.guard_nonfinite``)."""
+    return self.parallel.put_state(np.int32(step_lib.ALL_FINITE))
+
+  def apply_train_step(self, dstate, guard, batch):
+    """One compiled step on a batch from :meth:`batch_feed` (device arrays or ``_Indices``):
+    ``(state, guard, metrics)``, all on the devices (nothing is fetched)."""
     if isinstance(batch, _Indices):
-      return self.train_step_on_data(dstate, self._device_split.data, batch.value)
-    return self.train_step(dstate, batch)
+      return self.train_step_on_data(dstate, guard, self._device_split.data, batch.value)
+    return self.train_step(dstate, guard, batch)
 
   def _use_device_cache(self):
     """(on, why): whether training batches are gathered on the devices (``data.device_cache``)."""
@@ -361,6 +372,35 @@ class Trainer:
     if self.checkpointer is not None:
       self.checkpointer.save(step, state_host)
 
+  def host_context(self, step: int, dstate) -> HostContext:
+    """What ``method.host_update`` sees before ``step`` (fetches the state only if asked)."""
+    guard = getattr(self, "preemption_guard", None)
+    return HostContext(
+        step, num_train_examples=self.dataset.train.num_examples, apply=self.model.apply,
+        get_state=lambda: self.parallel.get_state(dstate),
+        predictions=lambda host_state: self.predictions(self.dataset.train.split, host_state),
+        first_batch=lambda: self.host_batch(0),
+        stop_requested=lambda: guard is not None and guard.requested)
+
+  def host_sync_every(self) -> int:
+    """Steps between host syncs (``config.host_sync_every``; 0: the log interval, at most
+    ``MAX_STEPS_IN_FLIGHT``)."""
+    n = int(self.config.get("host_sync_every", 0) or 0)
+    return n or min(max(1, int(self.config.get("log_every", 50))), MAX_STEPS_IN_FLIGHT)
+
+  def _raise_if_nonfinite(self, guard, done: int, dmetrics, last_good: int) -> None:
+    """Stop policy: raises :class:`NonFiniteLossError` if a step up to ``done`` was non-finite."""
+    first = int(self.parallel.get_state(guard))
+    if first == step_lib.ALL_FINITE:
+      return
+    metrics = self.parallel.metrics_to_host(dmetrics) if dmetrics is not None else {}
+    raise NonFiniteLossError(
+        f"non-finite loss or gradient at step {first} (method {self.config.method!r}; found at "
+        f"the host sync after step {done}, metrics of step {done}: {metrics}); the last good "
+        f"checkpoint (step {last_good}) is kept in {os.path.join(self.workdir, 'checkpoints')}. "
+        f"Lower the learning rate (in a new --workdir: the workdir holds this config's run) or "
+        f"resume with --config.nan_policy=skip.")
+
   def run(self) -> Dict[str, Any]:
     """Trains to ``total_steps`` holding the workdir (``train/workdir.py``); the results dict."""
     # The guard (SIGTERM/SIGINT -> checkpoint and stop) covers the whole run, the final save too.
@@ -369,6 +409,15 @@ class Trainer:
       return self._run()
 
   def _run(self) -> Dict[str, Any]:
+    """Trains from the newest checkpoint to ``total_steps``, evaluates, writes ``results.json``.
+
+    The loop keeps metrics on the devices: the host syncs (waits for the steps in flight) only
+    every ``host_sync_every`` steps and at log, eval, checkpoint, host-update and preemption
+    steps. A log record holds the metrics of its own step. The non-finite guard is read at every
+    sync, so under ``nan_policy="stop"`` a non-finite step is reported with its exact number at
+    the next sync and no checkpoint of a non-finite state is ever written.
+    """
+    started = time.time()
     config = self.config
     total = int(config.total_steps)
     state = self.initial_state()
@@ -377,7 +426,7 @@ class Trainer:
       restored, state = self.checkpointer.restore(state)
       if restored is not None:
         start = int(restored)
-        logging.info("resumed from checkpoint %d in %s", start, self.workdir)
+        logging.warning("resumed from step %d (the checkpoint in %s)", start, self.workdir)
     workdir_lib.write_config(config, self.workdir, num_devices=len(self.parallel.devices))
     writer = writers.MetricWriter(self.workdir, active=self.is_writer,
                                   tensorboard=config.get("tensorboard", True))
@@ -387,6 +436,8 @@ class Trainer:
     log_every = max(1, int(config.get("log_every", 50)))
     eval_every = int(config.get("eval_every", 0) or 0)
     ckpt_every = int(config.get("checkpoint_every", 0) or 0)
+    sync_every = self.host_sync_every()
+    stop_on_nan = config.get("nan_policy", "stop") == "stop"
     last_good = start
     metrics: Dict[str, float] = {}
     progress = None
@@ -395,35 +446,33 @@ class Trainer:
       progress = tqdm(total=total, initial=start, desc=f"{config.method}@{config.dataset}",
                       dynamic_ncols=True, leave=False)
     prefetch = self.batch_feed(start, total)
-    t0, seen = time.time(), 0
+    nonfinite = self.new_guard()
+    t0, seen, shown = time.time(), 0, start
     guard = self.preemption_guard
     preempted = False
     try:
       for step in range(start, total):
-        new_host_state = self.method.host_update(dstate, self)
-        if new_host_state is not None:
-          dstate = new_host_state
+        if self.method.needs_host_update(step):
+          if stop_on_nan:
+            self._raise_if_nonfinite(nonfinite, step, None, last_good)
+          host = self.host_context(step, dstate)
+          buffers = self.method.host_update(host)
+          if buffers is not None:
+            dstate = self.parallel.put_state(host.state().replace(buffers=buffers))
         _, batch = prefetch.next()
-        dstate, dmetrics = self.apply_train_step(dstate, batch)
-        metrics = self.parallel.metrics_to_host(dmetrics)  # blocks: one step in flight at a time
+        dstate, nonfinite, dmetrics = self.apply_train_step(dstate, nonfinite, batch)
         seen += config.batch_size
         done = step + 1
-        if not math.isfinite(metrics["loss"]) and config.get("nan_policy", "stop") == "stop":
-          raise NonFiniteLossError(
-              f"non-finite loss {metrics['loss']} at step {done} (method {config.method!r}, "
-              f"metrics {metrics}); the last good checkpoint (step {last_good}) is kept in "
-              f"{os.path.join(self.workdir, 'checkpoints')}. Lower the learning rate (in a new "
-              f"--workdir: the workdir holds this config's run) or resume with "
-              f"--config.nan_policy=skip.")
-        if progress is not None:
-          progress.update(1)
-          progress.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
         log_now = done % log_every == 0 or done == total
         eval_now = eval_every and done % eval_every == 0 and done != total
         ckpt_now = ckpt_every and done % ckpt_every == 0
-        if log_now or eval_now or ckpt_now:
-          self.host_state = self.parallel.get_state(dstate)
+        stop_now = guard.should_stop(done) and done < total
+        if not (log_now or eval_now or ckpt_now or stop_now or done % sync_every == 0):
+          continue  # no host sync: the next step is dispatched while this one runs
+        if stop_on_nan:  # waits for the steps in flight
+          self._raise_if_nonfinite(nonfinite, done, dmetrics, last_good)
         if log_now:
+          metrics = self.parallel.metrics_to_host(dmetrics)
           elapsed = max(time.time() - t0, 1e-9)
           record = {f"train/{k}": v for k, v in metrics.items()}
           record["train/examples_per_sec"] = seen / elapsed
@@ -431,12 +480,19 @@ class Trainer:
               config.optimizer, total)(done - 1))
           writer.write(done, record)
           t0, seen = time.time(), 0
+        if progress is not None:
+          progress.update(done - shown)
+          shown = done
+          if metrics:
+            progress.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+        if eval_now or ckpt_now:
+          self.host_state = self.parallel.get_state(dstate)
         if eval_now:
           writer.write(done, self.evaluate(self.host_state))
         if ckpt_now:
           self.save(done, self.host_state)
           last_good = done
-        if guard.should_stop(done) and done < total:  # preempted: checkpoint `done` below, return
+        if stop_now:  # preempted: checkpoint `done` below, return
           logging.warning("preempted at step %d: saving a checkpoint and stopping; rerun the same "
                           "command to resume", done)
           preempted = True
@@ -452,7 +508,8 @@ class Trainer:
       writer.close()
       if self.checkpointer is not None:
         self.checkpointer.close()
-      return {"step": final_step, "preempted": True, "train/loss": metrics["loss"]}
+      return {"step": final_step, "preempted": True,
+              "train/loss": self.parallel.metrics_to_host(dmetrics)["loss"]}
     if not metrics:  # resumed at the end: recover the last logged training loss
       logged = [m for m in writers.read_metrics(self.workdir) if "train/loss" in m] \
           if os.path.exists(writer.path) else []
@@ -466,6 +523,10 @@ class Trainer:
     writer.close()
     if self.checkpointer is not None:
       self.checkpointer.close()
+    if self.is_writer:
+      print(writers.run_summary(steps=final_step, start_step=start, batch_size=config.batch_size,
+                                wall_seconds=time.time() - started, workdir=self.workdir,
+                                results=results), flush=True)
     return results
 
 

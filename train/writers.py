@@ -62,3 +62,20 @@ def read_metrics(workdir: str):
   """All logged lines of ``workdir/metrics.jsonl`` as a list of dicts."""
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [json.loads(l) for l in f if l.strip()]
+
+
+def run_summary(*, steps: int, start_step: int, batch_size: int, wall_seconds: float,
+                workdir: str, results: Optional[Dict[str, float]] = None) -> str:
+  """The one-line end-of-run summary: steps, wall time, training examples/s, the workdir and the
+  headline eval metric. ``examples/s`` is ``(steps - start_step) * batch_size / wall_seconds``: the
+  examples trained by this start over its whole wall time (compilation and evaluation included).
+  """
+  trained = max(int(steps) - int(start_step), 0)
+  wall = max(float(wall_seconds), 1e-9)
+  resumed = f" (resumed at step {start_step})" if start_step else ""
+  parts = [f"done: step {steps}{resumed} in {wall:.1f} s wall",
+           f"{trained * batch_size / wall:,.0f} examples/s"]
+  if results and "eval/accuracy" in results:
+    parts.append(f"eval/accuracy {float(results['eval/accuracy']):.4f}")
+  parts.append(f"workdir {workdir}")
+  return ", ".join(parts)

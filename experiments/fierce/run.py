@@ -131,6 +131,7 @@ def main(argv=None):
     plot(results, args.out)
     return results
   t0 = time.time()
+  tuning.use_compilation_cache(args.workdir)
   splits = args.splits.split(",")
   grid = smoke_grid if args.smoke else (lambda g: g)
   arms = {s: {a: tuning.Arm(a, make_config(arg, split=s, steps=args.steps), grid(g))
@@ -187,7 +188,7 @@ def main(argv=None):
 
 def col(replicas, key):
   """One metric over replicas; a NaN Spearman (constant feature: a dead model) counts as 0."""
-  vals = [float(r.get(key, float("nan"))) for r in replicas]
+  vals = tuning.values(replicas, key)
   if "spearman" in key:
     vals = [0.0 if math.isnan(v) else v for v in vals]
   return vals
@@ -244,7 +245,7 @@ def write_markdown(res, out, record):
            if "eval/feature_entropy_bits" in sel[0] else "—")
       lines.append(
           f"| {arm} | {tuning.point_label(r['selected']['point'])} | "
-          f"{100 * val_mean(r):.1f} | {f1(sel, 'eval/accuracy')} | "
+          f"{100 * tuning.val_mean(r):.1f} | {f1(sel, 'eval/accuracy')} | "
           f"{f1(sel, 'eval/fine_knn_accuracy')} | {f1(sel, 'eval/fine_probe_accuracy')} | {h} | "
           f"{OLD_ARM[arm]}: {_old_cell(old, 'main', split, OLD_ARM[arm], 'fine_knn')} |")
     lines.append("")
@@ -257,7 +258,7 @@ def write_markdown(res, out, record):
       sel = tuning.selected(r)
       lines.append(
           f"| {arm} | {tuning.point_label(r['selected']['point'])} | "
-          f"{val_mean(r):.2f} | {f1(sel, 'eval/accuracy')} | "
+          f"{tuning.val_mean(r):.2f} | {f1(sel, 'eval/accuracy')} | "
           f"{f2(sel, 'eval/fine_spearman')} | {f2(sel, 'eval/fine_spearman_within_coarse')} | "
           f"{OLD_ARM[arm]}: {_old_cell(old, 'bottleneck', None, OLD_ARM[arm], 'spearman')} |")
     lines.append("")
@@ -292,12 +293,6 @@ def write_markdown(res, out, record):
   with open(md_path, "w") as f:
     f.write("\n".join(lines))
     f.write(provenance.footer(record, md_path))
-
-
-def val_mean(r):
-  """The selected point's mean validation metric (the one it was chosen by)."""
-  metric = r["selected"]["by"].rpartition(":")[0]
-  return float(r["selected"]["val"][metric]["mean"])
 
 
 def _mean(r, key):

@@ -75,6 +75,49 @@ class RunInfo:
   fine_to_coarse: Optional[Any] = None  # np.ndarray [num_fine_classes]
 
 
+class HostContext:
+  """What :meth:`Method.host_update` may use: the run's state at one step, on the host.
+
+  The trainer builds one at each step where ``Method.needs_host_update(step)`` is True. Everything
+  is fetched on first use only (``state()`` syncs the host with the devices once).
+
+  Attributes:
+    step: the step about to run (0-based: ``state().step``).
+    num_train_examples: size of the training split.
+    apply: the model's ``apply(variables, inputs, train=False)`` (un-jitted, host batch sizes).
+  """
+
+  def __init__(self, step: int, *, num_train_examples: int, apply: Callable,
+               get_state: Callable[[], Any], predictions: Callable[[Any], Dict[str, Any]],
+               first_batch: Callable[[], Dict[str, Any]],
+               stop_requested: Callable[[], bool] = lambda: False):
+    self.step = int(step)
+    self.num_train_examples = int(num_train_examples)
+    self.apply = apply
+    self._get_state, self._predictions = get_state, predictions
+    self._first_batch, self._stop_requested = first_batch, stop_requested
+    self._state = None
+
+  def state(self):
+    """The train state before step ``step`` (a host copy: numpy leaves)."""
+    if self._state is None:
+      self._state = self._get_state()
+    return self._state
+
+  def train_predictions(self) -> Dict[str, Any]:
+    """Eval-mode outputs and batch fields (``index``, ``label``, ...) of every training example
+    exactly once, for :meth:`state`."""
+    return self._predictions(self.state())
+
+  def first_batch(self) -> Dict[str, Any]:
+    """The host training batch of step 0 (numpy, relabelled like every training batch)."""
+    return self._first_batch()
+
+  def stop_requested(self) -> bool:
+    """True once the run was asked to stop (SIGTERM): long host work may end early."""
+    return bool(self._stop_requested())
+
+
 class Method:
   """Base class. Subclasses set ``defaults`` and implement ``loss``."""
   name: ClassVar[str] = ""
@@ -104,9 +147,21 @@ class Method:
     """The method's non-trainable state (saved in checkpoints)."""
     return {}
 
-  def host_update(self, state, trainer) -> Any:
-    """Called on the host before every training step; may return a modified state."""
-    return state
+  def needs_host_update(self, step: int) -> bool:
+    """Whether :meth:`host_update` runs before step ``step`` (0-based). Default: never.
+
+    Each such step syncs the host with the devices, so return True only where host work is due
+    (e.g. ``step % update_every == 0``).
+    """
+    return False
+
+  def host_update(self, host: HostContext) -> Any:
+    """Host work before a step where :meth:`needs_host_update` is True.
+
+    Returns new method buffers (a host pytree with the structure of ``init_buffers``) to replace
+    ``state.buffers`` from that step on, or None to leave the state unchanged.
+    """
+    return None
 
   def loss(self, ctx: StepContext) -> LossOutput:
     raise NotImplementedError

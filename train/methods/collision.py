@@ -24,14 +24,15 @@ Self-labeled clustering (the labels are never used for training; they are used f
 
 ``pseudo_labels="batch"`` re-estimates ``Y`` on every training batch (the marginal ``ybar`` over the
 global batch: the EM psums over ``ctx.axis_name``); ``pseudo_labels="dataset"`` re-estimates ``Y`` for
-the whole training split every ``update_every`` steps from cached eval-mode predictions (in
-``host_update``) and stores it in the method buffers (checkpointed); the step then reads the rows of
+the whole training split every ``update_every`` steps from eval-mode predictions (in
+``host_update``, which runs only at those steps) and stores it in the method buffers (checkpointed); the step then reads the rows of
 its batch by ``index``. The EM iteration count and the objective are logged as ``train/em_iterations``
 and ``train/self_labeling_objective``.
 
 Deadlock: a zero-initialized output head predicts the same distribution for every input; the
 pseudo-labels are then uniform and collision CE has exactly zero gradient. ``host_update`` checks
-the predictions on the first batch (and on every dataset-level update) and raises a ValueError.
+the predictions on the first batch (before step 0, and on every dataset-level update) and raises a
+ValueError.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from labelwise.eval import clustering as _clustering_eval  # noqa: F401  (regist
 from labelwise.eval import metrics as metrics_lib
 from labelwise.losses import collision as collision_lib
 from labelwise.train.methods import register_method
-from labelwise.train.methods.base import LossOutput, Method, RunInfo, StepContext
+from labelwise.train.methods.base import HostContext, LossOutput, Method, RunInfo, StepContext
 
 TARGETS = ("soft_label", "mix", "flat", "onehot")
 PSEUDO_LABELS = ("batch", "dataset")
@@ -144,33 +145,30 @@ class ShannonSoft(_SoftTargets):
     return losses.softmax_cross_entropy_with_targets(logits, targets)
 
 
-def _first_scalar(x) -> int:
-  return int(np.asarray(jax.device_get(x)).reshape(-1)[0])
-
-
 class _Clustering(Method):
   """Shared machinery of the clustering methods (evaluators, deadlock check)."""
   evaluators = ("clustering",)
   defaults: Dict[str, Any] = {"check_deadlock": True}
 
-  def check_deadlock(self, state, trainer, logits=None) -> None:
+  def check_deadlock(self, host: HostContext, logits=None) -> None:
     if not self.options.get("check_deadlock", True):
       return
     if logits is None:
-      host = trainer.parallel.get_state(state)
-      batch = trainer.host_batch(0)
-      outputs = trainer.model.apply({"params": host.params, **host.model_state},
-                                    batch["input"], train=False)
+      state = host.state()
+      outputs = host.apply({"params": state.params, **state.model_state},
+                           host.first_batch()["input"], train=False)
       logits = outputs["logits"]
     try:
       collision_lib.check_not_deadlocked(jax.nn.softmax(jnp.asarray(logits, jnp.float32), -1))
     except ValueError as e:
       raise ValueError(f"method {self.name!r}: {e}") from None
 
-  def host_update(self, state, trainer):
-    if _first_scalar(state.step) == 0:
-      self.check_deadlock(state, trainer)
-    return state
+  def needs_host_update(self, step: int) -> bool:
+    return step == 0 and bool(self.options.get("check_deadlock", True))
+
+  def host_update(self, host: HostContext):
+    self.check_deadlock(host)
+    return None
 
   @staticmethod
   def spread(probs):
@@ -220,18 +218,17 @@ class _SelfLabeling(_Clustering):
             "em_iterations": np.zeros((), np.float32),
             "objective": np.zeros((), np.float32)}
 
-  def host_update(self, state, trainer):
-    step = _first_scalar(state.step)
+  def needs_host_update(self, step: int) -> bool:
     if self.options["pseudo_labels"] != "dataset":
-      if step == 0:
-        self.check_deadlock(state, trainer)
-      return state
-    if step % int(self.options["update_every"]):
-      return state
-    host = trainer.parallel.get_state(state)
-    preds = trainer.predictions(trainer.dataset.train.split, host)
-    self.check_deadlock(state, trainer, logits=preds["logits"])
-    n = trainer.dataset.train.num_examples
+      return super().needs_host_update(step)
+    return step % int(self.options["update_every"]) == 0
+
+  def host_update(self, host: HostContext):
+    if self.options["pseudo_labels"] != "dataset":
+      return super().host_update(host)
+    preds = host.train_predictions()
+    self.check_deadlock(host, logits=preds["logits"])
+    n = host.num_train_examples
     probs = np.asarray(jax.nn.softmax(jnp.asarray(preds["logits"], jnp.float32), -1))
     order = np.asarray(preds["index"])
     if sorted(order.tolist()) != list(range(n)):
@@ -241,9 +238,8 @@ class _SelfLabeling(_Clustering):
     objective = self.objective(probs, y)
     table = np.empty((n, probs.shape[1]), np.float32)
     table[order] = np.asarray(y)
-    buffers = {"pseudo_labels": table, "em_iterations": np.asarray(iters, np.float32),
-               "objective": np.asarray(objective, np.float32)}
-    return trainer.parallel.put_state(host.replace(buffers=buffers))
+    return {"pseudo_labels": table, "em_iterations": np.asarray(iters, np.float32),
+            "objective": np.asarray(objective, np.float32)}
 
   def loss(self, ctx: StepContext) -> LossOutput:
     outputs, model_state = ctx.apply(ctx.params, ctx.batch["input"])
