@@ -20,6 +20,7 @@ from typing import Optional
 
 import jax
 import numpy as np
+from jax.typing import ArrayLike
 
 
 def _host(x, name: str) -> np.ndarray:
@@ -99,8 +100,10 @@ def _check_shapes_agree(**named) -> None:
                        f"{shapes[name]}.")
 
 
-def validate(*, logits=None, labels=None, targets=None, where=None, similarity=None,
-             num_classes: Optional[int] = None, atol: float = 1e-4, **arrays) -> None:
+def validate(*, logits: Optional[ArrayLike] = None, labels: Optional[ArrayLike] = None,
+             targets: Optional[ArrayLike] = None, where: Optional[ArrayLike] = None,
+             similarity: Optional[ArrayLike] = None, num_classes: Optional[int] = None,
+             atol: float = 1e-4, **arrays) -> None:
   """Checks the values of loss inputs on the host; raises ValueError/TypeError naming the argument.
 
   Args:
