@@ -8,6 +8,7 @@ Commands of catalog datasets (``python -m labelwise.data.prepare ...`` first, ne
 up to ``validate_config`` only. ``make test`` trains README's commands; ``make test-slow`` every one.
 """
 
+import ast
 import glob
 import os
 import re
@@ -28,15 +29,22 @@ CUT = ["--config.total_steps=2", "--config.log_every=1", "--config.checkpoint_ev
 
 
 def _commands(path):
+  """The ``python -m labelwise.train`` commands of README.md, or of a config module's docstring."""
   with open(path) as f:
-    text = f.read().replace("\\\n", " ")
+    text = f.read()
+  if path.endswith(".py"):
+    text = ast.get_docstring(ast.parse(text)) or ""
+  text = text.replace("\\\n", " ")
   out = []
   for line in text.splitlines():
     m = re.search(r"python -m labelwise\.train (.*)", line)
     if m:
       args = shlex.split(m.group(1).split("#")[0])
-      if any("..." in a for a in args):
-        continue  # a placeholder in prose, not a command
+      if any("..." in a for a in args) or not any(a.startswith("--workdir") for a in args):
+        continue  # a placeholder in prose, or --list-configs / --show_config (nothing trained)
+      config = [a for a in args if a.startswith("--config=")]
+      if config and config[0].split("=", 1)[1].split(":")[0].startswith("path/to/"):
+        continue  # the user's own config file
       out.append((os.path.relpath(path, REPO), args))
   return out
 
@@ -47,7 +55,9 @@ CONFIGS = [c for p in sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
 
 
 def _parse(args, *, small_batch):
-  argv = ["labelwise.train"] + [a for a in args if not a.startswith("--coordinator_address")]
+  from labelwise.train import main
+  argv = main.prepare_argv(  # --config by shipped name, module or path, as the command line
+      ["labelwise.train"] + [a for a in args if not a.startswith("--coordinator_address")])
   fv = flags.FlagValues()
   # as train/main.py; sys_argv: the override flags (--config.x=...) are declared from the command
   config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True,
@@ -76,7 +86,7 @@ def _check(path, args, tmp_path, *, train, small_batch=True):
 
 
 def test_readme_has_the_shard_map_command():
-  assert any("--config.parallel=shard_map" in a and "--config=configs/mnist1d_ce.py" in a
+  assert any("--config.parallel=shard_map" in a and "mnist1d_ce" in a
              for _, a in README for a in [" ".join(a)])
 
 
