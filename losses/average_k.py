@@ -28,9 +28,11 @@ Readings chosen here (the paper's full text could not be read; see docs/average_
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from labelwise.losses import _checks
@@ -76,7 +78,8 @@ def _check_k(k, num_classes: int) -> float:
   return k
 
 
-def num_pseudo_positives(k, batch: int, num_classes: int, *, include_true: bool = True) -> int:
+def num_pseudo_positives(k: float, batch: int, num_classes: int, *,
+                         include_true: bool = True) -> int:
   """Number of pseudo-positives the *ranking* selects for a (global) batch of ``batch`` rows.
 
   ``round((k - 1) * batch)`` with ``include_true`` (the ``batch`` observed labels are positive on
@@ -160,7 +163,9 @@ def _binary_cross_entropy(logits, targets):
 # ----------------------------------------------------------------------------------------------
 
 
-def average_k_pseudo_labels(probs, labels, *, k, include_true=True, axis_name=None):
+def average_k_pseudo_labels(probs: ArrayLike, labels: ArrayLike, *, k: float,
+                            include_true: bool = True,
+                            axis_name: Optional[str] = None) -> jax.Array:
   """Average-K pseudo-labels: the K*B most probable (example, class) pairs of the batch.
 
   With ``include_true`` (rule B): ``P_iy_i = 1`` for every observed label, plus the
@@ -216,7 +221,8 @@ def average_k_pseudo_labels(probs, labels, *, k, include_true=True, axis_name=No
   return mask.astype(jnp.float32)
 
 
-def mean_binary_cross_entropy(multilabel_logits, targets, *, where=None):
+def mean_binary_cross_entropy(multilabel_logits: ArrayLike, targets: ArrayLike, *,
+                              where: Optional[ArrayLike] = None) -> jax.Array:
   """Per-example binary cross-entropy averaged over classes.
 
   ``L_i = (1/C) sum_j [softplus(z_ij) - t_ij z_ij]``
@@ -242,8 +248,9 @@ def mean_binary_cross_entropy(multilabel_logits, targets, *, where=None):
   return _checks.apply_where(loss, where)
 
 
-def two_head_loss(softmax_logits, multilabel_logits, labels, *, k, weight=1.0,
-                  include_true=True, axis_name=None, where=None):
+def two_head_loss(softmax_logits: ArrayLike, multilabel_logits: ArrayLike, labels: ArrayLike, *,
+                  k: float, weight: ArrayLike = 1.0, include_true: bool = True,
+                  axis_name: Optional[str] = None, where: Optional[ArrayLike] = None) -> jax.Array:
   """Two-head average-K loss: CE on the softmax head + weight * BCE on batch pseudo-labels.
 
   ``L_i = -log softmax(z^s_i)[y_i] + weight * (1/C) sum_j BCE(z^m_ij, P_ij)`` with
@@ -291,7 +298,8 @@ def two_head_loss(softmax_logits, multilabel_logits, labels, *, k, weight=1.0,
   return _checks.apply_where(ce + weight * bce, where)
 
 
-def assume_negative_loss(multilabel_logits, labels, *, where=None):
+def assume_negative_loss(multilabel_logits: ArrayLike, labels: ArrayLike, *,
+                         where: Optional[ArrayLike] = None) -> jax.Array:
   """Assume-negative (AN) baseline: BCE with the observed label positive and all others negative.
 
   ``L_i = (1/C) sum_j BCE(z_ij, 1[j = y_i])`` (averaged over classes, like the two-head BCE).
@@ -317,7 +325,9 @@ def assume_negative_loss(multilabel_logits, labels, *, where=None):
   return mean_binary_cross_entropy(multilabel_logits, targets, where=where)
 
 
-def expected_positive_regularizer(multilabel_logits, *, k, axis_name=None, where=None):
+def expected_positive_regularizer(multilabel_logits: ArrayLike, *, k: float,
+                                  axis_name: Optional[str] = None,
+                                  where: Optional[ArrayLike] = None) -> jax.Array:
   """Expected positive regularization (EPR): the batch's mean number of positives should be K.
 
   ``R = ((1/B) sum_ij sigmoid(z_ij) - k)^2 / C^2`` -- a batch-level statistic, hence a scalar.

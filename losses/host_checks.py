@@ -20,6 +20,7 @@ from typing import Optional
 
 import jax
 import numpy as np
+from jax.typing import ArrayLike
 
 
 def _host(x, name: str) -> np.ndarray:
@@ -77,8 +78,10 @@ def check_simplex(targets, name: str = "targets", *, atol: float = 1e-4) -> None
                      f"{sums[tuple(first)]:.6g} in row {_index(first)}.")
 
 
-def validate(*, logits=None, labels=None, targets=None, where=None, similarity=None,
-             num_classes: Optional[int] = None, atol: float = 1e-4, **arrays) -> None:
+def validate(*, logits: Optional[ArrayLike] = None, labels: Optional[ArrayLike] = None,
+             targets: Optional[ArrayLike] = None, where: Optional[ArrayLike] = None,
+             similarity: Optional[ArrayLike] = None, num_classes: Optional[int] = None,
+             atol: float = 1e-4, **arrays) -> None:
   """Checks the values of loss inputs on the host; raises ValueError/TypeError naming the argument.
 
   Args:

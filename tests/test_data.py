@@ -242,3 +242,16 @@ def test_batch_size_errors_name_the_argument():
     make_dataset(c)
   c.batch_size = 1438  # exactly the training split: one step per epoch
   assert make_dataset(c).steps_per_epoch == 1
+
+
+def test_augmentation_covers_every_shift_and_both_flips():
+  """On dense random images (each crop is then unique): every shift 0..2*pad in both directions
+  occurs, and about half of the images are mirrored."""
+  from labelwise.data import pipeline
+  rng = np.random.default_rng(0)
+  images = (rng.random((300, 5, 5, 2)) + 0.5).astype(np.float32)
+  out = pipeline._augment(images, np.random.default_rng(1), pad=2)
+  found = [_shifted_and_flipped(x, y, pad=2) for x, y in zip(images, out)]
+  assert all(f is not None for f in found)
+  assert {f[0] for f in found} == set(range(5)) and {f[1] for f in found} == set(range(5))
+  assert 0.4 < np.mean([f[2] for f in found]) < 0.6
