@@ -105,11 +105,9 @@ def profile_program(fn, args, top: int = 8):
   """[(fusion or op, what it computes, thread-ms per program run)]: an XLA:CPU op profile of one
   run of the compiled program, events attributed to HLO instructions (profile_cpu.hlo_ops)."""
   import collections
-  import glob
   import tempfile
 
   import jax
-  from jax.profiler import ProfileData
 
   import profile_cpu
   names = profile_cpu.hlo_ops(fn.lower(*args).compile().as_text())
@@ -118,16 +116,10 @@ def profile_program(fn, args, top: int = 8):
   jax.profiler.start_trace(tmp)
   jax.block_until_ready(fn(*args))
   jax.profiler.stop_trace()
-  data = ProfileData.from_file(glob.glob(os.path.join(tmp, "**", "*.xplane.pb"), recursive=True)[0])
   by_op = collections.Counter()
-  for plane in data.planes:
-    for line in plane.lines:
-      if "XLAEigen" not in line.name and "PjRtCpuClient" not in line.name:
-        continue
-      for ev in line.events:
-        if ev.name in names:
-          op_name = names[ev.name][1].replace("jit(program)/while/body/", "")
-          by_op[(ev.name, op_name[-60:])] += ev.duration_ns / 1e6
+  for name, duration_ns in profile_cpu.xla_op_events(tmp, names):
+    op_name = names[name][1].replace("jit(program)/while/body/", "")
+    by_op[(name, op_name[-60:])] += duration_ns / 1e6
   return [(ev, op, ms) for (ev, op), ms in by_op.most_common(top)]
 
 

@@ -255,3 +255,12 @@ def test_augmentation_covers_every_shift_and_both_flips():
   assert all(f is not None for f in found)
   assert {f[0] for f in found} == set(range(5)) and {f[1] for f in found} == set(range(5))
   assert 0.4 < np.mean([f[2] for f in found]) < 0.6
+
+
+def test_default_data_dir_is_tfds_data_dir_else_home(monkeypatch, tmp_path):
+  from labelwise.data.pipeline import default_data_dir
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+  assert default_data_dir() == str(tmp_path)
+  monkeypatch.delenv("TFDS_DATA_DIR")
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  assert default_data_dir() == str(tmp_path / "home" / "tensorflow_datasets")

@@ -67,3 +67,14 @@ def test_validate_infers_the_class_count_from_the_last_axis():
   with pytest.raises(ValueError, match=r"\[0, 5\)"):
     losses.validate(logits=np.zeros((2, 3, 5)), labels=np.array([[5, 0, 1], [2, 3, 4]]))
   losses.validate(targets=np.full((2, 4), 0.25), labels=np.array([3, 0]))
+
+
+def test_deadlock_check_boundary_and_message():
+  """Rows within ``atol`` (inclusive) of the first are a deadlock; the message gives the deviation."""
+  same = np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
+  with pytest.raises(ValueError, match=r"max deviation 0 <= atol=0.25"):
+    losses.check_not_deadlocked(same, atol=0.25)
+  with pytest.raises(ValueError, match=r"max deviation 0.25 <= atol=0.25"):
+    losses.check_not_deadlocked(np.array([[0.5, 0.5], [0.75, 0.25]]), atol=0.25)
+  losses.check_not_deadlocked(np.array([[0.5, 0.5], [0.875, 0.125]]), atol=0.25)
+  losses.check_not_deadlocked(np.array([[0.5, 0.5]]), atol=0.25)  # one row: nothing to compare
