@@ -307,6 +307,7 @@ def test_debian_files_pass_the_published_checksums():
   assert abs(d.train_images.std() / 255 - fm.STD) < 1e-4
 
 
+@pytest.mark.slow  # ~15 CPU-s (compiling the 2-conv CNN); the data path is covered above
 def test_ce_config_trains_on_the_files(tiny, tmp_path):
   from labelwise.train import trainer
   from tests.helpers import load_config

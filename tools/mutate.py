@@ -51,15 +51,20 @@ REPO = Path(__file__).resolve().parent.parent
 
 # module -> the test files that cover it (the coverage map then picks, per line, the tests that run it)
 TARGETS: Dict[str, List[str]] = {
-    "losses/_checks.py": ["tests/test_bad_inputs.py", "tests/test_losses_simloss.py"],
-    "losses/classification.py": ["tests/test_losses_simloss.py", "tests/test_losses_average_k.py",
+    "losses/_checks.py": ["tests/test_losses_contracts.py", "tests/test_bad_inputs.py",
+                          "tests/test_losses_simloss.py"],
+    "losses/classification.py": ["tests/test_losses_contracts.py", "tests/test_losses_simloss.py",
+                                 "tests/test_losses_average_k.py",
                                  "tests/test_losses_batch_dims.py"],
-    "losses/host_checks.py": ["tests/test_bad_inputs.py", "tests/test_losses_simloss.py"],
-    "losses/simloss.py": ["tests/test_losses_simloss.py", "tests/test_losses_batch_dims.py"],
-    "losses/collision.py": ["tests/test_losses_collision.py", "tests/test_losses_batch_dims.py"],
-    "losses/fierce.py": ["tests/test_losses_fierce.py"],
-    "losses/average_k.py": ["tests/test_losses_average_k.py"],
-    "losses/attribution.py": ["tests/test_losses_attribution.py"],
+    "losses/host_checks.py": ["tests/test_losses_contracts.py", "tests/test_bad_inputs.py",
+                              "tests/test_losses_simloss.py"],
+    "losses/simloss.py": ["tests/test_losses_contracts.py", "tests/test_losses_simloss.py",
+                          "tests/test_losses_batch_dims.py"],
+    "losses/collision.py": ["tests/test_losses_contracts.py", "tests/test_losses_collision.py",
+                            "tests/test_losses_batch_dims.py"],
+    "losses/fierce.py": ["tests/test_losses_contracts.py", "tests/test_losses_fierce.py"],
+    "losses/average_k.py": ["tests/test_losses_contracts.py", "tests/test_losses_average_k.py"],
+    "losses/attribution.py": ["tests/test_losses_contracts.py", "tests/test_losses_attribution.py"],
     "train/step.py": ["tests/test_step_devices.py", "tests/test_device_feed.py"],
     "train/checkpoint.py": ["tests/test_checkpoint.py"],
     # The trainer's resume/parallel tests (test_reliability.py, test_parallel.py) are left out: each
@@ -318,6 +323,8 @@ def run_module(module: str, src: Path, workdir: Path, sample: float, log) -> dic
       _sample_filter(db, source, module, sample)
     (work / "stamp").write_text(stamp)
   (work / "tests_stamp").write_text(tests_stamp)
+  (work / "session.json").write_text(json.dumps({"module": module, "sample": sample,
+                                                 "baseline": baseline}))
   t0 = time.time()
   log(f"[{module}] running mutants (baseline {baseline:.0f} s)")
   _cosmic_ray("exec", str(cfg), str(db), cwd=src, env=env)
@@ -444,6 +451,20 @@ def write_docs(path: Path, report: str) -> None:
   path.write_text(head + DOCS_START + "\n" + report + DOCS_END + rest.split(DOCS_END, 1)[1])
 
 
+def stored_result(workdirs: List[Path], module: str):
+  """The result of ``module`` from the first workdir that has a session (or a result) for it;
+  a session still running is read as it stands (its pending mutants counted)."""
+  for workdir in workdirs:
+    work = workdir / "sessions" / _slug(module)
+    if (work / "session.sqlite").exists() and (work / "session.json").exists():
+      info = json.loads((work / "session.json").read_text())
+      return collect(module, work / "session.sqlite", (work / "pristine.py").read_text(),
+                     info["sample"], info["baseline"])
+    if (workdir / "results" / f"{_slug(module)}.json").exists():
+      return json.loads((workdir / "results" / f"{_slug(module)}.json").read_text())
+  return None
+
+
 # ------------------------------------------------------------------ command line
 
 def main(argv=None) -> int:
@@ -460,7 +481,9 @@ def main(argv=None) -> int:
   p.add_argument("--workdir", default=str(REPO / "runs" / "mutate"))
   p.add_argument("--docs", default=None, help="also write the report into this markdown file")
   p.add_argument("--report-only", action="store_true",
-                 help="render the stored results without running anything")
+                 help="render the stored results (sessions still running: so far) without running")
+  p.add_argument("--also", nargs="*", default=[],
+                 help="further workdirs whose results join the report")
   args = p.parse_args(argv)
   if not 0.0 < args.sample <= 1.0:
     p.error(f"--sample must be in (0, 1], got {args.sample}")
@@ -479,8 +502,8 @@ def main(argv=None) -> int:
       (results_dir / f"{_slug(module)}.json").write_text(json.dumps(result, indent=1))
       log(f"[{module}] {result['mutants']} mutants, {result['killed']} killed, "
           f"{result['survived']} survived, {result['equivalent']} equivalent: {_score(result)}")
-  results = [json.loads((results_dir / f"{_slug(m)}.json").read_text()) for m in TARGETS
-             if (results_dir / f"{_slug(m)}.json").exists()]
+  results = [r for r in (stored_result([workdir] + [Path(d).resolve() for d in args.also], m)
+                         for m in TARGETS) if r is not None]
   equivalents = load_equivalents()
   for r in results:  # equivalents listed after the run count as such in the report too
     still = []

@@ -32,6 +32,7 @@ from labelwise.train import preemption
 from labelwise.train import replicas as replicas_lib
 from labelwise.train import step as step_lib
 from labelwise.train import sweep as sweep_lib
+from labelwise.train import workdir as workdir_lib
 from labelwise.train import writers
 from labelwise.train.methods.base import HostContext, RunInfo
 from labelwise.train.state import create_state, run_hparams
@@ -215,6 +216,7 @@ class Trainer:
 
   def __init__(self, config, workdir: str):
     sweep = validate_config(config)
+    workdir_lib.check(config, workdir, num_devices=len(select_devices(config)))  # changes nothing
     self.config = config
     self.workdir = workdir
     self.is_writer = jax.process_index() == 0
@@ -229,6 +231,7 @@ class Trainer:
     data_cfg = config.get("data", {})
     self.train_on = data_cfg.get("train_on", "label")
     self.eval_split = data_cfg.get("eval_split", "test")
+    self.dataset.check_labels(self.eval_split)  # every label in [0, C), once, on the host
     self.eval_batch_size = int(config.get("eval_batch_size") or config.batch_size)
     if self.train_on not in ("label", "coarse_label"):
       raise ValueError(f"`data.train_on` must be 'label' or 'coarse_label', got {self.train_on!r}.")
@@ -480,9 +483,17 @@ class Trainer:
         f"non-finite loss or gradient at step {first} (method {self.config.method!r}; found at "
         f"the host sync after step {done}, metrics of step {done}: {metrics}); the last good "
         f"checkpoint (step {last_good}) is kept in {os.path.join(self.workdir, 'checkpoints')}. "
-        f"Lower the learning rate or set --config.nan_policy=skip.")
+        f"Lower the learning rate (in a new --workdir: the workdir holds this config's run) or "
+        f"resume with --config.nan_policy=skip.")
 
   def run(self) -> Dict[str, Any]:
+    """Trains to ``total_steps`` holding the workdir (``train/workdir.py``); the results dict."""
+    # The guard (SIGTERM/SIGINT -> checkpoint and stop) covers the whole run, the final save too.
+    with workdir_lib.claim(self.config, self.workdir, num_devices=len(self.parallel.devices)), \
+        preemption.PreemptionGuard() as self.preemption_guard:
+      return self._run()
+
+  def _run(self) -> Dict[str, Any]:
     """Trains from the newest checkpoint to ``total_steps``, evaluates, writes ``results.json``.
 
     The loop keeps metrics on the devices: the host syncs (waits for the steps in flight) only
@@ -501,6 +512,7 @@ class Trainer:
       if restored is not None:
         start = int(restored)
         logging.warning("resumed from step %d (the checkpoint in %s)", start, self.workdir)
+    workdir_lib.write_config(config, self.workdir, num_devices=len(self.parallel.devices))
     writer = writers.MetricWriter(self.workdir, active=self.is_writer,
                                   tensorboard=config.get("tensorboard", True))
     writer.truncate_after(start)
@@ -521,7 +533,7 @@ class Trainer:
     prefetch = self.batch_feed(start, total)
     nonfinite = self.new_guard()
     t0, seen, shown = time.time(), 0, start
-    guard = self.preemption_guard = preemption.PreemptionGuard().install()  # SIGTERM -> flag
+    guard = self.preemption_guard
     preempted = False
     try:
       for step in range(start, total):
@@ -570,7 +582,6 @@ class Trainer:
           preempted = True
           break
     finally:
-      guard.uninstall()
       prefetch.close()
       if progress is not None:
         progress.close()
