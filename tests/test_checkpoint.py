@@ -1,4 +1,4 @@
-"""train/checkpoint.py on its own: save/restore, keep, no overwrite, an unreadable newest checkpoint."""
+"""train/checkpoint.py on its own: save/restore, keep, no overwrite, unreadable checkpoints."""
 
 import logging
 import os
@@ -71,8 +71,9 @@ def test_unreadable_newest_checkpoint_falls_back_and_is_set_aside(tmp_path, capl
   _break(tmp_path / "checkpoints" / "2")
   assert _restored(ckpt)[0] == 1
   assert (tmp_path / "checkpoints" / "2.unreadable.1").is_dir()
-  # Nothing readable at all: the template comes back.
+  # Nothing readable at all: an error naming them (never a silent restart from step 0).
   _break(tmp_path / "checkpoints" / "1")
-  template = _state(7)
-  assert ckpt.restore(template) == (None, template)
+  from labelwise.train.checkpoint import UnreadableCheckpointsError
+  with pytest.raises(UnreadableCheckpointsError, match=r"no checkpoint in .* can be read"):
+    ckpt.restore(_state(7))
   ckpt.close()

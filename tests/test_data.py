@@ -264,3 +264,8 @@ def test_default_data_dir_is_tfds_data_dir_else_home(monkeypatch, tmp_path):
   monkeypatch.delenv("TFDS_DATA_DIR")
   monkeypatch.setenv("HOME", str(tmp_path / "home"))
   assert default_data_dir() == str(tmp_path / "home" / "tensorflow_datasets")
+
+
+def test_input_shape_is_one_example_without_the_batch_axis():
+  assert make_dataset(load_config("digits_ce", "runlocal")).input_shape() == (8, 8, 1)
+  assert make_dataset(load_config("mnist1d_ce", "runlocal")).input_shape() == (40,)
