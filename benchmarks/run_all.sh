@@ -11,3 +11,4 @@ PY=${PY:-.venv/bin/python}
 "$PY" benchmarks/pipeline.py
 "$PY" benchmarks/scaling.py
 "$PY" benchmarks/memory.py
+"$PY" benchmarks/sweep_cost.py
