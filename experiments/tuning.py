@@ -33,6 +33,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Sequence
 
 import numpy as np
 
+from labelwise.train.sweep import stats
+
 VALIDATION_PERCENT = 20
 
 
@@ -158,19 +160,6 @@ def at_point(result: Mapping[str, Any], point: Mapping[str, float]) -> List[Dict
 def selected(result: Mapping[str, Any]) -> List[Dict[str, Any]]:
   """The replicas of the selected point."""
   return at_point(result, result["selected"]["point"])
-
-
-def stats(values: Sequence[float]) -> Dict[str, Any]:
-  """Mean, std (ddof 1) and the 95% t-interval of the mean (``None`` with fewer than 2 values)."""
-  from scipy import stats as scipy_stats
-  x = np.asarray(values, np.float64)
-  n = int(x.size)
-  mean = float(np.mean(x))
-  if n < 2:
-    return {"n": n, "mean": mean, "std": None, "ci95": None}
-  std = float(np.std(x, ddof=1))
-  half = float(scipy_stats.t.ppf(0.975, n - 1) * std / math.sqrt(n))
-  return {"n": n, "mean": mean, "std": std, "ci95": [mean - half, mean + half]}
 
 
 def fmt(values: Sequence[float], *, scale: float = 100.0, digits: int = 1) -> str:

@@ -121,5 +121,27 @@ def test_collision_report_keeps_the_hand_written_reading(tmp_path):
 @pytest.mark.slow
 def test_collision_quick_study_records_provenance(tmp_path):
   from labelwise.experiments.collision import run
-  run.main(["--quick", "--outdir", str(tmp_path)])
-  _check(tmp_path, seeds=[0, 1], args_key="quick", args_value=True)
+  run.main(["--quick", "--outdir", str(tmp_path), "--workdir", str(tmp_path / "runs")])
+  md, _ = _check(tmp_path, seeds=[0, 1], args_key="quick", args_value=True)
+  assert "| mix | 0.9 | mlp |" in md and "| mnist1d | mi |" in md
+
+
+def test_collision_arms_are_one_sweep_and_the_rate_is_chosen_per_level_on_validation():
+  from labelwise.experiments.collision import run
+  from labelwise.train import sweep as sweep_lib
+  config = run.soft_config("flat", "mlp", "collision", seeds=[0, 1], steps=3)
+  sweep = sweep_lib.parse(config)
+  assert sweep.num_replicas == 2 * len(run.SOFT_LEVELS["flat"]) * len(run.LR_GRID)
+  assert config.sweep_select == "val/accuracy:max" and config.data.validation_fraction > 0
+  # A hand-made sweep result: at level 0.3 the larger rate wins on validation, at 0.8 the smaller,
+  # although its test accuracy is worse (the test split never takes part in the choice).
+  val = {(0.3, 1e-3): 0.5, (0.3, 3e-3): 0.7, (0.5, 1e-3): 0.6, (0.5, 3e-3): 0.6,
+         (0.8, 1e-3): 0.4, (0.8, 3e-3): 0.2}
+  replicas = [{"overrides": dict(p), "val/accuracy": val[p["collision_soft.noise_level"],
+                                                         p["optimizer.learning_rate"]] + p["seed"],
+               "eval/accuracy": 0.1 * p["seed"] + p["optimizer.learning_rate"]}
+              for p in sweep.points]
+  results = {"replicas": replicas, "summary": sweep_lib.summarize(sweep, replicas)}
+  rows = run.soft_rows_of(results, noise="flat", model="mlp", loss="collision")
+  assert [(r["level"], r["lr"]) for r in rows] == [(0.3, 3e-3), (0.5, 1e-3), (0.8, 1e-3)]
+  assert rows[2]["acc"] == pytest.approx([1e-3, 0.1 + 1e-3]) and rows[2]["seeds"] == [0, 1]
