@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from labelwise.data import feed
 from labelwise.train import step as step_lib
 from labelwise.train import trainer
 from tests.helpers import load_config, max_abs_diff
@@ -85,7 +86,7 @@ def test_prefetcher_reads_ahead_while_the_step_runs():
     ready[s].set()
     return {"step": s}
 
-  p = trainer._Prefetcher(make_batch, 0, 6, depth=2)
+  p = feed.Prefetcher(make_batch, 0, 6, depth=2)
   try:
     assert p.next() == (0, {"step": 0})
     # While "step 0" runs (we hold the consumer here), the next two batches are made.
@@ -108,7 +109,7 @@ def test_prefetcher_bounded_depth_and_error_propagation():
     made.append(s)
     return s
 
-  p = trainer._Prefetcher(make_batch, 0, 10, depth=2)
+  p = feed.Prefetcher(make_batch, 0, 10, depth=2)
   try:
     assert p.next() == (0, 0)
     # Never more than `depth` finished batches wait in the queue.
