@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from labelwise.eval.evaluators import EvalContext, register_evaluator
+from labelwise.eval.context import EvalContext
 
 
 # ---------------------------------------------------------------- k-NN
@@ -289,7 +289,6 @@ def fine_grain_metrics(train_features, train_fine, test_features, test_fine, *,
   return out
 
 
-@register_evaluator("fine_grain")
 def fine_grain(ctx: EvalContext) -> Dict[str, float]:
   """Frozen features of the train and eval splits; fine-label k-NN, probe (and Spearman if 1-D).
 
