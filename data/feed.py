@@ -5,9 +5,9 @@ Two feeds give the same batches (the host pipeline's: same permutation, same fie
 
 * :class:`DeviceFeed` (``config.data.device_cache``, see :func:`device_cache_choice`): the cached
   training split is placed once on every device (:class:`DeviceSplit`) and each step's batch is
-  gathered there. Under jit and shard_map a step's batch is just its indices (:class:`Indices`) and
-  the compiled step gathers the examples itself; under pmap the split's jitted gather builds the
-  ``[devices, per-device batch, ...]`` batch first.
+  gathered there. A step's batch is just its indices (:class:`Indices`) and the compiled step
+  gathers the examples itself (``Parallel.gathers_in_step``); only under multi-process pmap the
+  split's jitted gather builds the ``[devices, per-device batch, ...]`` batch first.
 * :class:`Prefetcher`: host batches read and placed on a background thread, a few steps ahead.
 
 ``parallel`` below is a :class:`labelwise.train.step.Parallel` (its ``mode``, meshes and shardings).
@@ -132,11 +132,12 @@ class DeviceSplit:
 class DeviceFeed:
   """Training batches gathered on the devices from the cached training split (:class:`DeviceSplit`).
 
-  Under jit and shard_map a step's ``batch`` is its indices (:class:`Indices`) and the compiled step
-  gathers the examples itself (``Parallel.compile_train_step(..., on_data=True)``): one dispatch and
-  one transfer of ``batch_size`` int32 per step, no thread. Under pmap the split's jitted gather
-  builds the ``[devices, per-device batch, ...]`` batch on the devices first. Either way the batches
-  are the host pipeline's batches exactly (``gathered`` returns one for inspection).
+  A step's ``batch`` is its indices (:class:`Indices`; ``[devices, per-device batch]`` under pmap)
+  and the compiled step gathers the examples itself (``Parallel.compile_train_step(...,
+  on_data=True)``): one dispatch and one transfer of ``batch_size`` int32 per step, no thread. Under
+  multi-process pmap (``not parallel.gathers_in_step``) the split's jitted gather builds the
+  ``[devices, per-device batch, ...]`` batch on the devices first. Either way the batches are the
+  host pipeline's batches exactly (``gathered`` returns one for inspection).
 
   Args:
     dataset: the run's ``Dataset`` (``local_train_indices(step)``: this host's example indices).
@@ -161,11 +162,14 @@ class DeviceFeed:
     if self._step >= self._stop:
       raise StopIteration
     step, self._step = self._step, self._step + 1
-    if self._parallel.mode == "pmap":
+    par = self._parallel
+    if not par.gathers_in_step:  # multi-process pmap: gather first, then the step
       return step, self.gathered(step)
     idx = self._indices(step)
-    if self._parallel.mode == "shard_map":  # shard_map needs the indices split over the mesh
-      idx = jax.device_put(idx, self._parallel.batch_sharding)
+    if par.mode == "pmap":  # [devices, per-device batch] indices, one row per device
+      idx = jax.device_put(idx.reshape(len(par.local_devices), -1), par.stacked)
+    elif par.mode == "shard_map":  # shard_map needs the indices split over the mesh
+      idx = jax.device_put(idx, par.batch_sharding)
     return step, Indices(idx)
 
   def close(self):

@@ -68,8 +68,8 @@ def test_one_compilation_per_step_function_and_donated_state(parallel, trace_cou
   assert leaves and all(x.is_deleted() for x in leaves)
   assert not any(x.is_deleted() for x in jax.tree_util.tree_leaves(new_state.params))
 
-  # The counter does see a recompilation: a batch of another shape traces the step again. (Under
-  # jit/shard_map the run itself used the step that gathers its batch from the device-resident
+  # The counter does see a recompilation: a batch of another shape traces the step again. (With
+  # the device cache the run itself used the step that gathers its batch from the device-resident
   # split, `train_step_on_data`, so `train_step` was traced just above for the first time.)
   traced = trace_counter["train"]
   assert traced == (1 if t.train_step_on_data is None else 2)

@@ -9,6 +9,7 @@ writes ``workdir/results.json``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from typing import Any, Dict, Optional
@@ -151,11 +152,11 @@ class Trainer:
     self.device_cache, self.device_cache_reason = feed_lib.device_cache_choice(
         config.data.get("device_cache", "auto"), self.dataset)
     self.train_step_on_data = (self.parallel.compile_train_step_on_data(step_fn, guard=True)
-                               if self.device_cache and self.parallel.mode != "pmap" else None)
+                               if self.device_cache and self.parallel.gathers_in_step else None)
 
   def new_guard(self):
     """A fresh non-finite guard on the devices (see ``step.guard_nonfinite``)."""
-    return self.parallel.put_state(np.int32(step_lib.ALL_FINITE))
+    return self.parallel.put_state(step_lib.new_guard())
 
   def apply_train_step(self, dstate, guard, batch):
     """One compiled step on a batch from :meth:`batch_feed` (device arrays or ``feed.Indices``):
@@ -262,15 +263,19 @@ class Trainer:
 
   def _raise_if_nonfinite(self, guard, done: int, dmetrics, last_good: int) -> None:
     """Stop policy: raises :class:`NonFiniteLossError` if a step up to ``done`` was non-finite."""
-    first = int(self.parallel.get_state(guard))
+    guard = self.parallel.get_state(guard)
+    first = int(guard["step"])
     if first == step_lib.ALL_FINITE:
       return
+    loss, norm = float(guard["loss"]), float(guard["grad_norm"])
+    what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {norm}"
     metrics = self.parallel.metrics_to_host(dmetrics) if dmetrics is not None else {}
     raise NonFiniteLossError(
-        f"non-finite loss or gradient at step {first} (method {self.config.method!r}; found at "
-        f"the host sync after step {done}, metrics of step {done}: {metrics}); the last good "
-        f"checkpoint (step {last_good}) is kept in {os.path.join(self.workdir, 'checkpoints')}. "
-        f"Lower the learning rate or set --config.nan_policy=skip.")
+        f"non-finite {what} at step {first} (method {self.config.method!r}; loss {loss}, "
+        f"gradient norm {norm}; found at the host sync after step {done}, metrics of step "
+        f"{done}: {metrics}); the last good checkpoint (step {last_good}) is kept in "
+        f"{os.path.join(self.workdir, 'checkpoints')}. Lower the learning rate or set "
+        f"--config.nan_policy=skip.")
 
   def run(self) -> Dict[str, Any]:
     """Trains from the newest checkpoint to ``total_steps``, evaluates, writes ``results.json``.
