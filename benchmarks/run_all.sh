@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The four benchmarks, one after the other (what `make bench` runs); each appends to results.md.
+# The benchmarks, one after the other (what `make bench` runs); each appends to results.md.
 # PY=path/to/python (default .venv/bin/python). Not part of CI: minutes to hours on a CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,5 +7,6 @@ PY=${PY:-.venv/bin/python}
 "$PY" benchmarks/throughput.py
 "$PY" benchmarks/profile_cpu.py
 "$PY" benchmarks/pipeline.py
+"$PY" benchmarks/trainer_overhead.py
 "$PY" benchmarks/scaling.py
 "$PY" benchmarks/memory.py
