@@ -105,9 +105,14 @@ LEARNING_RATE = 1e-3
 
 
 def jax_step(model_name: str, batch_size: int, *, dtype: str = "float32", parallel: str = "jit",
-             devices=None, model_kwargs: Optional[dict] = None, input_shape=None, seed: int = 0):
-  """(compiled_step, state, batch, compile_seconds): the trainer's step with CE + Adam.
+             devices=None, model_kwargs: Optional[dict] = None, input_shape=None, seed: int = 0,
+             method: str = "ce", method_options: Optional[dict] = None,
+             extra_batch: Optional[Dict[str, object]] = None):
+  """(compiled_step, state, batch, compile_seconds, host_batch): the trainer's step with Adam.
 
+  ``method`` (default ``ce``) is looked up in the trainer's registry with ``method_options`` as
+  ``config.<method>``; the model gets the method's extra heads, as in ``train_and_evaluate``.
+  ``extra_batch`` adds fields (e.g. ``mask``) to the random batch.
   ``compiled_step(state, batch) -> (state, metrics)`` donates ``state``.
   """
   import jax
@@ -124,17 +129,23 @@ def jax_step(model_name: str, batch_size: int, *, dtype: str = "float32", parall
   from labelwise.train.state import create_state
 
   devices = list(devices or jax.devices()[:1])
-  config = common.base_config(dataset="digits", model=model_name, method="ce")
+  config = common.base_config(dataset="digits", model=model_name, method=method)
+  if method_options:
+    config[method] = ml_collections.ConfigDict(dict(method_options))
   config.optimizer = common.optimizer("adam", LEARNING_RATE)
   input_shape = tuple(input_shape or INPUT_SHAPES[model_name])
   info = RunInfo(num_classes=NUM_CLASSES, num_fine_classes=NUM_CLASSES, num_coarse_classes=None,
                  num_train_examples=batch_size, input_shape=input_shape)
-  method = methods_lib.get_method(config)
   par = step_lib.Parallel(parallel, devices)
   kwargs = dict(MODEL_KWARGS[model_name] if model_kwargs is None else model_kwargs)
+  config.model_kwargs = ml_collections.ConfigDict(dict(kwargs))  # what methods read (FIERCE)
+  method = methods_lib.get_method(config)
   if model_name == "resnet18" and par.axis_name is not None:
     kwargs["bn_axis_name"] = par.axis_name
   kwargs["dtype"] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+  heads = method.extra_heads(info)
+  if heads:
+    kwargs["extra_heads"] = {**dict(kwargs.get("extra_heads") or {}), **heads}
   model = get_model(model_name, num_classes=NUM_CLASSES, **kwargs)
   tx = optim.make_optimizer(ml_collections.ConfigDict(config.optimizer), 1000)
   rng = np.random.default_rng(seed)
@@ -142,6 +153,7 @@ def jax_step(model_name: str, batch_size: int, *, dtype: str = "float32", parall
       "input": rng.standard_normal((batch_size,) + input_shape).astype(np.float32),
       "label": rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32),
       "index": np.arange(batch_size, dtype=np.int32)}
+  host_batch.update(extra_batch or {})
   state = create_state(model, tx, method, info, seed=seed, sample_input=host_batch["input"][:1])
   step = par.compile_train_step(step_lib.make_train_step(method, model.apply, tx,
                                                          axis_name=par.axis_name))

@@ -127,9 +127,23 @@ def time_alternating(runs, steps: int, rounds: int = 3):
   return {name: _common.median(ts) for name, ts in times.items()}
 
 
+def xla_op_events(trace_dir: str, names):
+  """(HLO instruction name, duration ns) of every XLA:CPU op event in the trace under
+  ``trace_dir`` whose name is in ``names`` (the instructions of the profiled program)."""
+  from jax.profiler import ProfileData
+  data = ProfileData.from_file(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"),
+                                         recursive=True)[0])
+  for plane in data.planes:
+    for line in plane.lines:
+      if "XLAEigen" not in line.name and "PjRtCpuClient" not in line.name:
+        continue
+      for ev in line.events:
+        if ev.name in names:
+          yield ev.name, ev.duration_ns
+
+
 def profile_jax(run, steps: int):
   import jax
-  from jax.profiler import ProfileData
   compiled, state, batch_arrays = run
   names = hlo_ops(compiled.as_text())
   kernel_dims = {tuple(sorted(leaf.shape)) for leaf in jax.tree_util.tree_leaves(state.params)
@@ -143,20 +157,15 @@ def profile_jax(run, steps: int):
   jax.profiler.stop_trace()
   run[1] = state
   wall = (time.perf_counter() - t0) / steps
-  data = ProfileData.from_file(glob.glob(os.path.join(tmp, "**", "*.xplane.pb"), recursive=True)[0])
   by_cat = collections.Counter()
   by_op = collections.Counter()
-  for plane in data.planes:
-    for line in plane.lines:
-      if "XLAEigen" not in line.name and "PjRtCpuClient" not in line.name:
-        continue
-      for ev in line.events:
-        if ev.name.startswith("ThunkExecutor") or ev.name not in names:
-          continue
-        opcode, op_name, dims = names[ev.name]
-        cat = categorize(ev.name, opcode, op_name, dims, kernel_dims)
-        by_cat[cat] += ev.duration_ns / 1e6 / steps
-        by_op[(cat, op_name.replace("jit(step)/", "")[-70:] or ev.name)] += ev.duration_ns / 1e6 / steps
+  for name, duration_ns in xla_op_events(tmp, names):
+    if name.startswith("ThunkExecutor"):
+      continue
+    opcode, op_name, dims = names[name]
+    cat = categorize(name, opcode, op_name, dims, kernel_dims)
+    by_cat[cat] += duration_ns / 1e6 / steps
+    by_op[(cat, op_name.replace("jit(step)/", "")[-70:] or name)] += duration_ns / 1e6 / steps
   return by_cat, by_op, wall
 
 

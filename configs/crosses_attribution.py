@@ -24,6 +24,15 @@ METHODS = ("ce", "classify_masked", "actdiff", "gradmask", "rrr", "adversarial")
 DEFAULT_LAMBDA = {"actdiff": 1.0, "gradmask": 1.0, "rrr": 1.0, "adversarial": 0.1}
 
 
+def apply_arm(c, method: str, args: dict) -> None:
+  """``config.<method>`` from the ``fraction`` and ``lam`` arguments (nothing for ``ce``)."""
+  if method != "ce":
+    opts = {"mask_fraction": float(args.get("fraction", 1.0))}
+    if method in DEFAULT_LAMBDA:
+      opts["lam"] = float(args.get("lam", DEFAULT_LAMBDA[method]))
+    c[method] = opts
+
+
 def get_config(arg=None):
   args = common.parse_arg(arg, known=common.RUN_ARGS + ("method", "fraction", "lam"))
   method = args.get("method", "actdiff")
@@ -42,12 +51,7 @@ def get_config(arg=None):
   c.evaluators = ("classification", "attribution")
   c.attribution_eval = dict(split="test_shift", ig_steps=32, blur_sigma=0.0, max_examples=128,
                             picture_examples=8)
-  fraction = float(args.get("fraction", 1.0))
-  if method != "ce":
-    opts = {"mask_fraction": fraction}
-    if method in DEFAULT_LAMBDA:
-      opts["lam"] = float(args.get("lam", DEFAULT_LAMBDA[method]))
-    c[method] = opts
+  apply_arm(c, method, args)
   if "seed" in args:
     c.seed = int(args["seed"])
   if args.get("runlocal"):

@@ -11,41 +11,35 @@ flatten - dense 128; ``global_pool=False``), no augmentation, Adam 1e-3 with a c
 ``test`` (``validation`` is held out for tuning). Published anchors (the dataset's benchmark
 table): 2-conv CNN without augmentation 0.916-0.934 test accuracy, MLP 0.883.
 
-Measured (this config, seed 0, one run on a 2-core CPU shared with other jobs): see
-docs/fashion_mnist.md (test accuracy, validation accuracy, steps, wall time).
+Measured (this config, seed 0, one run, 4,300 steps, on the 2-core CPU shared with 7 other
+engineers' jobs, load average 12-23): test accuracy 0.9245 (in the anchor range), validation
+0.9262, final train loss 0.077; 31 min wall, 6 CPU-min (251 s user + 113 s system), median 317
+training examples/s. Per class on test: Shirt 0.752 is the weakest, then T-shirt 0.881, Pullover
+and Coat 0.888 (the confusable tops). See docs/fashion_mnist.md.
 
 Arguments: ``seed``, ``runlocal`` (a 20-step smoke run), ``resnet18``: the CIFAR ResNet-18 with
 random crops (4 px zero padding) and horizontal flips, SGD + cosine, 60 epochs (anchor: 0.949 with
 augmentation; config only, too slow to train on a CPU).
 """
 
-from labelwise.configs import common
+import ml_collections
+
+from labelwise.configs import common, fashion_mnist_common
 
 
 def get_config(arg=None):
   args = common.parse_arg(arg, known=common.RUN_ARGS + ("resnet18",))
   c = common.base_config(dataset="fashion_mnist", model="small_cnn", method="ce")
-  c.data.eval_split = "test"
-  c.data.validation_split = "validation"
-  c.batch_size = 128
-  c.log_every = 100
+  fashion_mnist_common.two_conv_cnn(c)
   if args.get("resnet18"):
     c.model = "resnet18"
-    c.model_kwargs.norm = "batch"
+    c.model_kwargs = ml_collections.ConfigDict(dict(norm="batch"))
     c.data.augment = True
     c.total_steps = 60 * 55_000 // 128
     c.eval_every = 4300
     c.checkpoint_every = 2000
     c.optimizer = common.optimizer("sgd", 0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
                                    schedule="cosine", warmup_steps=500)
-  else:
-    c.model_kwargs.channels = (32, 64)
-    c.model_kwargs.dense = 128
-    c.model_kwargs.global_pool = False
-    c.data.augment = False
-    c.total_steps = 4300
-    c.checkpoint_every = 1000
-    c.optimizer = common.optimizer("adam", 1e-3, schedule="cosine")
   if "seed" in args:
     c.seed = int(args["seed"])
   if args.get("runlocal"):

@@ -19,6 +19,15 @@ from labelwise.configs import common
 METHODS = ("simloss", "ce", "label_smoothing", "hierarchical_soft")
 
 
+def apply_arms(c, args: dict, *, r: float) -> None:
+  """The arms' options: SimLoss with the superclass similarity (``:r=...``, default ``r``), label
+  smoothing 0.1, hierarchical soft labels beta 2."""
+  c.simloss = dict(similarity="superclass", reduction_factor=float(args.get("r", r)),
+                   lower_bound=0.5, embeddings="", epsilon=0.0)
+  c.label_smoothing = dict(alpha=0.1)
+  c.hierarchical_soft = dict(beta=2.0)
+
+
 def get_config(arg=None):
   args = common.parse_arg(arg, known=common.RUN_ARGS + ("method", "r"))
   method = args.get("method", "simloss")
@@ -33,10 +42,7 @@ def get_config(arg=None):
   c.checkpoint_every = -1
   c.optimizer = common.optimizer("adam", 1e-3)
   c.evaluators = ("classification", "superclass")
-  c.simloss = dict(similarity="superclass", reduction_factor=float(args.get("r", 0.5)),
-                   lower_bound=0.5, embeddings="", epsilon=0.0)
-  c.label_smoothing = dict(alpha=0.1)
-  c.hierarchical_soft = dict(beta=2.0)
+  apply_arms(c, args, r=0.5)
   if "seed" in args:
     c.seed = int(args["seed"])
   if args.get("runlocal"):

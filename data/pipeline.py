@@ -92,6 +92,29 @@ def _open_source(spec: DatasetSpec, split: str, data_dir: str, manual_dir: Optio
     ) from e
 
 
+class LabelRangeError(ValueError):
+  """A dataset holds integer labels outside ``[0, num_classes)``."""
+
+
+def check_labels(labels: np.ndarray, num_classes: int, where: str, indices=None) -> None:
+  """Raises ``LabelRangeError`` unless every label is in ``[0, num_classes)`` (numpy, on the host).
+
+  The jitted losses do not check values (``losses.softmax_cross_entropy`` would score a label of
+  -1 as the last class and give NaN for a label of ``num_classes``), so the data is checked once,
+  when it is read: a cached split when the dataset is built, other splits as they are read.
+  """
+  labels = np.asarray(labels)
+  bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+  if bad.size:
+    i = int(bad[0])
+    at = int(indices[i]) if indices is not None else i
+    raise LabelRangeError(
+        f"{where} has {bad.size} label{'s' if bad.size > 1 else ''} outside [0, {num_classes}) "
+        f"(e.g. example {at}: label {int(labels[i])}). The losses would silently train on them "
+        f"(under jit a label of -1 scores the last class, a label of {num_classes} gives NaN): fix "
+        f"the data or the dataset's num_classes.")
+
+
 @dataclasses.dataclass
 class SplitData:
   """One split: random access to examples as numpy dicts (``input``, ``label``, fields, ``index``)."""
@@ -132,6 +155,8 @@ class SplitData:
       for k, v in cols.items():
         out.setdefault(k, []).append(v)
     out = {k: np.concatenate(v) for k, v in out.items()}
+    check_labels(out["label"], self.spec.num_classes, f"split {self.split!r} of dataset "
+                 f"{self.spec.name!r}", np.asarray(indices))
     pre = self.spec.preprocess or (lambda x: np.asarray(x, np.float32))
     out["input"] = pre(out["input"]).astype(np.float32)
     for f in ("coarse_label",):
@@ -213,6 +238,13 @@ class Dataset:
   @property
   def num_coarse_classes(self) -> Optional[int]:
     return None if self.coarse_map is None else int(self.coarse_map.max()) + 1
+
+  def check_labels(self, *splits: str) -> None:
+    """Reads (and caches) ``splits`` now, so that a label outside ``[0, num_classes)`` is an error
+    when the run starts rather than at its evaluation; the training split was read when built."""
+    for name in splits:
+      if name:
+        self.split(name)
 
   def split(self, name: str) -> SplitData:
     if name not in self._splits:

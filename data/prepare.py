@@ -4,7 +4,9 @@
 
 Needs network and the ``prepare`` extra (``pip install 'labelwise[prepare]'``: TensorFlow decodes the
 source archives). Offline datasets (digits, mnist1d, synthetic sets) need no preparation: they are
-generated on first use.
+generated on first use. Offline datasets built from files the user supplies (``fashion_mnist``) can
+be generated ahead of time here: ``python -m labelwise.data.prepare fashion_mnist
+[--manual_dir=FOLDER]``.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import math
 from typing import Dict, Optional
 
 import numpy as np
+from jax.typing import ArrayLike
 
 
 def _scores_2d(scores, name="scores") -> np.ndarray:
@@ -39,7 +40,7 @@ def _labels_1d(labels, n, num_classes, name="labels") -> np.ndarray:
   return labels
 
 
-def average_k_threshold(scores, k: float) -> float:
+def average_k_threshold(scores: ArrayLike, k: float) -> float:
   """Global threshold giving sets of K classes on average on ``scores``.
 
   ``lambda = (s_(m) + s_(m+1)) / 2`` with ``s_(1) >= s_(2) >= ...`` the flattened scores sorted in
@@ -71,17 +72,17 @@ def average_k_threshold(scores, k: float) -> float:
   return float((flat[m - 1] + flat[m]) / 2.0)
 
 
-def average_k_sets(scores, threshold: float) -> np.ndarray:
+def average_k_sets(scores: ArrayLike, threshold: float) -> np.ndarray:
   """Boolean ``[n, L]`` membership ``s_ij >= threshold``."""
   return _scores_2d(scores).astype(np.float64) >= float(threshold)
 
 
-def average_k_set_size(scores, threshold: float) -> float:
+def average_k_set_size(scores: ArrayLike, threshold: float) -> float:
   """Realized mean set size ``(1/n) sum_i |{j : s_ij >= threshold}|``."""
   return float(average_k_sets(scores, threshold).sum(-1).mean())
 
 
-def average_k_correct(scores, labels, threshold: float) -> np.ndarray:
+def average_k_correct(scores: ArrayLike, labels: ArrayLike, threshold: float) -> np.ndarray:
   """Per-example ``1[s_{i, y_i} >= threshold]`` (float64 ``[n]``)."""
   scores = _scores_2d(scores)
   labels = _labels_1d(labels, scores.shape[0], scores.shape[1])
@@ -89,8 +90,8 @@ def average_k_correct(scores, labels, threshold: float) -> np.ndarray:
   return (true >= float(threshold)).astype(np.float64)
 
 
-def average_k_accuracy(scores, labels, threshold: float, *, macro: bool = False,
-                       where=None) -> float:
+def average_k_accuracy(scores: ArrayLike, labels: ArrayLike, threshold: float, *,
+                       macro: bool = False, where: Optional[ArrayLike] = None) -> float:
   """Average-K accuracy: the fraction of examples whose label is in its set.
 
   Micro: ``mean_i 1[s_{i, y_i} >= lambda]``. Macro: the mean over the classes present in ``labels``
@@ -120,7 +121,7 @@ def average_k_accuracy(scores, labels, threshold: float, *, macro: bool = False,
   return float(np.mean([correct[labels == c].mean() for c in classes]))
 
 
-def expected_average_k_accuracy(sets, posterior) -> float:
+def expected_average_k_accuracy(sets: ArrayLike, posterior: ArrayLike) -> float:
   """``mean_i sum_{j in set_i} eta_j(x_i)``: the accuracy expected under the true posterior ``eta``.
 
   Removes the label-sampling noise when the data-generating posterior is known.
@@ -133,7 +134,7 @@ def expected_average_k_accuracy(sets, posterior) -> float:
   return float((sets * posterior).sum(-1).mean())
 
 
-def top_k_set_accuracy(scores, labels, k: int) -> float:
+def top_k_set_accuracy(scores: ArrayLike, labels: ArrayLike, k: int) -> float:
   """Top-k accuracy (sets of exactly k classes), ties broken towards the label."""
   scores = _scores_2d(scores)
   labels = _labels_1d(labels, scores.shape[0], scores.shape[1])

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 import numpy as np
+from jax.typing import ArrayLike
 import scipy.stats
 import sklearn.metrics
 from scipy.optimize import linear_sum_assignment
@@ -41,7 +42,7 @@ def _as_pair(labels, clusters):
   return labels, clusters
 
 
-def contingency_matrix(labels, clusters) -> np.ndarray:
+def contingency_matrix(labels: ArrayLike, clusters: ArrayLike) -> np.ndarray:
   """``C[c, k]`` = number of examples of class ``c`` in cluster ``k`` (int64), indexed by the ids
   themselves (so that a column is cluster ``k``, as :func:`cluster_to_class_map` needs)."""
   labels, clusters = _as_pair(labels, clusters)
@@ -52,7 +53,8 @@ def contingency_matrix(labels, clusters) -> np.ndarray:
   return table
 
 
-def cluster_to_class_map(labels, clusters, *, many_to_one: Optional[bool] = None) -> np.ndarray:
+def cluster_to_class_map(labels: ArrayLike, clusters: ArrayLike, *,
+                         many_to_one: Optional[bool] = None) -> np.ndarray:
   """The cluster -> class map that maximizes the number of correctly "classified" examples.
 
   One-to-one (Hungarian matching, ``scipy.optimize.linear_sum_assignment``) when there are at most
@@ -75,7 +77,8 @@ def cluster_to_class_map(labels, clusters, *, many_to_one: Optional[bool] = None
   return mapping
 
 
-def clustering_accuracy(labels, clusters, *, many_to_one: Optional[bool] = None) -> float:
+def clustering_accuracy(labels: ArrayLike, clusters: ArrayLike, *,
+                        many_to_one: Optional[bool] = None) -> float:
   """Fraction of examples whose cluster maps to their class under the best matching.
 
   ``max_m (1/n) sum_i [m(cluster_i) = label_i]`` over one-to-one maps ``m`` (Hungarian), or
@@ -92,7 +95,7 @@ def clustering_accuracy(labels, clusters, *, many_to_one: Optional[bool] = None)
   return float(np.mean(mapping[_as_labels(clusters, "clusters")] == labels))
 
 
-def normalized_mutual_information(labels, clusters) -> float:
+def normalized_mutual_information(labels: ArrayLike, clusters: ArrayLike) -> float:
   """NMI with the arithmetic-mean normalization, ``I(L; K) / ((H(L) + H(K)) / 2)``
   (``sklearn.metrics.normalized_mutual_info_score``). 1 for identical partitions up to renaming;
   1 when both partitions have a single block; NaN for no examples.
@@ -107,7 +110,7 @@ def normalized_mutual_information(labels, clusters) -> float:
   return float(sklearn.metrics.normalized_mutual_info_score(labels, clusters))
 
 
-def adjusted_rand_index(labels, clusters) -> float:
+def adjusted_rand_index(labels: ArrayLike, clusters: ArrayLike) -> float:
   """Adjusted Rand index (Hubert & Arabie 1985; ``sklearn.metrics.adjusted_rand_score``): 1 for
   identical partitions, ~0 for random ones.
 
@@ -119,14 +122,16 @@ def adjusted_rand_index(labels, clusters) -> float:
   return float(sklearn.metrics.adjusted_rand_score(labels, clusters))
 
 
-def clustering_metrics(labels, clusters, prefix: str = "") -> Dict[str, float]:
+def clustering_metrics(labels: ArrayLike, clusters: ArrayLike,
+                       prefix: str = "") -> Dict[str, float]:
   """``{prefix+"cluster_accuracy", prefix+"nmi", prefix+"ari"}``."""
   return {f"{prefix}cluster_accuracy": clustering_accuracy(labels, clusters),
           f"{prefix}nmi": normalized_mutual_information(labels, clusters),
           f"{prefix}ari": adjusted_rand_index(labels, clusters)}
 
 
-def kmeans_clusters(inputs, num_clusters: int, *, seed: int = 0, n_init: int = 10) -> np.ndarray:
+def kmeans_clusters(inputs: ArrayLike, num_clusters: int, *, seed: int = 0,
+                    n_init: int = 10) -> np.ndarray:
   """k-means (scikit-learn) cluster ids of the flattened ``inputs`` ``[n, ...]``."""
   from sklearn.cluster import KMeans
   x = np.asarray(inputs, np.float64).reshape(len(inputs), -1)

@@ -27,6 +27,7 @@ from typing import Dict, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 import scipy.stats
 
 from labelwise.eval.context import EvalContext
@@ -60,8 +61,9 @@ def _topk_chunk(queries, train_chunks, label_chunks, valid_chunks, *, k):
   return best_s, best_l
 
 
-def knn_predict(train_x, train_y, test_x, *, k: int = 5, num_classes: Optional[int] = None,
-                query_chunk: int = 512, train_chunk: int = 4096) -> np.ndarray:
+def knn_predict(train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, *, k: int = 5,
+                num_classes: Optional[int] = None, query_chunk: int = 512,
+                train_chunk: int = 4096) -> np.ndarray:
   """k-NN predictions ``[num_test]`` by cosine similarity; ties of the vote go to the smaller class."""
   train_y = np.asarray(train_y).astype(np.int32).reshape(-1)
   n_train = len(train_y)
@@ -95,8 +97,8 @@ def knn_predict(train_x, train_y, test_x, *, k: int = 5, num_classes: Optional[i
   return np.concatenate(preds) if preds else np.zeros((0,), np.int32)
 
 
-def knn_accuracy(train_x, train_y, test_x, test_y, *, k: int = 5, query_chunk: int = 512,
-                 train_chunk: int = 4096) -> float:
+def knn_accuracy(train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, test_y: ArrayLike, *,
+                 k: int = 5, query_chunk: int = 512, train_chunk: int = 4096) -> float:
   """Fraction of test examples whose ``k`` nearest training features (cosine) vote their label.
 
   Features are L2-normalized; the vote is a plain majority, ties broken towards the smaller label
@@ -163,8 +165,8 @@ def fit_logistic_regression(x, y, *, num_classes: int, l2: float = 1e-3, max_ite
   return w, b, bool(res.success)
 
 
-def linear_probe_accuracy(train_x, train_y, test_x, test_y, *, l2: float = 1e-3,
-                          max_iter: int = 500) -> float:
+def linear_probe_accuracy(train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike,
+                          test_y: ArrayLike, *, l2: float = 1e-3, max_iter: int = 500) -> float:
   """Test accuracy of a logistic-regression probe on standardized frozen features.
 
   Standardization uses the training statistics; the objective ``mean CE + l2/2 |W|^2`` is solved to
@@ -188,7 +190,8 @@ def linear_probe_accuracy(train_x, train_y, test_x, test_y, *, l2: float = 1e-3,
   return float(np.mean(np.argmax(te @ w + b, 1) == test_y))
 
 
-def ridge_probe(train_x, train_t, test_x, *, l2: float = 1e-3) -> np.ndarray:
+def ridge_probe(train_x: ArrayLike, train_t: ArrayLike, test_x: ArrayLike, *,
+                l2: float = 1e-3) -> np.ndarray:
   """Closed-form ridge regression on standardized features: predictions for ``test_x``.
 
   ``W = (X^T X + n l2 I)^{-1} X^T (T - mean T)``; the intercept is the training target mean.
@@ -209,12 +212,12 @@ def ridge_probe(train_x, train_t, test_x, *, l2: float = 1e-3) -> np.ndarray:
 
 # ---------------------------------------------------------------- rank correlation
 
-def rankdata(x) -> np.ndarray:
+def rankdata(x: ArrayLike) -> np.ndarray:
   """Ranks ``1..n`` of the flattened ``x``, ties given their average rank (``scipy.stats.rankdata``)."""
   return scipy.stats.rankdata(np.asarray(x, np.float64).reshape(-1), method="average")
 
 
-def spearman(x, y) -> float:
+def spearman(x: ArrayLike, y: ArrayLike) -> float:
   """Spearman rank correlation (``scipy.stats.spearmanr``: Pearson correlation of average ranks);
   NaN if ``x`` or ``y`` is constant."""
   x, y = np.asarray(x, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)
@@ -225,7 +228,7 @@ def spearman(x, y) -> float:
   return float(scipy.stats.spearmanr(x, y).statistic)
 
 
-def within_group_spearman(x, y, groups) -> float:
+def within_group_spearman(x: ArrayLike, y: ArrayLike, groups: ArrayLike) -> float:
   """Mean over groups (e.g. coarse classes) of the Spearman correlation inside each group.
 
   Groups with fewer than 2 examples or a constant ``x`` or ``y`` are skipped (NaN if none is left).
@@ -264,9 +267,9 @@ def ridge_probe_accuracy(train_x, train_y, test_x, test_y, *, l2: float = 1e-3) 
   return float(np.mean(np.argmax(scores, 1) == test_y))
 
 
-def fine_grain_metrics(train_features, train_fine, test_features, test_fine, *,
-                       test_coarse=None, k: int = 5, l2: float = 1e-3,
-                       probe: str = "logistic") -> Dict[str, float]:
+def fine_grain_metrics(train_features: ArrayLike, train_fine: ArrayLike, test_features: ArrayLike,
+                       test_fine: ArrayLike, *, test_coarse: Optional[ArrayLike] = None, k: int = 5,
+                       l2: float = 1e-3, probe: str = "logistic") -> Dict[str, float]:
   """k-NN and probe accuracy on the fine labels; Spearman for a 1-D feature.
 
   ``probe``: "logistic" (:func:`linear_probe_accuracy`) or "ridge" (:func:`ridge_probe_accuracy`).

@@ -13,9 +13,12 @@ ordinal and superclass errors, ridge probes) has no library equivalent and is pl
 
 from __future__ import annotations
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 
 def _check_logits_labels(logits, labels):
@@ -33,13 +36,13 @@ def _check_logits_labels(logits, labels):
     host_checks.check_labels_in_range(labels, shape[-1], "labels")
 
 
-def accuracy(logits, labels):
+def accuracy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
   """Per-example top-1 correctness ``[batch]`` (float32 0/1)."""
   _check_logits_labels(logits, labels)
   return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
 
 
-def top_k_accuracy(logits, labels, *, k: int):
+def top_k_accuracy(logits: ArrayLike, labels: ArrayLike, *, k: int) -> jax.Array:
   """Per-example top-k correctness ``[batch]``: the label is among the ``k`` largest logits.
 
   Ties are broken towards the label (a label tied with the k-th score counts as inside), matching
@@ -54,14 +57,14 @@ def top_k_accuracy(logits, labels, *, k: int):
   return (rank < k).astype(jnp.float32)
 
 
-def cross_entropy(logits, labels):
+def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
   """Per-example softmax cross-entropy ``[batch]``."""
   _check_logits_labels(logits, labels)
   logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1)
   return -jnp.take_along_axis(logp, jnp.asarray(labels)[:, None], axis=-1)[:, 0]
 
 
-def masked_mean(values, where=None) -> float:
+def masked_mean(values: ArrayLike, where: Optional[ArrayLike] = None) -> float:
   """Mean of ``values`` over entries where ``where`` is nonzero (all when None)."""
   values = np.asarray(values, np.float64)
   if where is None:

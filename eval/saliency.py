@@ -22,6 +22,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 import sklearn.metrics
 
 # --------------------------------------------------------------------------------------------------
@@ -44,7 +45,7 @@ def _to_map(attr):
   return jnp.sum(a, axis=-1) if a.ndim == 4 else a
 
 
-def gaussian_blur(maps, sigma: float):
+def gaussian_blur(maps: ArrayLike, sigma: float) -> jax.Array:
   """Separable Gaussian blur of ``[B, H, W]`` maps (zero padding, radius ``ceil(3 sigma)``)."""
   maps = jnp.asarray(maps, jnp.float32)
   if sigma <= 0:
@@ -59,7 +60,8 @@ def gaussian_blur(maps, sigma: float):
   return jnp.swapaxes(cols, 1, 2)
 
 
-def input_gradient_saliency(apply_fn: Callable, inputs, labels, *, blur_sigma: float = 0.0):
+def input_gradient_saliency(apply_fn: Callable, inputs: ArrayLike, labels: ArrayLike, *,
+                            blur_sigma: float = 0.0) -> jax.Array:
   """``s_i = sum_c |d z_{i, y_i} / d x_i[., ., c]|`` as ``[B, H, W]`` maps.
 
   Args:
@@ -76,7 +78,8 @@ def input_gradient_saliency(apply_fn: Callable, inputs, labels, *, blur_sigma: f
   return gaussian_blur(_to_map(g), blur_sigma)
 
 
-def integrated_gradients(apply_fn: Callable, inputs, labels, *, steps: int = 32, baseline=None):
+def integrated_gradients(apply_fn: Callable, inputs: ArrayLike, labels: ArrayLike, *,
+                         steps: int = 32, baseline: Optional[ArrayLike] = None) -> jax.Array:
   """Integrated gradients (Sundararajan et al. 2017) of the label logit.
 
   ``IG(x) = (x - x0) * mean_{j} grad z_y(x0 + (j + 1/2)/steps (x - x0))`` (midpoint rule), with the
@@ -108,8 +111,8 @@ def integrated_gradients(apply_fn: Callable, inputs, labels, *, steps: int = 32,
   return (x - x0) * total / steps
 
 
-def integrated_gradients_saliency(apply_fn, inputs, labels, *, steps: int = 32,
-                                  blur_sigma: float = 0.0):
+def integrated_gradients_saliency(apply_fn: Callable, inputs: ArrayLike, labels: ArrayLike, *,
+                                  steps: int = 32, blur_sigma: float = 0.0) -> jax.Array:
   """``[B, H, W]`` map of |integrated gradients| summed over channels."""
   return gaussian_blur(_to_map(integrated_gradients(apply_fn, inputs, labels, steps=steps)),
                        blur_sigma)
@@ -120,7 +123,7 @@ def integrated_gradients_saliency(apply_fn, inputs, labels, *, steps: int = 32,
 # --------------------------------------------------------------------------------------------------
 
 
-def topk_mask(saliency, k) -> np.ndarray:
+def topk_mask(saliency: ArrayLike, k: ArrayLike) -> np.ndarray:
   """Boolean ``[B, H, W]``: the ``k[i]`` most salient pixels of map ``i`` (ties by pixel order)."""
   s = np.asarray(saliency, np.float64)
   b = s.shape[0]
@@ -136,7 +139,8 @@ def topk_mask(saliency, k) -> np.ndarray:
   return (ranks < k[:, None]).reshape(s.shape)
 
 
-def saliency_overlap(saliency, masks, *, top_k: Optional[int] = None) -> Dict[str, np.ndarray]:
+def saliency_overlap(saliency: ArrayLike, masks: ArrayLike, *,
+                     top_k: Optional[int] = None) -> Dict[str, np.ndarray]:
   """Per-example agreement between saliency maps and ROI masks.
 
   Args:
@@ -179,7 +183,7 @@ def saliency_overlap(saliency, masks, *, top_k: Optional[int] = None) -> Dict[st
 # --------------------------------------------------------------------------------------------------
 
 
-def roc_auc(scores, labels) -> float:
+def roc_auc(scores: ArrayLike, labels: ArrayLike) -> float:
   """Binary ROC AUC (``sklearn.metrics.roc_auc_score``): ``P(score_pos > score_neg) + 0.5 P(equal)``;
   nan if a class is missing.
 
@@ -200,7 +204,7 @@ def roc_auc(scores, labels) -> float:
   return float(sklearn.metrics.roc_auc_score(y, s))
 
 
-def multiclass_auc(logits, labels) -> float:
+def multiclass_auc(logits: ArrayLike, labels: ArrayLike) -> float:
   """ROC AUC of ``p(class 1)`` for two classes; macro one-vs-rest AUC over classes for more."""
   z = np.asarray(logits, np.float64)
   y = np.asarray(labels).astype(np.int64)
@@ -218,7 +222,8 @@ def multiclass_auc(logits, labels) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
-def save_saliency_grid(path: str, images, masks, saliencies: Mapping[str, np.ndarray], *,
+def save_saliency_grid(path: str, images: ArrayLike, masks: ArrayLike,
+                       saliencies: Mapping[str, np.ndarray], *,
                        labels: Optional[Sequence[int]] = None, max_examples: int = 8) -> str:
   """Writes a PNG: one row per example, columns image | mask | one saliency map per entry.
 

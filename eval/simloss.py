@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 import numpy as np
+from jax.typing import ArrayLike
 
 from labelwise.eval.context import EvalContext
 
@@ -38,26 +39,28 @@ def _check_inputs(logits, labels):
   _check_logits_labels(logits, labels)
 
 
-def ordinal_absolute_error(logits, labels):
+def ordinal_absolute_error(logits: ArrayLike, labels: ArrayLike) -> np.ndarray:
   """Per-example ``|argmax(logits) - label|`` ``[batch]`` (float32), in class-index units."""
   _check_inputs(logits, labels)
   return np.abs(_pred(logits) - np.asarray(labels)).astype(np.float32)
 
 
-def ordinal_squared_error(logits, labels):
+def ordinal_squared_error(logits: ArrayLike, labels: ArrayLike) -> np.ndarray:
   """Per-example ``(argmax(logits) - label)^2`` ``[batch]`` (float32)."""
   _check_inputs(logits, labels)
   return ((_pred(logits) - np.asarray(labels)) ** 2).astype(np.float32)
 
 
-def failure_severity(logits, labels, *, where=None) -> float:
+def failure_severity(logits: ArrayLike, labels: ArrayLike, *,
+                     where: Optional[ArrayLike] = None) -> float:
   """Mean ``|pred - y|`` over the misclassified examples (NaN when there is none)."""
   err = ordinal_absolute_error(logits, labels)
   wrong = (err > 0) & _where(where, len(err))
   return float(err[wrong].mean()) if wrong.any() else float("nan")
 
 
-def superclass_correct(logits, labels, fine_to_coarse):
+def superclass_correct(logits: ArrayLike, labels: ArrayLike,
+                       fine_to_coarse: ArrayLike) -> np.ndarray:
   """Per-example 1.0 when ``coarse(pred) == coarse(label)`` ``[batch]`` (float32)."""
   _check_inputs(logits, labels)
   f2c = np.asarray(fine_to_coarse)
@@ -67,27 +70,29 @@ def superclass_correct(logits, labels, fine_to_coarse):
   return (f2c[_pred(logits)] == f2c[np.asarray(labels)]).astype(np.float32)
 
 
-def superclass_accuracy(logits, labels, fine_to_coarse, *, where=None) -> float:
+def superclass_accuracy(logits: ArrayLike, labels: ArrayLike, fine_to_coarse: ArrayLike, *,
+                        where: Optional[ArrayLike] = None) -> float:
   """Fraction of examples whose prediction lies in the label's superclass."""
   ok = superclass_correct(logits, labels, fine_to_coarse)
   keep = _where(where, len(ok))
   return float(ok[keep].mean()) if keep.any() else float("nan")
 
 
-def failed_superclass_accuracy(logits, labels, fine_to_coarse, *, where=None) -> float:
+def failed_superclass_accuracy(logits: ArrayLike, labels: ArrayLike, fine_to_coarse: ArrayLike, *,
+                               where: Optional[ArrayLike] = None) -> float:
   """Superclass accuracy over the misclassified examples only (NaN when there is none)."""
   ok = superclass_correct(logits, labels, fine_to_coarse)
   wrong = (_pred(logits) != np.asarray(labels)) & _where(where, len(ok))
   return float(ok[wrong].mean()) if wrong.any() else float("nan")
 
 
-def num_predicted_classes(logits, *, where=None) -> int:
+def num_predicted_classes(logits: ArrayLike, *, where: Optional[ArrayLike] = None) -> int:
   """Number of distinct argmax classes over the (kept) examples."""
   pred = _pred(logits)
   return int(np.unique(pred[_where(where, len(pred))]).size)
 
 
-def ordinal_metrics(logits, labels) -> Dict[str, float]:
+def ordinal_metrics(logits: ArrayLike, labels: ArrayLike) -> Dict[str, float]:
   """``{mae, mse, failure_severity, num_predicted_classes}`` over all examples."""
   return {"mae": float(np.mean(ordinal_absolute_error(logits, labels))),
           "mse": float(np.mean(ordinal_squared_error(logits, labels))),
@@ -95,7 +100,8 @@ def ordinal_metrics(logits, labels) -> Dict[str, float]:
           "num_predicted_classes": float(num_predicted_classes(logits))}
 
 
-def superclass_metrics(logits, labels, fine_to_coarse) -> Dict[str, float]:
+def superclass_metrics(logits: ArrayLike, labels: ArrayLike,
+                       fine_to_coarse: ArrayLike) -> Dict[str, float]:
   """``{superclass_accuracy, failed_superclass_accuracy}`` over all examples."""
   return {"superclass_accuracy": superclass_accuracy(logits, labels, fine_to_coarse),
           "failed_superclass_accuracy": failed_superclass_accuracy(logits, labels, fine_to_coarse)}

@@ -14,9 +14,11 @@ split, so the test split never takes part in a choice::
 Every run is ``labelwise.train.trainer.train_and_evaluate`` in-process (nothing here trains); a
 run whose workdir already holds its results is read back, not retrained.
 
-Validation: the last ``VALIDATION_PERCENT`` % of the training split (``train[80%:]``) is held out:
-models train on ``train[:80%]``, are evaluated on both the held-out part (``val/...``) and the
-test split (``eval/...``); the choice reads only ``val/...``.
+Validation: the dataset's validation split (``Arm.validation``), or else the last
+``VALIDATION_PERCENT`` % of the training split (``train[80%:]``, a fixed part of TFDS's fixed
+shuffled order, not stratified): models then train on ``train[:80%]``. Every run is evaluated on
+the validation split (``val/...``) and the test split (``eval/...``); the choice reads only
+``val/...``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Arm:
   name: str
   config: Any
   grid: Mapping[str, Sequence[float]] = dataclasses.field(default_factory=dict)
+  validation: str = ""  # a validation split of the dataset; "" = the last 20% of train
 
   def points(self) -> List[Dict[str, float]]:
     keys = list(self.grid)
@@ -51,7 +54,8 @@ class Arm:
 
   def record(self) -> Dict[str, Any]:
     """The arm as plain data for a provenance record."""
-    return {"config": self.config.to_dict(), "grid": {k: list(v) for k, v in self.grid.items()}}
+    return {"config": self.config.to_dict(), "grid": {k: list(v) for k, v in self.grid.items()},
+            "validation": self.validation or f"last {VALIDATION_PERCENT}% of the training split"}
 
 
 def parse_select(select: str):
@@ -92,6 +96,14 @@ def _run_one(config, workdir: str) -> Dict[str, float]:
   return results
 
 
+def use_compilation_cache(workdir: str) -> None:
+  """Keeps compiled programs on disk under ``workdir``: the seeds of a grid point (same program,
+  another initial state) compile once."""
+  import jax
+  jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.abspath(workdir), "xla_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def run_arm(arm: Arm, workdir: str, *, seeds: Iterable[int], select: str) -> Dict[str, Any]:
   """Trains every point x seed of ``arm``; returns ``{"replicas", "selected"}``.
 
@@ -107,9 +119,12 @@ def run_arm(arm: Arm, workdir: str, *, seeds: Iterable[int], select: str) -> Dic
     for seed in seeds:
       config = copy.deepcopy(arm.config)
       config.seed = seed
-      base = config.data.train_split
-      config.data.train_split = f"{base}[:{100 - VALIDATION_PERCENT}%]"
-      config.data.validation_split = f"{base}[{100 - VALIDATION_PERCENT}%:]"
+      if arm.validation:
+        config.data.validation_split = arm.validation
+      else:
+        base = config.data.train_split
+        config.data.train_split = f"{base}[:{100 - VALIDATION_PERCENT}%]"
+        config.data.validation_split = f"{base}[{100 - VALIDATION_PERCENT}%:]"
       for k, v in point.items():
         set_dotted(config, k, v)
       results = _run_one(config, os.path.join(workdir, _key_name(point), f"seed{seed}"))
@@ -121,6 +136,17 @@ def run_arm(arm: Arm, workdir: str, *, seeds: Iterable[int], select: str) -> Dic
       best, best_score = point, score
   val = stats([r[metric] for r in at_point({"replicas": replicas}, best)])
   return {"replicas": replicas, "selected": {"by": select, "point": best, "val": {metric: val}}}
+
+
+def values(replicas: Sequence[Mapping[str, Any]], key: str) -> List[float]:
+  """One metric over replicas (NaN where a replica lacks it)."""
+  return [float(r.get(key, float("nan"))) for r in replicas]
+
+
+def val_mean(result: Mapping[str, Any]) -> float:
+  """The selected point's mean validation metric (the one it was chosen by)."""
+  metric = result["selected"]["by"].rpartition(":")[0]
+  return float(result["selected"]["val"][metric]["mean"])
 
 
 def at_point(result: Mapping[str, Any], point: Mapping[str, float]) -> List[Dict[str, Any]]:

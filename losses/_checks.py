@@ -78,6 +78,58 @@ def check_logits_targets(logits, targets, logits_name="logits",
   check_shape(targets, shape_of(logits), targets_name)
 
 
+def _format_shape(shape) -> str:
+  return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def class_rows(logits, axis: int, name: str = "logits"):
+  """Checks ``logits [..., C, ...]`` (class axis ``axis``, any leading batch dimensions) and returns
+  ``(rows [N, C] with the class axis last, batch_shape)``, ``N = prod(batch_shape)``."""
+  shape = shape_of(logits)
+  if len(shape) < 1:
+    raise ValueError(f"`{name}` must have a class axis ([..., num_classes]), got shape {shape}.")
+  if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+    raise TypeError(f"`axis` must be an int (the class axis of `{name}`), got {axis!r}.")
+  if not -len(shape) <= axis < len(shape):
+    raise ValueError(f"`axis` must be in [{-len(shape)}, {len(shape)}) for `{name}` of shape "
+                     f"{shape}, got {axis}.")
+  check_nonempty(logits, name)
+  check_floating(logits, name)
+  x = jnp.moveaxis(jnp.asarray(logits), int(axis), -1)
+  return x.reshape(-1, x.shape[-1]), tuple(x.shape[:-1])
+
+
+def rows_like(x, logits, axis: int, name: str):
+  """``x`` (targets) with the shape of ``logits``, as ``[N, C]`` rows like :func:`class_rows`."""
+  check_floating(x, name)
+  check_shape(x, shape_of(logits), name)
+  x = jnp.moveaxis(jnp.asarray(x), int(axis), -1)
+  return x.reshape(-1, x.shape[-1])
+
+
+def label_rows(labels, batch_shape, name: str = "labels"):
+  """Integer ``labels`` of shape ``batch_shape``, flattened to ``[N]``."""
+  check_integer(labels, name)
+  check_shape(labels, tuple(batch_shape), name)
+  return jnp.asarray(labels).reshape(-1)
+
+
+def where_rows(where, batch_shape, name: str = "where"):
+  """``where`` broadcast to ``batch_shape`` (numpy rules, as optax's ``where``), flattened to ``[N]``;
+  None stays None."""
+  if where is None:
+    return None
+  shape, batch_shape = shape_of(where), tuple(batch_shape)
+  try:
+    ok = np.broadcast_shapes(shape, batch_shape) == batch_shape
+  except ValueError:
+    ok = False
+  if not ok:
+    raise ValueError(f"`{name}` must have shape {_format_shape(batch_shape)}, got {shape}; a shape "
+                     f"that broadcasts to {_format_shape(batch_shape)} is accepted too.")
+  return jnp.broadcast_to(jnp.asarray(where), batch_shape).reshape(-1)
+
+
 def check_where(where, batch: int, name: str = "where") -> None:
   if where is not None:
     check_shape(where, (batch,), name)

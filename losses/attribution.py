@@ -35,10 +35,11 @@ Readings chosen where the reference is ambiguous (also in ``docs/attribution.md`
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from labelwise.losses import _checks
@@ -55,7 +56,7 @@ def _is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
-def validate_masks(masks, name: str = "masks") -> None:
+def validate_masks(masks: ArrayLike, name: str = "masks") -> None:
   """Host-side check that ``masks`` only holds 0 and 1 (bool masks always pass).
 
   Raises:
@@ -123,7 +124,7 @@ def _shuffle_one(key, image, outside):
   return jnp.zeros_like(image).at[dst].set(image[src])
 
 
-def shuffle_outside_mask(key, images, masks):
+def shuffle_outside_mask(key: ArrayLike, images: ArrayLike, masks: ArrayLike) -> jax.Array:
   """Randomly permutes each image's pixels outside its mask among themselves (ActDiff's ``x~``).
 
   ``x~_i[p] = x_i[p]`` where ``m_i[p] = 1``; the pixels with ``m_i[p] = 0`` are a random permutation
@@ -162,7 +163,8 @@ def _safe_norm(sq):
   return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
 
 
-def actdiff_penalty(features, shuffled_features, *, where=None):
+def actdiff_penalty(features: ArrayLike, shuffled_features: ArrayLike, *,
+                    where: Optional[ArrayLike] = None) -> jax.Array:
   """ActDiff's activation difference: per-example L2 distance (not squared).
 
   ``P_i = || h(x_i) - h(x~_i) ||_2`` with ``x~`` from :func:`shuffle_outside_mask`. The gradient
@@ -192,7 +194,10 @@ def actdiff_penalty(features, shuffled_features, *, where=None):
   _checks.check_where(where, fshape[0])
   d = _checks.as_f32(features) - _checks.as_f32(shuffled_features)
   d = d.reshape(fshape[0], -1)
-  return _checks.apply_where(_safe_norm(jnp.sum(d * d, axis=-1)), where)
+  # ||d|| = m ||d / m|| with m = max |d_j|: no overflow of d * d when the norm itself fits.
+  m = jax.lax.stop_gradient(jnp.max(jnp.abs(d), axis=-1, keepdims=True))
+  m = jnp.where(m > 0, m, 1.0)
+  return _checks.apply_where(m[:, 0] * _safe_norm(jnp.sum(jnp.square(d / m), axis=-1)), where)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -200,7 +205,7 @@ def actdiff_penalty(features, shuffled_features, *, where=None):
 # --------------------------------------------------------------------------------------------------
 
 
-def gradmask_score(logits, labels=None):
+def gradmask_score(logits: ArrayLike, labels: Optional[ArrayLike] = None) -> jax.Array:
   """GradMask's per-example score: the absolute logit gap.
 
   Two classes: ``s_i = |z_i0 - z_i1|`` (the authors' score; ``labels`` unused).
@@ -210,6 +215,8 @@ def gradmask_score(logits, labels=None):
   Args:
     logits: ``[batch, num_classes]``.
     labels: ``[batch]`` integer labels; required when ``num_classes > 2``.
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
 
   Returns:
     ``[batch]`` float32 scores.
@@ -238,7 +245,7 @@ def gradmask_score(logits, labels=None):
   return jnp.abs(z_y - others)
 
 
-def rrr_score(logits):
+def rrr_score(logits: ArrayLike) -> jax.Array:
   """RRR's per-example score: ``s_i = sum_k log softmax(z_i)_k`` (Ross et al. 2017).
 
   Args:
@@ -256,7 +263,8 @@ def rrr_score(logits):
   return jnp.sum(jax.nn.log_softmax(_checks.as_f32(logits), axis=-1), axis=-1)
 
 
-def input_gradients(score_fn: Callable, inputs, *, has_aux: bool = False):
+def input_gradients(score_fn: Callable, inputs: ArrayLike, *,
+                    has_aux: bool = False) -> Union[jax.Array, Tuple[jax.Array, Any]]:
   """Input gradient ``g = d/dx sum_i s_i(x)`` taken so that an outer ``jax.grad`` differentiates it.
 
   Call it inside a loss: ``score_fn`` closes over the parameters, and the returned ``g`` is an
@@ -281,6 +289,11 @@ def input_gradients(score_fn: Callable, inputs, *, has_aux: bool = False):
   """
   def total(x):
     out = score_fn(x)
+    if has_aux and not (isinstance(out, (tuple, list)) and len(out) == 2):
+      got = (f"a {type(out).__name__} of length {len(out)}" if isinstance(out, (tuple, list))
+             else f"an array of shape {_checks.shape_of(out)}")
+      raise TypeError(f"`score_fn` must return a pair ([batch] scores, aux) with has_aux=True, got "
+                      f"{got}; pass has_aux=False for a function that returns only the scores.")
     scores, aux = out if has_aux else (out, None)
     _checks.check_rank(scores, 1, "score_fn(inputs)", "[batch] per-example scores")
     return jnp.sum(_checks.as_f32(scores)), aux
@@ -303,7 +316,8 @@ def _outside_mask(input_grads, masks, where):
   return _checks.as_f32(input_grads) * (1.0 - m)
 
 
-def gradmask_penalty(input_grads, masks, *, where=None):
+def gradmask_penalty(input_grads: ArrayLike, masks: ArrayLike, *,
+                     where: Optional[ArrayLike] = None) -> jax.Array:
   """GradMask penalty: L1 norm of the input gradient outside the mask.
 
   ``P_i = sum_{p, c} | g_i[p, c] * (1 - m_i[p]) |`` with ``g`` from :func:`input_gradients` of
@@ -328,7 +342,8 @@ def gradmask_penalty(input_grads, masks, *, where=None):
   return _checks.apply_where(jnp.sum(jnp.abs(outside).reshape(b, -1), axis=-1), where)
 
 
-def rrr_penalty(input_grads, masks, *, where=None):
+def rrr_penalty(input_grads: ArrayLike, masks: ArrayLike, *,
+                where: Optional[ArrayLike] = None) -> jax.Array:
   """RRR penalty: squared L2 norm of the input gradient outside the mask.
 
   ``P_i = sum_{p, c} ( g_i[p, c] * (1 - m_i[p]) )^2`` with ``g`` from :func:`input_gradients` of
@@ -358,7 +373,7 @@ def rrr_penalty(input_grads, masks, *, where=None):
 # --------------------------------------------------------------------------------------------------
 
 
-def mask_weights(masks, *, where=None):
+def mask_weights(masks: ArrayLike, *, where: Optional[ArrayLike] = None) -> jax.Array:
   """``[B]`` float32 weights: 1 for an example that has a mask (some pixel is 0), else 0.
 
   An all-ones mask means "no mask"; ``where`` (``[B]``, bool or 0/1) switches examples off too.
@@ -384,8 +399,9 @@ def mask_weights(masks, *, where=None):
   return w
 
 
-def reduce_masked_penalty(per_example, weights, *, normalization: str = "per_masked_example",
-                          axis_name: Optional[str] = None):
+def reduce_masked_penalty(per_example: ArrayLike, weights: ArrayLike, *,
+                          normalization: str = "per_masked_example",
+                          axis_name: Optional[str] = None) -> jax.Array:
   """Reduces per-example penalties over the (global) batch; returns this device's share.
 
   - ``"per_masked_example"`` (default): ``sum_i w_i P_i / sum_i w_i`` (0 when no example has a mask), the mean over the

@@ -28,9 +28,11 @@ Readings chosen here (the paper's full text could not be read; see docs/average_
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from labelwise.losses import _checks
@@ -47,6 +49,9 @@ def _static_number(value, name: str) -> float:
     raise TypeError(
         f"`{name}` must be a static Python number (it fixes the number of pseudo-labels, "
         f"which must be known at trace time), got a traced value {value}.")
+  if isinstance(value, (str, bytes, bool, np.bool_)) or not np.issubdtype(
+      np.asarray(value).dtype, np.number):
+    raise TypeError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}).")
   if np.ndim(value) != 0:
     raise ValueError(f"`{name}` must be a scalar, got shape {np.shape(value)}.")
   try:
@@ -76,7 +81,8 @@ def _check_k(k, num_classes: int) -> float:
   return k
 
 
-def num_pseudo_positives(k, batch: int, num_classes: int, *, include_true: bool = True) -> int:
+def num_pseudo_positives(k: float, batch: int, num_classes: int, *,
+                         include_true: bool = True) -> int:
   """Number of pseudo-positives the *ranking* selects for a (global) batch of ``batch`` rows.
 
   ``round((k - 1) * batch)`` with ``include_true`` (the ``batch`` observed labels are positive on
@@ -91,6 +97,11 @@ def num_pseudo_positives(k, batch: int, num_classes: int, *, include_true: bool 
       raise ValueError(
           f"`k`={k} with include_true=True is not reachable: the {batch} observed labels already "
           f"give {batch} positives (K = 1); use k >= 1 or include_true=False.")
+    if k > 1.0 and n < 1:
+      raise ValueError(
+          f"`k`={k} with a batch of {batch} gives (k - 1)*B = {(k - 1.0) * batch:.4g}, which rounds "
+          f"to 0 pseudo-positives (the loss would train for K = 1); use a larger k or batch, or "
+          f"k=1.")
   else:
     n = _round_half_up(k * batch)
     available = batch * num_classes
@@ -160,7 +171,9 @@ def _binary_cross_entropy(logits, targets):
 # ----------------------------------------------------------------------------------------------
 
 
-def average_k_pseudo_labels(probs, labels, *, k, include_true=True, axis_name=None):
+def average_k_pseudo_labels(probs: ArrayLike, labels: ArrayLike, *, k: float,
+                            include_true: bool = True,
+                            axis_name: Optional[str] = None) -> jax.Array:
   """Average-K pseudo-labels: the K*B most probable (example, class) pairs of the batch.
 
   With ``include_true`` (rule B): ``P_iy_i = 1`` for every observed label, plus the
@@ -174,6 +187,8 @@ def average_k_pseudo_labels(probs, labels, *, k, include_true=True, axis_name=No
     probs: ``[batch, num_classes]`` floating scores (probabilities or log-probabilities). No
       gradient flows through the result.
     labels: ``[batch]`` integer observed labels in ``[0, num_classes)``.
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     k: static Python number in ``(0, num_classes]``, the average number of positives per example.
     include_true: rule B (True) or rule A (False).
     axis_name: data-parallel axis (pmap / shard_map). The ranking is then over the global batch of
@@ -216,7 +231,8 @@ def average_k_pseudo_labels(probs, labels, *, k, include_true=True, axis_name=No
   return mask.astype(jnp.float32)
 
 
-def mean_binary_cross_entropy(multilabel_logits, targets, *, where=None):
+def mean_binary_cross_entropy(multilabel_logits: ArrayLike, targets: ArrayLike, *,
+                              where: Optional[ArrayLike] = None) -> jax.Array:
   """Per-example binary cross-entropy averaged over classes.
 
   ``L_i = (1/C) sum_j [softplus(z_ij) - t_ij z_ij]``
@@ -242,8 +258,9 @@ def mean_binary_cross_entropy(multilabel_logits, targets, *, where=None):
   return _checks.apply_where(loss, where)
 
 
-def two_head_loss(softmax_logits, multilabel_logits, labels, *, k, weight=1.0,
-                  include_true=True, axis_name=None, where=None):
+def two_head_loss(softmax_logits: ArrayLike, multilabel_logits: ArrayLike, labels: ArrayLike, *,
+                  k: float, weight: ArrayLike = 1.0, include_true: bool = True,
+                  axis_name: Optional[str] = None, where: Optional[ArrayLike] = None) -> jax.Array:
   """Two-head average-K loss: CE on the softmax head + weight * BCE on batch pseudo-labels.
 
   ``L_i = -log softmax(z^s_i)[y_i] + weight * (1/C) sum_j BCE(z^m_ij, P_ij)`` with
@@ -254,6 +271,8 @@ def two_head_loss(softmax_logits, multilabel_logits, labels, *, k, weight=1.0,
     softmax_logits: ``[batch, num_classes]`` logits of the softmax head.
     multilabel_logits: ``[batch, num_classes]`` logits of the multi-label (sigmoid) head.
     labels: ``[batch]`` integer observed labels.
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     k: static average set size in ``(0, num_classes]``.
     weight: weight of the BCE term (the paper's alpha; a warm-up may pass a traced scalar).
     include_true: pseudo-label rule B (True, default) or A (False); see
@@ -291,7 +310,8 @@ def two_head_loss(softmax_logits, multilabel_logits, labels, *, k, weight=1.0,
   return _checks.apply_where(ce + weight * bce, where)
 
 
-def assume_negative_loss(multilabel_logits, labels, *, where=None):
+def assume_negative_loss(multilabel_logits: ArrayLike, labels: ArrayLike, *,
+                         where: Optional[ArrayLike] = None) -> jax.Array:
   """Assume-negative (AN) baseline: BCE with the observed label positive and all others negative.
 
   ``L_i = (1/C) sum_j BCE(z_ij, 1[j = y_i])`` (averaged over classes, like the two-head BCE).
@@ -299,6 +319,8 @@ def assume_negative_loss(multilabel_logits, labels, *, where=None):
   Args:
     multilabel_logits: ``[batch, num_classes]`` sigmoid logits.
     labels: ``[batch]`` integer observed labels.
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     where: optional ``[batch]`` boolean mask; masked examples give 0.
 
   Returns:
@@ -317,7 +339,9 @@ def assume_negative_loss(multilabel_logits, labels, *, where=None):
   return mean_binary_cross_entropy(multilabel_logits, targets, where=where)
 
 
-def expected_positive_regularizer(multilabel_logits, *, k, axis_name=None, where=None):
+def expected_positive_regularizer(multilabel_logits: ArrayLike, *, k: float,
+                                  axis_name: Optional[str] = None,
+                                  where: Optional[ArrayLike] = None) -> jax.Array:
   """Expected positive regularization (EPR): the batch's mean number of positives should be K.
 
   ``R = ((1/B) sum_ij sigmoid(z_ij) - k)^2 / C^2`` -- a batch-level statistic, hence a scalar.

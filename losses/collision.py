@@ -36,13 +36,16 @@ docs/collision.md):
 from __future__ import annotations
 
 import functools
+from typing import Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.typing import ArrayLike
 
 from labelwise.losses import _checks
+from labelwise.losses import _weighted_lse
 
 _FAIRNESS = ("strong", "classic")
 _CROSS_ENTROPY = ("collision", "shannon")
@@ -63,9 +66,12 @@ def _check_simplex(x, name: str, atol: float = 1e-3) -> None:
   """Raises ValueError if concrete ``x`` has negative entries or rows that do not sum to 1.
 
   Under ``jit`` the values are not known; the check is then skipped (shapes are still checked).
+  The tolerance grows with the rounding of low-precision dtypes (bfloat16 rows are off by ~1e-2).
   """
   if not _is_concrete(x):
     return
+  if jnp.issubdtype(jnp.result_type(x), jnp.floating):
+    atol = max(atol, 2.0 * float(jnp.finfo(jnp.result_type(x)).eps))
   a = np.asarray(x, dtype=np.float64)
   if a.size == 0:
     return
@@ -108,6 +114,22 @@ def _check_solver_args(fairness_weight, fairness, tol, max_iter) -> None:
     raise ValueError(f"`max_iter` must be a Python int >= 1, got {max_iter!r}.")
 
 
+def _solver_weights(where, batch: int, axis_name):
+  """``(w [batch], kept)`` for the pseudo-label solvers: a concrete ``where`` must keep a row;
+  ``kept`` (the global count of kept rows) lets a traced all-False mask give its start point."""
+  w = _weights(where, batch)
+  if where is not None and _is_concrete(where) and not np.asarray(where).any() and axis_name is None:
+    raise ValueError(f"`where` keeps no example (all {batch} entries are False): there is nothing "
+                     f"to pseudo-label.")
+  return w, _gsum(jnp.sum(w), axis_name)
+
+
+def _or_start_point(result, sigma, kept):
+  """A solver's ``(y, iterations)``, or ``(sigma, 0)`` where no row was kept (instead of NaN)."""
+  y, n = result
+  return jnp.where(kept > 0, y, sigma), jnp.where(kept > 0, n, 0).astype(n.dtype)
+
+
 def _weights(where, batch: int):
   _checks.check_where(where, batch)
   if where is None:
@@ -125,7 +147,8 @@ def _gsum(x, axis_name):
 # ----------------------------------------------------------------------------------------------------
 
 
-def collision_cross_entropy(logits, targets, *, where=None):
+def collision_cross_entropy(logits: ArrayLike, targets: ArrayLike, *, axis: int = -1,
+                            where: Optional[ArrayLike] = None) -> jax.Array:
   """Collision cross-entropy of a softmax prediction against probability targets.
 
   ``H2(y, sigma) = -log sum_k y_k softmax(z)_k``, computed as ``-logsumexp(log_softmax(z), b=y)``
@@ -135,12 +158,14 @@ def collision_cross_entropy(logits, targets, *, where=None):
   with respect to the logits is ``sigma - s`` with ``s = y * sigma / (y . sigma)``.
 
   Args:
-    logits: ``[batch, num_classes]`` floating.
-    targets: ``[batch, num_classes]`` rows on the probability simplex (checked when concrete).
-    where: optional ``[batch]`` boolean mask; masked examples give 0.
+    logits: ``[..., num_classes]`` floating (any leading batch dimensions; class axis ``axis``).
+    targets: the shape of ``logits``, rows on the probability simplex along ``axis`` (checked
+      when concrete).
+    axis: the class axis (default -1).
+    where: optional boolean mask of the batch shape (or broadcasting to it); masked examples give 0.
 
   Returns:
-    ``[batch]`` per-example losses (float32).
+    ``[...]`` per-example losses (float32), the batch shape.
 
   Example:
     >>> collision_cross_entropy(jnp.array([[100., -100., 0.]]), jnp.array([[0., 0., 1.]]))
@@ -149,24 +174,23 @@ def collision_cross_entropy(logits, targets, *, where=None):
   Paper: Zhang & Boykov, "Collision Cross-entropy for Soft Class Labels and Deep Clustering",
   arXiv 2303.07321.
   """
-  _checks.check_logits_targets(logits, targets)
-  _checks.check_where(where, _checks.shape_of(logits)[0])
-  _check_simplex(targets, "targets")
-  logp = jax.nn.log_softmax(_checks.as_f32(logits), axis=-1)
-  y = _checks.as_f32(targets)
-  support = y > 0
-  # Shift by the max over the support of y only (a constant: no gradient flows through it).
-  m = lax.stop_gradient(jnp.max(jnp.where(support, logp, -jnp.inf), axis=-1, keepdims=True))
-  m = jnp.where(jnp.isfinite(m), m, 0.0)
-  # Off the support the term is multiplied by y_k = 0; cap its exponent so 0 * exp(...) stays 0
-  # while the derivative with respect to y_k (= -sigma_k / (y . sigma)) stays finite.
-  shifted = jnp.where(support, logp - m, jnp.minimum(logp - m, 60.0))
-  total = jnp.sum(y * jnp.exp(shifted), axis=-1)
-  loss = -(m[:, 0] + jnp.log(total))
-  return _checks.apply_where(loss, where)
+  z, batch = _checks.class_rows(logits, axis)
+  y = _checks.rows_like(targets, logits, axis, "targets")
+  w = _checks.where_rows(where, batch)
+  _check_simplex(y, "targets")
+  x = _checks.as_f32(z)
+  x = x - lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
+  # -log(y . softmax(x)) = logsumexp(x) - log(sum_k y_k e^x_k), shifted by the largest logit on the
+  # support of y (no underflow), one exponential per entry, with a hand-written derivative (shared
+  # with SimLoss): sigma - s for the logits, -sigma_k / (y . sigma) for the targets (finite off
+  # the support, capped at exp(80)).
+  loss = _weighted_lse.weighted_log_ratio(x, _checks.as_f32(y))
+  return _checks.apply_where(loss, w).reshape(batch)
 
 
-def collision_cross_entropy_with_logits(logits, target_logits, *, where=None):
+def collision_cross_entropy_with_logits(logits: ArrayLike, target_logits: ArrayLike, *,
+                                        axis: int = -1,
+                                        where: Optional[ArrayLike] = None) -> jax.Array:
   """Collision cross-entropy between two softmax distributions, both given as logits.
 
   ``H2(softmax(t), softmax(z)) = -logsumexp(log_softmax(z) + log_softmax(t))``: symmetric, stable for
@@ -174,12 +198,13 @@ def collision_cross_entropy_with_logits(logits, target_logits, *, where=None):
   distribution is itself learned, e.g. a second head or a teacher being trained).
 
   Args:
-    logits: ``[batch, num_classes]`` floating.
-    target_logits: ``[batch, num_classes]`` floating.
-    where: optional ``[batch]`` boolean mask; masked examples give 0.
+    logits: ``[..., num_classes]`` floating (class axis ``axis``).
+    target_logits: the shape of ``logits``, floating.
+    axis: the class axis (default -1).
+    where: optional boolean mask of the batch shape (or broadcasting to it); masked examples give 0.
 
   Returns:
-    ``[batch]`` per-example losses (float32).
+    ``[...]`` per-example losses (float32), the batch shape.
 
   Example:
     >>> collision_cross_entropy_with_logits(jnp.zeros((1, 4)), jnp.zeros((1, 4)))  # log 4
@@ -187,12 +212,13 @@ def collision_cross_entropy_with_logits(logits, target_logits, *, where=None):
 
   Paper: Zhang & Boykov, arXiv 2303.07321.
   """
-  _checks.check_logits_targets(logits, target_logits, targets_name="target_logits")
-  _checks.check_where(where, _checks.shape_of(logits)[0])
-  logp = jax.nn.log_softmax(_checks.as_f32(logits), axis=-1)
-  logq = jax.nn.log_softmax(_checks.as_f32(target_logits), axis=-1)
+  z, batch = _checks.class_rows(logits, axis)
+  q = _checks.rows_like(target_logits, logits, axis, "target_logits")
+  w = _checks.where_rows(where, batch)
+  logp = jax.nn.log_softmax(_checks.as_f32(z), axis=-1)
+  logq = jax.nn.log_softmax(_checks.as_f32(q), axis=-1)
   loss = -jax.nn.logsumexp(logp + logq, axis=-1)
-  return _checks.apply_where(loss, where)
+  return _checks.apply_where(loss, w).reshape(batch)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -220,8 +246,10 @@ def _objective(sigma, y, w, n, lam, fairness, cross_entropy, axis_name):
   return data + lam * _fairness_value(ybar, fairness)
 
 
-def self_labeling_objective(probs, pseudo_labels, *, fairness_weight=1.0, fairness="strong",
-                            cross_entropy="collision", axis_name=None, where=None):
+def self_labeling_objective(probs: ArrayLike, pseudo_labels: ArrayLike, *,
+                            fairness_weight: ArrayLike = 1.0, fairness: str = "strong",
+                            cross_entropy: str = "collision", axis_name: Optional[str] = None,
+                            where: Optional[ArrayLike] = None) -> jax.Array:
   """Self-labeling objective ``(1/N) sum_i H(y_i, sigma_i) + lambda * fairness(ybar)``.
 
   ``H`` is the collision cross-entropy ``-log(y_i . sigma_i)`` (default) or Shannon's
@@ -265,33 +293,40 @@ def self_labeling_objective(probs, pseudo_labels, *, fairness_weight=1.0, fairne
 # ----------------------------------------------------------------------------------------------------
 
 
-def _run_solver(step, objective, y0, tol, max_iter, monotone=True):
+def _run_solver(step, objective, y0, tol, max_iter, monotone=True, stats=None):
   """Iterates ``y <- step(y, F(y))`` in ``lax.while_loop`` until the relative decrease is < tol.
 
-  Carries (y, F, rel_decrease, iteration). ``tol <= 0`` runs exactly ``max_iter`` iterations.
+  Carries (y, F, aux, rel_decrease, iteration). ``tol <= 0`` runs exactly ``max_iter`` iterations.
   With ``monotone=False`` the stopping test uses the absolute relative change. ``tol`` and
-  ``max_iter`` may be traced scalars (one compilation serves every value).
+  ``max_iter`` may be traced scalars (one compilation serves every value). With ``stats``,
+  ``stats(y) -> (F(y), aux)`` replaces ``objective`` and the step is ``step(y, F, aux)``: the
+  pieces of ``F(y)`` that the next step needs anyway (the EM's row dots and column means) are
+  computed once per iteration instead of twice.
   """
-  f0 = objective(y0)
+  if stats is None:
+    evaluate, advance = (lambda y: (objective(y), ())), (lambda y, f, aux: step(y, f))
+  else:
+    evaluate, advance = stats, step
+  f0, aux0 = evaluate(y0)
   tol = jnp.asarray(tol, f0.dtype)
 
   def cond(carry):
-    _, _, rel, it = carry
+    rel, it = carry[-2:]
     # NaN in rel stops the loop.
     return jnp.logical_and(it < max_iter, jnp.logical_or(tol <= 0, rel >= tol))
 
   def body(carry):
-    y, f, _, it = carry
-    y_new = step(y, f)
-    f_new = objective(y_new)
+    y, f, aux, _, it = carry
+    y_new = advance(y, f, aux)
+    f_new, aux_new = evaluate(y_new)
     delta = f - f_new
     if not monotone:
       delta = jnp.abs(delta)
     rel = delta / jnp.maximum(jnp.abs(f_new), _TINY)
-    return y_new, f_new, rel, it + 1
+    return y_new, f_new, aux_new, rel, it + 1
 
-  init = (y0, f0, jnp.asarray(jnp.inf, f0.dtype), jnp.asarray(0, jnp.int32))
-  y, _, _, it = lax.while_loop(cond, body, init)
+  init = (y0, f0, aux0, jnp.asarray(jnp.inf, f0.dtype), jnp.asarray(0, jnp.int32))
+  y, _, _, _, it = lax.while_loop(cond, body, init)
   return y, it
 
 
@@ -319,8 +354,10 @@ def _backtrack(objective, y, f, proposal, max_halvings=30):
   return y + alpha * d
 
 
-def collision_pseudo_labels(probs, *, fairness_weight=1.0, fairness="strong", tol=1e-5,
-                            max_iter=500, axis_name=None, where=None):
+def collision_pseudo_labels(probs: ArrayLike, *, fairness_weight: ArrayLike = 1.0,
+                            fairness: str = "strong", tol: float = 1e-5, max_iter: int = 500,
+                            axis_name: Optional[str] = None,
+                            where: Optional[ArrayLike] = None) -> Tuple[jax.Array, jax.Array]:
   """Pseudo-labels minimizing the collision self-labeling objective, by EM on device.
 
   Minimizes ``F(Y) = -(1/N) sum_i log(sigma_i . y_i) + lambda * fairness(ybar)`` over rows
@@ -364,9 +401,9 @@ def collision_pseudo_labels(probs, *, fairness_weight=1.0, fairness="strong", to
   _check_probs(probs)
   _check_solver_args(fairness_weight, fairness, tol, max_iter)
   sigma = _checks.as_f32(probs)
-  w = _weights(where, sigma.shape[0])
-  return _collision_em(sigma, w, fairness_weight, tol, max_iter, fairness=fairness,
-                       axis_name=axis_name)
+  w, kept = _solver_weights(where, sigma.shape[0], axis_name)
+  return _or_start_point(_collision_em(sigma, w, fairness_weight, tol, max_iter,
+                                       fairness=fairness, axis_name=axis_name), sigma, kept)
 
 
 @functools.partial(jax.jit, static_argnames=("fairness", "axis_name"))
@@ -379,25 +416,37 @@ def _collision_em(sigma, w, fairness_weight, tol, max_iter, *, fairness, axis_na
   def objective(y):
     return _objective(sigma, y, w, n, lam, fairness, "collision", axis_name)
 
-  def multiplicative(y):
-    dots = jnp.maximum(jnp.sum(sigma * y, axis=-1, keepdims=True), _TINY)
-    ybar = _gsum(jnp.sum(w[:, None] * y, axis=0), axis_name) / n
+  def dots_and_ybar(y):
+    dots = jnp.maximum(jnp.sum(sigma * y, axis=-1), _TINY)
+    return dots, _gsum(jnp.sum(w[:, None] * y, axis=0), axis_name) / n
+
+  def multiplicative(y, dots, ybar):
     if fairness == "strong":
-      weights = sigma / dots + lam * u / ybar
+      weights = sigma / dots[:, None] + lam * u / ybar
     else:
-      weights = sigma / dots - lam * jnp.log(jnp.maximum(ybar, _TINY))
+      weights = sigma / dots[:, None] - lam * jnp.log(jnp.maximum(ybar, _TINY))
     y_new = y * weights
     return y_new / jnp.sum(y_new, axis=-1, keepdims=True)
 
   if fairness == "strong":
-    step = lambda y, f: multiplicative(y)
-  else:
-    step = lambda y, f: _backtrack(objective, y, f, multiplicative(y))
+    # F(y) from the same row dots and column means that the next E/M step uses: one pass over
+    # [N, K] for the statistics and one for the update per iteration (the objective is the
+    # collision branch of _objective, term for term).
+    def stats(y):
+      dots, ybar = dots_and_ybar(y)
+      data = _gsum(jnp.sum(w * -jnp.log(dots)), axis_name) / n
+      return data + lam * _fairness_value(ybar, fairness), (dots, ybar)
+
+    return _run_solver(lambda y, f, aux: multiplicative(y, *aux), None, _start_point(sigma), tol,
+                       max_iter, stats=stats)
+  step = lambda y, f: _backtrack(objective, y, f, multiplicative(y, *dots_and_ybar(y)))
   return _run_solver(step, objective, _start_point(sigma), tol, max_iter)
 
 
-def shannon_pseudo_labels(probs, *, fairness_weight=1.0, fairness="strong", tol=1e-5,
-                          max_iter=500, axis_name=None, where=None, bisection_steps=40):
+def shannon_pseudo_labels(probs: ArrayLike, *, fairness_weight: ArrayLike = 1.0,
+                          fairness: str = "strong", tol: float = 1e-5, max_iter: int = 500,
+                          axis_name: Optional[str] = None, where: Optional[ArrayLike] = None,
+                          bisection_steps: int = 40) -> Tuple[jax.Array, jax.Array]:
   """Pseudo-labels for Shannon self-labeling (the baseline), by majorize-minimize on device.
 
   Minimizes ``F(Y) = -(1/N) sum_ik y_ik log sigma_ik + lambda KL(u || ybar)``. Bounding
@@ -436,10 +485,14 @@ def shannon_pseudo_labels(probs, *, fairness_weight=1.0, fairness="strong", tol=
   if _is_concrete(fairness_weight) and float(fairness_weight) <= 0:
     raise ValueError("`fairness_weight` must be > 0 for shannon_pseudo_labels (with 0 the "
                      f"optimum is the one-hot argmax), got {float(fairness_weight)}.")
+  if (not isinstance(bisection_steps, (int, np.integer)) or isinstance(bisection_steps, bool)
+      or bisection_steps < 1):
+    raise ValueError(f"`bisection_steps` must be a Python int >= 1, got {bisection_steps!r}.")
   sigma = _checks.as_f32(probs)
-  w = _weights(where, sigma.shape[0])
-  return _shannon_mm(sigma, w, fairness_weight, tol, max_iter, axis_name=axis_name,
-                     bisection_steps=bisection_steps)
+  w, kept = _solver_weights(where, sigma.shape[0], axis_name)
+  return _or_start_point(_shannon_mm(sigma, w, fairness_weight, tol, max_iter,
+                                     axis_name=axis_name, bisection_steps=bisection_steps),
+                         sigma, kept)
 
 
 @functools.partial(jax.jit, static_argnames=("axis_name", "bisection_steps"))
@@ -476,7 +529,7 @@ def _shannon_mm(sigma, w, fairness_weight, tol, max_iter, *, axis_name, bisectio
   return _run_solver(step, objective, _start_point(sigma), tol, max_iter)
 
 
-def simplex_projection(v):
+def simplex_projection(v: ArrayLike) -> jax.Array:
   """Euclidean projection of each row of ``v`` onto the probability simplex.
 
   ``argmin_{x >= 0, sum x = 1} ||x - v||^2 = max(v - theta, 0)`` with ``theta`` from the sorted
@@ -496,6 +549,9 @@ def simplex_projection(v):
   if len(_checks.shape_of(v)) < 1:
     raise ValueError(f"`v` must have rank >= 1 ([..., num_classes]), got shape {_checks.shape_of(v)}.")
   v = _checks.as_f32(v)
+  # The projection is invariant to adding a constant to a row: shifting by the row maximum keeps
+  # the sums below from losing the "- 1" of the constraint on huge inputs (zeros, NaN gradients).
+  v = v - jax.lax.stop_gradient(jnp.max(v, axis=-1, keepdims=True))
   k = v.shape[-1]
   s = -jnp.sort(-v, axis=-1)  # descending
   css = jnp.cumsum(s, axis=-1) - 1.0
@@ -506,8 +562,10 @@ def simplex_projection(v):
   return jnp.maximum(v - theta, 0.0)
 
 
-def pgd_pseudo_labels(probs, *, step_size, fairness_weight=1.0, fairness="strong", tol=1e-5,
-                      max_iter=500, axis_name=None, where=None):
+def pgd_pseudo_labels(probs: ArrayLike, *, step_size: ArrayLike, fairness_weight: ArrayLike = 1.0,
+                      fairness: str = "strong", tol: float = 1e-5, max_iter: int = 500,
+                      axis_name: Optional[str] = None,
+                      where: Optional[ArrayLike] = None) -> Tuple[jax.Array, jax.Array]:
   """Pseudo-labels for the collision objective by projected gradient descent on the simplex.
 
   The generic alternative to the EM: ``y_i <- P(y_i - step_size * N dF/dy_i)`` (the gradient is
@@ -536,12 +594,12 @@ def pgd_pseudo_labels(probs, *, step_size, fairness_weight=1.0, fairness="strong
   """
   _check_probs(probs)
   _check_solver_args(fairness_weight, fairness, tol, max_iter)
-  if _is_concrete(step_size) and not float(step_size) > 0:
-    raise ValueError(f"`step_size` must be > 0, got {step_size!r}.")
+  if _is_concrete(step_size) and not (np.isfinite(float(step_size)) and float(step_size) > 0):
+    raise ValueError(f"`step_size` must be a finite number > 0, got {step_size!r}.")
   sigma = _checks.as_f32(probs)
-  w = _weights(where, sigma.shape[0])
-  return _pgd(sigma, w, fairness_weight, step_size, tol, max_iter, fairness=fairness,
-              axis_name=axis_name)
+  w, kept = _solver_weights(where, sigma.shape[0], axis_name)
+  return _or_start_point(_pgd(sigma, w, fairness_weight, step_size, tol, max_iter,
+                              fairness=fairness, axis_name=axis_name), sigma, kept)
 
 
 @functools.partial(jax.jit, static_argnames=("fairness", "axis_name"))
@@ -572,7 +630,9 @@ def _pgd(sigma, w, fairness_weight, step_size, tol, max_iter, *, fairness, axis_
 # ----------------------------------------------------------------------------------------------------
 
 
-def mutual_information_loss(logits, *, marginal_weight=1.0, axis_name=None, where=None):
+def mutual_information_loss(logits: ArrayLike, *, marginal_weight: ArrayLike = 1.0,
+                            axis_name: Optional[str] = None,
+                            where: Optional[ArrayLike] = None) -> jax.Array:
   """Negative mutual information between inputs and clusters (IMSAT / RIM style).
 
   ``L = mean_i H(sigma_i) - marginal_weight * H(mean_i sigma_i)`` with ``sigma_i = softmax(z_i)``.
@@ -600,6 +660,9 @@ def mutual_information_loss(logits, *, marginal_weight=1.0, axis_name=None, wher
   _checks.check_rank(logits, 2, "logits", "[batch, num_classes]")
   _checks.check_nonempty(logits, "logits")
   _checks.check_floating(logits, "logits")
+  if _is_concrete(marginal_weight) and not (np.ndim(marginal_weight) == 0 and np.isfinite(
+      float(marginal_weight)) and float(marginal_weight) >= 0):
+    raise ValueError(f"`marginal_weight` must be a finite number >= 0, got {marginal_weight!r}.")
   w = _weights(where, _checks.shape_of(logits)[0])
   logp = jax.nn.log_softmax(_checks.as_f32(logits), axis=-1)
   p = jnp.exp(logp)
@@ -612,7 +675,7 @@ def mutual_information_loss(logits, *, marginal_weight=1.0, axis_name=None, wher
   return cond_ent - marginal_weight * marg_ent
 
 
-def check_not_deadlocked(probs, *, atol: float = 1e-6) -> None:
+def check_not_deadlocked(probs: ArrayLike, *, atol: float = 1e-6) -> None:
   """Raises ValueError when every row of ``probs`` is the same prediction (host-side check).
 
   A zero-initialized output head gives the same ``sigma`` for every input; the self-labeling EM

@@ -45,6 +45,8 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
 
 from labelwise.losses import _checks
 from labelwise.losses.classification import softmax_cross_entropy
@@ -55,8 +57,8 @@ FORMS = ("difference", "convex")
 REFERENCE_EPS = 1e-21
 
 
-def fierce_codes(key, num_codes: int, dim: int, *, init: str = "uniform",
-                 scale: float = 0.01):
+def fierce_codes(key: ArrayLike, num_codes: int, dim: int, *, init: str = "uniform",
+                 scale: float = 0.01) -> jax.Array:
   """Draws the fixed FIERCE codebook ``[num_codes, dim]`` (float32, never trained).
 
   ``init``:
@@ -205,15 +207,19 @@ def fierce_assignments(features, codes, key=None, *, temperature: float = 1.0,
   s = fierce_logits(features, codes, similarity=similarity, logit_scale=logit_scale)
   if key is not None:
     s = s + jax.random.gumbel(key, s.shape, jnp.float32)
-  soft = jax.nn.softmax(s / temperature, axis=-1)
+  # The row maximum out first: s / temperature overflows for a tiny temperature (NaN under jit);
+  # (s - max) / temperature is <= 0 and gives the same softmax.
+  soft = jax.nn.softmax((s - jax.lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True)))
+                        / temperature, axis=-1)
   hard = jax.nn.one_hot(jnp.argmax(s, axis=-1), s.shape[-1], dtype=soft.dtype)
   # Forward value exactly `hard` (x - x == 0 in floats); backward the softmax Jacobian.
   return hard + (soft - jax.lax.stop_gradient(soft))
 
 
-def fierce_entropy(features, codes, key=None, *, temperature: float = 1.0,
-                   similarity: str = "cosine", logit_scale: float = 1.0,
-                   axis_name=None, where=None, eps: float = REFERENCE_EPS):
+def fierce_entropy(features: ArrayLike, codes: ArrayLike, key: Optional[ArrayLike] = None, *,
+                   temperature: float = 1.0, similarity: str = "cosine", logit_scale: float = 1.0,
+                   axis_name: Optional[str] = None, where: Optional[ArrayLike] = None,
+                   eps: float = REFERENCE_EPS) -> jax.Array:
   """FIERCE entropy estimate of the features, in bits (a batch-level scalar).
 
   ``p_k = sum_i w_i z_ik / sum_i w_i`` over the (global) batch, with ``z`` from
@@ -263,7 +269,8 @@ def fierce_entropy(features, codes, key=None, *, temperature: float = 1.0,
   return _entropy_bits(p, eps)
 
 
-def koleo_entropy(features, *, axis_name=None, where=None, eps: float = 1e-8):
+def koleo_entropy(features: ArrayLike, *, axis_name: Optional[str] = None,
+                  where: Optional[ArrayLike] = None, eps: float = 1e-8) -> jax.Array:
   """Kozachenko-Leonenko ("KoLeo") entropy surrogate; NOT the paper's estimator.
 
   ``H_KL = mean_i log(min_{j != i} |f_i / |f_i| - f_j / |f_j|| + eps)`` (nats, up to the
@@ -317,8 +324,8 @@ def koleo_entropy(features, *, axis_name=None, where=None, eps: float = 1e-8):
   return total / jnp.maximum(n, 1.0)
 
 
-def fierce_objective(ce, entropy, *, lam: float = 1.0, form: str = "difference",
-                     max_entropy: Optional[float] = None):
+def fierce_objective(ce: ArrayLike, entropy: ArrayLike, *, lam: float = 1.0,
+                     form: str = "difference", max_entropy: Optional[float] = None) -> jax.Array:
   """Combines per-example cross-entropy with a batch entropy estimate.
 
   ``form="difference"``: ``L_i = CE_i - lam * H`` (the paper's main form; can be negative).
@@ -347,13 +354,18 @@ def fierce_objective(ce, entropy, *, lam: float = 1.0, form: str = "difference",
     return ce - lam * entropy
   if max_entropy is None:
     raise ValueError("`max_entropy` must be given for form='convex' (log2 K for FIERCE), got None.")
+  if _concrete(max_entropy) and not (np.ndim(max_entropy) == 0 and float(max_entropy) >= 0
+                                     and np.isfinite(float(max_entropy))):
+    raise ValueError(f"`max_entropy` (the entropy's upper bound, log2 K) must be a finite number "
+                     f">= 0, got {max_entropy!r}.")
   return ce / (1.0 + lam) + (lam / (1.0 + lam)) * (max_entropy - entropy)
 
 
-def fierce_loss(logits, labels, features, codes, key=None, *, lam: float = 1.0,
-                form: str = "difference", temperature: float = 1.0,
-                similarity: str = "cosine", logit_scale: float = 1.0, axis_name=None,
-                where=None, eps: float = REFERENCE_EPS):
+def fierce_loss(logits: ArrayLike, labels: ArrayLike, features: ArrayLike, codes: ArrayLike,
+                key: Optional[ArrayLike] = None, *, lam: float = 1.0, form: str = "difference",
+                temperature: float = 1.0, similarity: str = "cosine", logit_scale: float = 1.0,
+                axis_name: Optional[str] = None, where: Optional[ArrayLike] = None,
+                eps: float = REFERENCE_EPS) -> jax.Array:
   """FIERCE loss: cross-entropy on the (coarse) labels minus ``lam`` times the feature entropy.
 
   ``difference``: ``L_i = CE(z_i, y_i) - lam * H``; ``convex``:
@@ -363,6 +375,8 @@ def fierce_loss(logits, labels, features, codes, key=None, *, lam: float = 1.0,
   Args:
     logits: ``[batch, num_classes]`` floating (coarse classifier).
     labels: ``[batch]`` integer coarse labels.
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     features: ``[batch, dim]`` penultimate features (``[batch]`` for ``similarity="bins"``).
     codes: ``[num_codes, dim]`` fixed codebook (``fierce_codes``).
     key: Gumbel key (training) or None (noiseless).

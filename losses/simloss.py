@@ -21,10 +21,11 @@ Readings chosen here (see docs/simloss.md):
   there is the true one, ``-p_c / q``, computed without ``0 * inf`` (no NaN) and capped at
   ``exp(80)``. The derivative is written by hand (``jax.custom_jvp``): ``p - t`` for the logits and
   ``-p / q`` for the similarity row, from the exponentials of the forward pass.
-* Implementation: ``logsumexp(z) - log(sum_c S_c e^z_c)``, the second sum shifted by the largest
-  logit among the similar classes, so it cannot underflow even when every similar class is
-  hundreds of nats below the top logit (the loss is then large but exact, with no 18.4 cap).
-  Similarity entries below the smallest normal float32 (1.2e-38) count as 0.
+* Implementation (``losses._weighted_lse``, shared with collision cross-entropy):
+  ``logsumexp(z) - log(sum_c S_c e^z_c)``, one exponential per entry, the second sum shifted by
+  the largest logit among the similar classes, so it cannot underflow even when every similar
+  class is hundreds of nats below the top logit (the loss is then large but exact, with no 18.4
+  cap). Similarity entries below the smallest normal float32 (1.2e-38) count as 0.
 * Soft targets ``t`` (rows on the simplex) use the expected similarity row ``t @ S``.
 * The builders and host validators are plain functions that return ``float32`` arrays. They
   validate their hyperparameters when those are concrete Python/NumPy values; under a JAX transform
@@ -33,76 +34,20 @@ Readings chosen here (see docs/simloss.md):
 
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
-from jax.custom_derivatives import SymbolicZero
 
 from labelwise.losses import _checks
-
-# Largest exponent used for the gradient w.r.t. similarity entries that are exactly 0.
-_ZERO_ENTRY_LOG_CAP = 80.0
-# Weights below the smallest normal float32 are treated as 0.
-_TINY = float(np.finfo(np.float32).tiny)
+from labelwise.losses import _weighted_lse
 
 
 # ----------------------------------------------------------------------------------------------
 # Shared maths
 # ----------------------------------------------------------------------------------------------
-
-
-def _weighted_log_ratio_parts(x, w):
-  """Shared forward pieces of ``log(sum_c e^x_c) - log(sum_c w_c e^x_c)`` for shifted logits x.
-
-  Two exponentials per entry: ``e1 = e^x`` (x <= 0, the usual softmax mass) and
-  ``e2 = e^(x - m_w)`` over the positive weights, shifted by their largest logit ``m_w``, so the
-  weighted sum is >= the smallest normal float and never underflows, however far the similar
-  classes sit below the top logit. Weights below the smallest normal float count as 0.
-  """
-  positive = w >= _TINY
-  m_w = jnp.max(jnp.where(positive, x, -jnp.inf), axis=-1, keepdims=True)
-  m_w = jnp.where(jnp.isfinite(m_w), m_w, 0.0)             # a row of zero weights gives +inf loss
-  e1 = jnp.exp(x)
-  e2 = jnp.where(positive, jnp.exp(jnp.where(positive, x - m_w, 0.0)), 0.0)
-  mass = jnp.sum(e1, axis=-1)
-  total = jnp.sum(w * e2, axis=-1)
-  lse = jnp.log(mass)
-  lse_w = m_w[:, 0] + jnp.log(total)
-  return e1, e2, mass, total, lse, lse_w
-
-
-@jax.custom_jvp
-def _stable_simloss(x, w):
-  """``log(sum_c e^x_c) - log(sum_c w_c e^x_c)`` per row (x: logits shifted to max 0)."""
-  *_, lse, lse_w = _weighted_log_ratio_parts(x, w)
-  return lse - lse_w
-
-
-@functools.partial(_stable_simloss.defjvp, symbolic_zeros=True)
-def _stable_simloss_jvp(primals, tangents):
-  x, w = primals
-  dx, dw = tangents
-  e1, e2, mass, total, lse, lse_w = _weighted_log_ratio_parts(x, w)
-  out = lse - lse_w
-  dout = jnp.zeros_like(out)
-  if not isinstance(dx, SymbolicZero):
-    p = e1 / mass[:, None]
-    t = jnp.where(total[:, None] > 0, w * e2 / jnp.where(total > 0, total, 1.0)[:, None], 0.0)
-    dout = dout + jnp.sum((p - t) * dx, axis=-1)           # dL/dz = p - t
-  if not isinstance(dw, SymbolicZero):
-    # dL/dw_c = -p_c / q = -exp(x_c - lse_w): exact, also where w_c = 0, capped at exp(80).
-    ratio = jnp.exp(jnp.minimum(x - lse_w[:, None], _ZERO_ENTRY_LOG_CAP))
-    dout = dout - jnp.sum(ratio * dw, axis=-1)
-  return out, dout
-
-
-def _log_weighted_sumexp(x, weights):
-  """``log(sum_c w_c exp(x_c))`` per row (reference helper; the loss uses ``_stable_simloss``)."""
-  *_, lse_w = _weighted_log_ratio_parts(x, weights)
-  return lse_w
 
 
 def _loss_from_rows(logits, rows, epsilon):
@@ -116,7 +61,7 @@ def _loss_from_rows(logits, rows, epsilon):
     return -jnp.log(jnp.sum(rows * e, axis=-1) / jnp.sum(e, axis=-1) + epsilon)
   # -log(sum_c S_c p_c) = logsumexp(x) - log(sum_c S_c e^x_c), with a hand-written derivative
   # (p - t for the logits, -p / q for the weights) so that nothing is recomputed in log space.
-  return _stable_simloss(x, rows)
+  return _weighted_lse.weighted_log_ratio(x, rows)
 
 
 def _check_similarity_for_logits(similarity, logits):
@@ -145,7 +90,8 @@ def _check_epsilon(epsilon):
 # ----------------------------------------------------------------------------------------------
 
 
-def simloss(logits, labels, similarity, *, where=None, epsilon: Optional[float] = None):
+def simloss(logits: ArrayLike, labels: ArrayLike, similarity: ArrayLike, *, axis: int = -1,
+            where: Optional[ArrayLike] = None, epsilon: Optional[float] = None) -> jax.Array:
   """SimLoss: cross-entropy on the similarity-weighted probability of the true class.
 
   ``L_i = -log( sum_c S[y_i, c] softmax(z_i)_c )``, computed as
@@ -156,18 +102,22 @@ def simloss(logits, labels, similarity, *, where=None, epsilon: Optional[float] 
   ``p - t`` with ``t_c = p_c S[y, c] / sum_k S[y, k] p_k``.
 
   Args:
-    logits: ``[batch, num_classes]`` floating.
-    labels: ``[batch]`` integer class indices in ``[0, num_classes)``.
+    logits: ``[..., num_classes]`` floating (any leading batch dimensions; class axis ``axis``).
+    labels: ``[...]`` integer class indices in ``[0, num_classes)`` (the batch shape).
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     similarity: ``[num_classes, num_classes]`` floating, ``S[y, y] = 1``, entries in ``[0, 1]``
       (build it with :func:`ordinal_similarity`, :func:`superclass_similarity` or
       :func:`embedding_similarity`, or check your own with :func:`validate_similarity`). It is an
       array argument, so a new matrix of the same shape does not recompile a jitted caller.
-    where: optional ``[batch]`` boolean mask; masked examples give 0.
+    axis: the class axis of ``logits`` (default -1).
+    where: optional boolean mask of the batch shape (or one that broadcasts to it); masked
+      examples give 0.
     epsilon: ``None`` (stable form) or a number ``>= 0`` added to the weighted probability before
       the log (reference parity with the authors' PyTorch code: ``epsilon=1e-8``).
 
   Returns:
-    ``[batch]`` per-example losses (float32).
+    ``[...]`` per-example losses (float32), the batch shape.
 
   Example:
     >>> s = ordinal_similarity(3, reduction_factor=0.5)      # [[1, .5, .25], [.5, 1, .5], ...]
@@ -176,17 +126,19 @@ def simloss(logits, labels, similarity, *, where=None, epsilon: Optional[float] 
 
   Paper: Kobs et al., "SimLoss: Class Similarities in Cross Entropy", ISMIS 2020, arXiv:2003.03182.
   """
-  _checks.check_logits_labels(logits, labels)
-  _check_similarity_for_logits(similarity, logits)
-  _checks.check_where(where, _checks.shape_of(logits)[0])
+  z, batch = _checks.class_rows(logits, axis)
+  y = _checks.label_rows(labels, batch)
+  _check_similarity_for_logits(similarity, z)
+  w = _checks.where_rows(where, batch)
   _check_epsilon(epsilon)
-  rows = _checks.as_f32(similarity)[jnp.asarray(labels).astype(jnp.int32)]  # [B, C] gather
-  loss = _loss_from_rows(logits, rows, epsilon)
-  return _checks.apply_where(loss, where)
+  rows = _checks.as_f32(similarity)[y.astype(jnp.int32)]  # [N, C] gather
+  loss = _loss_from_rows(z, rows, epsilon)
+  return _checks.apply_where(loss, w).reshape(batch)
 
 
-def simloss_with_targets(logits, targets, similarity, *, where=None,
-                         epsilon: Optional[float] = None):
+def simloss_with_targets(logits: ArrayLike, targets: ArrayLike, similarity: ArrayLike, *,
+                         axis: int = -1, where: Optional[ArrayLike] = None,
+                         epsilon: Optional[float] = None) -> jax.Array:
   """SimLoss against probability targets: the similarity row is the expected row ``t @ S``.
 
   ``L_i = -log( sum_c (t_i @ S)_c softmax(z_i)_c )``. For one-hot ``t`` this equals :func:`simloss`.
@@ -197,14 +149,15 @@ def simloss_with_targets(logits, targets, similarity, *, where=None,
   ``-log sum_c t_c p_c`` (not to cross-entropy with targets) when ``S = I``.
 
   Args:
-    logits: ``[batch, num_classes]`` floating.
-    targets: ``[batch, num_classes]`` non-negative rows (normally on the probability simplex).
+    logits: ``[..., num_classes]`` floating (class axis ``axis``).
+    targets: the shape of ``logits``, non-negative rows (normally on the probability simplex).
     similarity: ``[num_classes, num_classes]`` similarity matrix, as for :func:`simloss`.
-    where: optional ``[batch]`` boolean mask; masked examples give 0.
+    axis: the class axis (default -1).
+    where: optional boolean mask of the batch shape (or broadcasting to it); masked examples give 0.
     epsilon: ``None`` (stable form) or the authors' additive constant, as for :func:`simloss`.
 
   Returns:
-    ``[batch]`` per-example losses (float32).
+    ``[...]`` per-example losses (float32), the batch shape.
 
   Example:
     >>> s = superclass_similarity(jnp.array([0, 0, 1]), reduction_factor=0.5)
@@ -214,13 +167,14 @@ def simloss_with_targets(logits, targets, similarity, *, where=None,
 
   Paper: Kobs et al., ISMIS 2020 (integer labels only; the soft-target row is our extension).
   """
-  _checks.check_logits_targets(logits, targets)
-  _check_similarity_for_logits(similarity, logits)
-  _checks.check_where(where, _checks.shape_of(logits)[0])
+  z, batch = _checks.class_rows(logits, axis)
+  t = _checks.rows_like(targets, logits, axis, "targets")
+  _check_similarity_for_logits(similarity, z)
+  w = _checks.where_rows(where, batch)
   _check_epsilon(epsilon)
-  rows = _checks.as_f32(targets) @ _checks.as_f32(similarity)
-  loss = _loss_from_rows(logits, rows, epsilon)
-  return _checks.apply_where(loss, where)
+  rows = _checks.as_f32(t) @ _checks.as_f32(similarity)
+  loss = _loss_from_rows(z, rows, epsilon)
+  return _checks.apply_where(loss, w).reshape(batch)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,7 +200,8 @@ def _check_unit_interval(value, name: str, what: str):
     raise ValueError(f"`{name}` ({what}) must be in [0, 1), got {value!r}.")
 
 
-def validate_similarity(similarity, num_classes: Optional[int] = None, *, atol: float = 1e-6):
+def validate_similarity(similarity: ArrayLike, num_classes: Optional[int] = None, *,
+                        atol: float = 1e-6) -> np.ndarray:
   """Checks a similarity matrix on the host and returns it as a float32 NumPy array.
 
   Requirements: square ``[C, C]`` (and ``C == num_classes`` when given), finite, entries in
@@ -295,7 +250,7 @@ def validate_similarity(similarity, num_classes: Optional[int] = None, *, atol: 
   return np.clip(s, 0.0, 1.0).astype(np.float32)
 
 
-def ordinal_similarity(num_classes: int, reduction_factor):
+def ordinal_similarity(num_classes: int, reduction_factor: float) -> jax.Array:
   """Ordinal similarity ``S[i, j] = r ** |i - j|`` (the paper's age-estimation matrix).
 
   Built as ``where(|i - j| == 0, 1, r ** |i - j|)`` so that ``r = 0`` gives the identity (plain
@@ -346,7 +301,7 @@ def _check_fine_to_coarse(fine_to_coarse):
   return f2c.astype(np.int64)
 
 
-def superclass_similarity(fine_to_coarse, reduction_factor):
+def superclass_similarity(fine_to_coarse: ArrayLike, reduction_factor: float) -> jax.Array:
   """Superclass similarity: 1 on the diagonal, ``r`` within a superclass, 0 across superclasses.
 
   Our extension of the paper for datasets with a two-level hierarchy (e.g. CIFAR-100's 20
@@ -377,7 +332,7 @@ def superclass_similarity(fine_to_coarse, reduction_factor):
   return jnp.where(eye, 1.0, jnp.where(same, r, 0.0)).astype(jnp.float32)
 
 
-def embedding_similarity(embeddings, lower_bound):
+def embedding_similarity(embeddings: ArrayLike, lower_bound: float) -> np.ndarray:
   """Similarity from class embeddings: ``S = max(0, (cos - b) / (1 - b))``, diagonal 1.
 
   The paper's CIFAR-100 route (word2vec vectors of the class names). ``cos`` is the cosine
@@ -433,11 +388,13 @@ def _check_labels_1d(labels, name="labels"):
   _checks.check_rank(labels, 1, name, "[batch]")
 
 
-def smoothed_targets(labels, num_classes: int, *, alpha):
+def smoothed_targets(labels: ArrayLike, num_classes: int, *, alpha: ArrayLike) -> jax.Array:
   """Label-smoothing targets ``(1 - alpha) * onehot(y) + alpha / C`` (as ``optax.smooth_labels``).
 
   Args:
     labels: ``[batch]`` integer class indices.
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     num_classes: ``C``.
     alpha: smoothing in ``[0, 1]``.
 
@@ -451,6 +408,9 @@ def smoothed_targets(labels, num_classes: int, *, alpha):
   Paper: Szegedy et al., "Rethinking the Inception Architecture", CVPR 2016.
   """
   _check_labels_1d(labels)
+  if (not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool)
+      or num_classes < 1):
+    raise ValueError(f"`num_classes` must be a Python int >= 1, got {num_classes!r}.")
   a = _concrete(alpha)
   if a is not None and not (a.shape == () and 0.0 <= float(a) <= 1.0):
     raise ValueError(f"`alpha` must be a scalar in [0, 1], got {alpha!r}.")
@@ -458,17 +418,21 @@ def smoothed_targets(labels, num_classes: int, *, alpha):
   return (1.0 - alpha) * onehot + alpha / num_classes
 
 
-def label_smoothing_cross_entropy(logits, labels, *, alpha, where=None):
+def label_smoothing_cross_entropy(logits: ArrayLike, labels: ArrayLike, *, alpha: ArrayLike,
+                                  axis: int = -1, where: Optional[ArrayLike] = None) -> jax.Array:
   """Cross-entropy against label-smoothing targets: ``-sum_c ((1-a) 1[c=y] + a/C) log p_c``.
 
   Args:
-    logits: ``[batch, num_classes]`` floating.
-    labels: ``[batch]`` integer class indices.
+    logits: ``[..., num_classes]`` floating (class axis ``axis``).
+    labels: ``[...]`` integer class indices (the batch shape).
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     alpha: smoothing in ``[0, 1]``.
-    where: optional ``[batch]`` boolean mask; masked examples give 0.
+    axis: the class axis (default -1).
+    where: optional boolean mask of the batch shape (or broadcasting to it); masked examples give 0.
 
   Returns:
-    ``[batch]`` per-example losses (float32).
+    ``[...]`` per-example losses (float32), the batch shape.
 
   Example:
     >>> label_smoothing_cross_entropy(jnp.zeros((1, 4)), jnp.array([2]), alpha=0.1)  # log 4
@@ -476,14 +440,15 @@ def label_smoothing_cross_entropy(logits, labels, *, alpha, where=None):
 
   Paper: Szegedy et al., CVPR 2016.
   """
-  _checks.check_logits_labels(logits, labels)
-  _checks.check_where(where, _checks.shape_of(logits)[0])
-  t = smoothed_targets(labels, _checks.shape_of(logits)[1], alpha=alpha)
-  logp = jax.nn.log_softmax(_checks.as_f32(logits), axis=-1)
-  return _checks.apply_where(-jnp.sum(t * logp, axis=-1), where)
+  z, batch = _checks.class_rows(logits, axis)
+  y = _checks.label_rows(labels, batch)
+  w = _checks.where_rows(where, batch)
+  t = smoothed_targets(y, z.shape[-1], alpha=alpha)
+  logp = jax.nn.log_softmax(_checks.as_f32(z), axis=-1)
+  return _checks.apply_where(-jnp.sum(t * logp, axis=-1), w).reshape(batch)
 
 
-def sord_targets(labels, num_classes: int, *, scale):
+def sord_targets(labels: ArrayLike, num_classes: int, *, scale: ArrayLike) -> jax.Array:
   """SORD soft ordinal targets ``t_c = softmax_c(-scale * (c - y) ** 2)``.
 
   Diaz & Marathe, "Soft Labels for Ordinal Regression", CVPR 2019, with the squared distance
@@ -492,6 +457,8 @@ def sord_targets(labels, num_classes: int, *, scale):
 
   Args:
     labels: ``[batch]`` integer class indices.
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     num_classes: ``C``.
     scale: ``> 0``; larger is closer to one-hot.
 
@@ -511,7 +478,8 @@ def sord_targets(labels, num_classes: int, *, scale):
   return jax.nn.softmax(-jnp.asarray(scale, jnp.float32) * d * d, axis=-1)
 
 
-def hierarchical_targets(labels, fine_to_coarse, *, beta):
+def hierarchical_targets(labels: ArrayLike, fine_to_coarse: ArrayLike, *,
+                         beta: ArrayLike) -> jax.Array:
   """Soft labels from a two-level hierarchy: ``t_c = softmax_c(-beta * d(c, y))``.
 
   Bertinetto et al., "Making Better Mistakes", CVPR 2020 (soft labels), with the tree distance of
@@ -519,6 +487,8 @@ def hierarchical_targets(labels, fine_to_coarse, *, beta):
 
   Args:
     labels: ``[batch]`` integer class indices.
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     fine_to_coarse: ``[num_classes]`` integer superclass id of every class (host array).
     beta: ``>= 0``; larger is closer to one-hot (``beta = 0`` is uniform).
 

@@ -70,6 +70,8 @@ def test_show_config_with_args_and_overrides(tmp_path, form):
     (("--config=digits_ce", "--workdir=w", "--config.total_stpes=3"), "did you mean \"total_steps\""),
     (("--config=digits_ce", "--workdir=w", "--config.parallel=bogus"), "`parallel` must be one of"),
     (("--config=digits_ce", "--workdir=w", "--config.total_steps=abc"), "total_steps"),
+    (("--config=gaussians_avgk:method=two_head", "--workdir=w", "--config.two_head.weight=-1"),
+     "`two_head.weight` must be >= 0"),
     (("--config=configs/digits_ce.py", "--workdir=w"), "--config=digits_ce"),
     (("--config=nope", "--workdir=w"), "--list-configs"),
     (("--config=digits_ce",), "--workdir is required"),

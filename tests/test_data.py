@@ -242,3 +242,30 @@ def test_batch_size_errors_name_the_argument():
     make_dataset(c)
   c.batch_size = 1438  # exactly the training split: one step per epoch
   assert make_dataset(c).steps_per_epoch == 1
+
+
+def test_augmentation_covers_every_shift_and_both_flips():
+  """On dense random images (each crop is then unique): every shift 0..2*pad in both directions
+  occurs, and about half of the images are mirrored."""
+  from labelwise.data import pipeline
+  rng = np.random.default_rng(0)
+  images = (rng.random((300, 5, 5, 2)) + 0.5).astype(np.float32)
+  out = pipeline._augment(images, np.random.default_rng(1), pad=2)
+  found = [_shifted_and_flipped(x, y, pad=2) for x, y in zip(images, out)]
+  assert all(f is not None for f in found)
+  assert {f[0] for f in found} == set(range(5)) and {f[1] for f in found} == set(range(5))
+  assert 0.4 < np.mean([f[2] for f in found]) < 0.6
+
+
+def test_default_data_dir_is_tfds_data_dir_else_home(monkeypatch, tmp_path):
+  from labelwise.data.pipeline import default_data_dir
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+  assert default_data_dir() == str(tmp_path)
+  monkeypatch.delenv("TFDS_DATA_DIR")
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  assert default_data_dir() == str(tmp_path / "home" / "tensorflow_datasets")
+
+
+def test_input_shape_is_one_example_without_the_batch_axis():
+  assert make_dataset(load_config("digits_ce", "runlocal")).input_shape() == (8, 8, 1)
+  assert make_dataset(load_config("mnist1d_ce", "runlocal")).input_shape() == (40,)

@@ -238,7 +238,7 @@ def test_missing_file_names_it_and_both_ways(tmp_path, no_debian):
                                             r"--config.data.manual_dir"):
     make_dataset(c)   # passes through the pipeline unchanged (not a DataReadError)
   with pytest.raises(SourceFileError, match=r"train-images-idx3-ubyte.gz .* not found; looked in "
-                                            r"the manual folder \(none\).*dpkg -L"):
+                                            r"the manual folder \(none: not set.*dpkg -L"):
     fm.load_arrays(None)
 
 
@@ -307,6 +307,7 @@ def test_debian_files_pass_the_published_checksums():
   assert abs(d.train_images.std() / 255 - fm.STD) < 1e-4
 
 
+@pytest.mark.slow  # ~15 CPU-s (compiling the 2-conv CNN); the data path is covered above
 def test_ce_config_trains_on_the_files(tiny, tmp_path):
   from labelwise.train import trainer
   from tests.helpers import load_config
@@ -316,3 +317,31 @@ def test_ce_config_trains_on_the_files(tiny, tmp_path):
   results = trainer.train_and_evaluate(c, str(tmp_path))
   assert results["step"] == 8 and np.isfinite(results["train/loss"])
   assert results["eval/num_examples"] == 60   # the test split of the tiny files
+
+
+def test_debian_folder_is_asked_from_dpkg(tmp_path, monkeypatch):
+  import subprocess
+  files = str(tmp_path / "pkg" / "fashion")
+  _, sha = write_files(files)
+  listing = "\n".join(["/.", "/usr", os.path.dirname(files), files] +
+                      [os.path.join(files, n + ".gz") for n in fm.FILES.values()] +
+                      ["/usr/share/doc/dataset-fashion-mnist/README.md.gz"])
+  calls = []
+
+  def fake_run(cmd, **kw):
+    calls.append(cmd)
+    return subprocess.CompletedProcess(cmd, 0, stdout=listing + "\n", stderr="")
+  monkeypatch.setattr(fm.subprocess, "run", fake_run)
+  assert fm.debian_folder() == files
+  assert calls == [["dpkg", "-L", "dataset-fashion-mnist"]]
+  with accepted(sha):
+    assert fm.load_arrays(None).train_images.shape == (240, 28, 28)   # no manual_dir: dpkg's
+  # dpkg without the package (exit status 1) or without dpkg at all: no folder.
+  monkeypatch.setattr(fm.subprocess, "run",
+                      lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "not installed"))
+  assert fm.debian_folder() is None
+
+  def no_dpkg(cmd, **kw):
+    raise FileNotFoundError("dpkg")
+  monkeypatch.setattr(fm.subprocess, "run", no_dpkg)
+  assert fm.debian_folder() is None

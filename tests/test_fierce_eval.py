@@ -137,3 +137,57 @@ def test_fine_grain_evaluator_scores_the_eval_split():
             for s, v in splits.items()}
   out = fine_grain.fine_grain(_eval_context(coarse, k=1))
   assert (out["fine_knn_accuracy"], out["fine_probe_accuracy"]) == (0.5, 0.5)
+
+
+def test_fine_grain_evaluator_options_max_train_and_codebook_entropy():
+  """``max_train`` caps the examples the k-NN/probe are fitted on (a k above the cap is then an
+  error); with a FIERCE codebook in the buffers the entropy of the eval features is reported."""
+  import jax.numpy as jnp
+  from labelwise.losses import fierce_entropy
+  rng = np.random.RandomState(6)
+  xtr, ytr = rng.randn(20, 4).astype(np.float32), np.repeat(np.arange(4), 5)
+  xte, yte = rng.randn(12, 4).astype(np.float32), np.arange(12) % 4
+  codes = (rng.randn(8, 4) * np.arange(1, 9)[:, None]).astype(np.float32)  # norms differ
+  splits = {"train": {"features": xtr, "label": ytr}, "test": {"features": xte, "label": yte}}
+  full = fine_grain.fine_grain(_eval_context(splits, k=3))
+  assert fine_grain.fine_grain(_eval_context(splits, k=3, max_train=20)) == full
+  assert full["fine_knn_accuracy"] == fine_grain.knn_accuracy(xtr, ytr, xte, yte, k=3)
+  with pytest.raises(ValueError, match=r"`k` must be in \[1, 4\]"):
+    fine_grain.fine_grain(_eval_context(splits, k=5, max_train=4))
+  assert "feature_entropy_bits" not in full
+
+  class _Fierce:
+    options = {"similarity": "dot", "logit_scale": 2.0}
+  ctx = fake_eval_context(splits, config={"data": {"train_split": "train"},
+                                          "fine_grain_eval": {"k": 3}},
+                          buffers={"codes": codes}, method=_Fierce())
+  got = fine_grain.fine_grain(ctx)["feature_entropy_bits"]
+
+  def entropy(x, similarity):
+    return float(fierce_entropy(jnp.asarray(x), jnp.asarray(codes), similarity=similarity,
+                                logit_scale=2.0))
+  assert got == pytest.approx(entropy(xte, "dot"), rel=1e-6)
+  # the eval split's features, with the method's similarity: the alternatives give other numbers
+  assert got != pytest.approx(entropy(xtr, "dot"), rel=1e-3)
+  assert got != pytest.approx(entropy(xte, "cosine"), rel=1e-3)
+
+
+def test_fine_grain_length_errors():
+  x = np.ones((4, 3))
+  with pytest.raises(ValueError, match=r"`train_x` has 4 rows but `train_y` 3 labels"):
+    fine_grain.knn_predict(x, [0, 1, 2], x, k=1)
+  with pytest.raises(ValueError, match=r"same length, got train 4 vs 3, test 4 vs 4"):
+    fine_grain.linear_probe_accuracy(x, [0, 1, 2], x, [0, 1, 2, 3])
+  with pytest.raises(ValueError, match=r"`l2` must be > 0, got -1.0"):
+    fine_grain.ridge_probe(x, np.ones(4), x, l2=-1.0)
+  with pytest.raises(ValueError, match=r"`x` and `y` must have the same length, got 3 and 2"):
+    fine_grain.spearman([1, 2, 3], [1, 2])
+
+
+def test_spearman_of_constants_is_nan_without_warnings():
+  import warnings
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # the early NaN: no ConstantInputWarning from scipy
+    assert np.isnan(fine_grain.spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+    assert np.isnan(fine_grain.spearman([1.0, 2.0, 3.0], [2.0, 2.0, 2.0]))
+    assert np.isnan(fine_grain.spearman([1.0], [2.0]))

@@ -201,8 +201,8 @@ def test_loss_value_errors(fn):
   f = C.collision_cross_entropy if fn == "ce" else C.collision_cross_entropy_with_logits
   with pytest.raises(ValueError, match="target"):
     f(z, np.full((4, 2), 0.5, np.float32))
-  with pytest.raises(ValueError, match="logits"):
-    f(np.zeros((4,), np.float32), np.zeros((4,), np.float32))
+  with pytest.raises(ValueError, match="logits"):  # no class axis ([C] is one example: allowed)
+    f(np.zeros((), np.float32), np.zeros((), np.float32))
   with pytest.raises(ValueError, match="where"):
     f(z, np.full((4, 3), 1 / 3, np.float32), where=np.ones(3, bool))
   if fn == "ce":
@@ -327,7 +327,11 @@ def test_em_pmap_equals_concatenated_batch(fairness):
   y_single, n_single = C.collision_pseudo_labels(sigma, fairness=fairness)
   y_pmap, n = _pmap_em(sigma, fairness=fairness)
   assert np.all(n == n[0]) and abs(int(n[0]) - int(n_single)) <= 1
-  np.testing.assert_allclose(y_pmap, y_single, atol=1e-3)
+  # At the same iteration count the pseudo-labels agree (the relative-decrease test can flip by one
+  # iteration between psum-ed and single-device sums when it sits on the boundary, and one EM step
+  # there moves y by ~1e-3).
+  y_same, _ = C.collision_pseudo_labels(sigma, fairness=fairness, tol=0.0, max_iter=int(n[0]))
+  np.testing.assert_allclose(y_pmap, y_same, atol=1e-5)
 
 
 def test_em_shard_map_and_objective_equal_single_device():

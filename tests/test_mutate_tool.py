@@ -90,8 +90,10 @@ def test_report_scores_and_groups(tmp_path):
   r2 = {**r1, "module": "losses/y.py", "mutants": 4, "killed": 4, "survived": 0, "equivalent": 0,
         "not_covered": 0, "equivalents": [], "survivors": []}
   text = mutate.render([r1, r2])
-  assert "| `losses/x.py` | 1 | 10 | 8 | 1 (1) | 1 | 88.9% |" in text   # 8 / (10 - 1)
-  assert "| **losses/** (all run) | | 14 | 12 | 1 (1) | 1 | **92.3%** |" in text  # 12 / 13
+  # 8 / (10 - 1); Wilson interval of 8 of 9: 56.497% to 98.0%
+  assert "| `losses/x.py` | 1 | 10 | 8 | 1 (1) | 1 | 88.9% | 56-98% |" in text
+  # 12 / 13: 66.69% to 98.63%
+  assert "| **losses/** (all run) | | 14 | 12 | 1 (1) | 1 | **92.3%** | 67-99% |" in text
   assert "`losses/x.py:2` core/NumberReplacer: `eps = 1e-12` -> `eps = 1.000000000001`: why" in text
   assert "`losses/x.py:5` core/AddNot (no test executes this line)" in text
   doc = tmp_path / "t.md"
@@ -101,3 +103,10 @@ def test_report_scores_and_groups(tmp_path):
   (tmp_path / "none.md").write_text("no markers\n")
   with pytest.raises(SystemExit, match="markers"):
     mutate.write_docs(tmp_path / "none.md", text)
+
+
+def test_targets_exist():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for module, tests in mutate.TARGETS.items():
+    assert os.path.isfile(os.path.join(root, module)), module
+    assert tests and all(os.path.isfile(os.path.join(root, t)) for t in tests), (module, tests)

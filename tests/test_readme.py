@@ -13,7 +13,12 @@ with open(_README) as f:
 
 
 def test_readme_has_the_examples():
-  assert len(_BLOCKS) >= 6  # the quick import example and one per method
+  assert len(_BLOCKS) >= 8  # the quick import example, one per method, the NNX and Equinox loops
+  for framework in ("from flax import nnx", "import equinox as eqx"):
+    (loop,) = [b for b in _BLOCKS if framework in b]
+    for name in ("simloss(", "collision_cross_entropy(", "fierce_loss(", "two_head_loss(",
+                 "gradmask_penalty("):
+      assert name in loop, (framework, name)
 
 
 @pytest.mark.parametrize("index", range(len(_BLOCKS)))

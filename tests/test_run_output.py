@@ -45,3 +45,28 @@ def test_cli_summary_and_resume_warning(tmp_path):
   assert again.returncode == 0, again.stdout + again.stderr
   assert "resumed from step 2" in again.stderr
   assert "Downloading" not in first.stdout + first.stderr
+
+
+def _quickstart():
+  import importlib.util
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "experiments", "quickstart.py")
+  spec = importlib.util.spec_from_file_location("quickstart", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_demo_table_has_chance_and_expected_values_for_every_metric():
+  q = _quickstart()
+  names = [row[0] for row in q.QUICKSTART]
+  assert any("cluster" in n for n in names)  # the clustering row, with k-means beside it
+  for name, _, _, _, metrics in q.QUICKSTART:
+    for metric in metrics:
+      chance, expected = q.EXPECTED[(name, metric)]
+      assert expected is not None, (name, metric)
+  table = q.format_table([("digits / ce", 300, {"eval/accuracy": 0.97, "eval/loss": 0.1}, 9.5, "w")])
+  lines = table.splitlines()
+  assert "chance" in lines[0] and "expected" in lines[0]
+  assert lines[2].split("|")[4:7] == [" 0.9700 ", " 0.1000 ", " 0.9749 "]
+  assert lines[3].split("|")[3:7] == [" eval/loss ", " 0.1000 ", " 2.3030 ", " 0.1085 "]

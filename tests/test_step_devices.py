@@ -185,3 +185,23 @@ def test_nan_policy_skip_keeps_the_state_but_counts_the_step(nan_policy):
     assert "skipped" not in m_bad and np.isnan(float(m_bad["loss"]))
     assert not np.allclose(after_bad.params["w"], after_good.params["w"])  # the NaN is a constant:
     # its gradient is finite, so only the loss check can skip this step
+
+
+@pytest.mark.parametrize("mode", ["jit", "pmap"])
+def test_nonfinite_guard_holds_the_first_nonfinite_step(mode):
+  """The guard carried through the compiled step is the number of the first step whose loss (or
+  gradient norm) was not finite: here a NaN loss with a finite gradient at step 2."""
+  from labelwise.train.step import ALL_FINITE
+  par = Parallel(mode, jax.devices()[:NUM_DEVICES])
+  tx, state = _state({"w": jnp.ones(3)}, {})
+  step = par.compile_train_step(
+      make_train_step(_LeastSquares({}), None, tx, axis_name=par.axis_name), guard=True)
+  good = _least_squares_batch()
+  bad = {**good, "poison": np.ones(8, np.float32)}
+  dev_state = par.put_state(state)
+  guard = par.put_state(jnp.asarray(ALL_FINITE, jnp.int32))
+  seen = []
+  for batch in (good, bad, good, bad):
+    dev_state, guard, _ = step(dev_state, guard, par.put_batch(batch))
+    seen.append(int(np.max(np.asarray(guard))))
+  assert seen == [ALL_FINITE, 2, 2, 2]

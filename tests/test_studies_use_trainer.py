@@ -9,7 +9,7 @@ import pytest
 EXPERIMENTS = pathlib.Path(__file__).resolve().parent.parent / "experiments"
 # What a training loop of its own needs: gradients and an optimizer.
 FORBIDDEN = re.compile(r"value_and_grad|jax\.grad\(|optax\.(adam|adamw|sgd)\(|\bnn\.Module\b")
-NOT_YET_CONVERTED = {"collision", "simloss"}
+NOT_YET_CONVERTED = {"collision"}
 
 
 @pytest.mark.parametrize("study", sorted(p.parent.name for p in EXPERIMENTS.glob("*/run.py")))

@@ -51,27 +51,34 @@ REPO = Path(__file__).resolve().parent.parent
 
 # module -> the test files that cover it (the coverage map then picks, per line, the tests that run it)
 TARGETS: Dict[str, List[str]] = {
-    "losses/_checks.py": ["tests/test_bad_inputs.py", "tests/test_losses_simloss.py"],
-    "losses/classification.py": ["tests/test_losses_simloss.py", "tests/test_losses_average_k.py"],
-    "losses/host_checks.py": ["tests/test_bad_inputs.py", "tests/test_losses_simloss.py"],
-    "losses/simloss.py": ["tests/test_losses_simloss.py"],
-    "losses/collision.py": ["tests/test_losses_collision.py"],
-    "losses/fierce.py": ["tests/test_losses_fierce.py"],
-    "losses/average_k.py": ["tests/test_losses_average_k.py"],
-    "losses/attribution.py": ["tests/test_losses_attribution.py"],
-    "train/step.py": ["tests/test_step_devices.py", "tests/test_parallel.py"],
-    "train/checkpoint.py": ["tests/test_reliability.py"],
-    "train/trainer.py": ["tests/test_train_e2e.py", "tests/test_parallel.py",
-                         "tests/test_reliability.py"],
+    "losses/_checks.py": ["tests/test_losses_contracts.py", "tests/test_bad_inputs.py",
+                          "tests/test_losses_simloss.py"],
+    "losses/classification.py": ["tests/test_losses_contracts.py", "tests/test_losses_simloss.py",
+                                 "tests/test_losses_average_k.py",
+                                 "tests/test_losses_batch_dims.py"],
+    "losses/host_checks.py": ["tests/test_losses_contracts.py", "tests/test_bad_inputs.py",
+                              "tests/test_losses_simloss.py"],
+    "losses/simloss.py": ["tests/test_losses_contracts.py", "tests/test_losses_simloss.py",
+                          "tests/test_losses_batch_dims.py"],
+    "losses/collision.py": ["tests/test_losses_contracts.py", "tests/test_losses_collision.py",
+                            "tests/test_losses_batch_dims.py"],
+    "losses/fierce.py": ["tests/test_losses_contracts.py", "tests/test_losses_fierce.py"],
+    "losses/average_k.py": ["tests/test_losses_contracts.py", "tests/test_losses_average_k.py"],
+    "losses/attribution.py": ["tests/test_losses_contracts.py", "tests/test_losses_attribution.py"],
+    "train/step.py": ["tests/test_step_devices.py", "tests/test_device_feed.py"],
+    "train/checkpoint.py": ["tests/test_checkpoint.py"],
+    # The trainer's resume/parallel tests (test_reliability.py, test_parallel.py) are left out: each
+    # takes minutes, and a mutant in those code paths would run them all.
+    "train/trainer.py": ["tests/test_train_e2e.py", "tests/test_loop.py", "tests/test_errors.py"],
     "data/pipeline.py": ["tests/test_data.py", "tests/test_device_feed.py"],
     "eval/evaluators.py": ["tests/test_evaluators.py", "tests/test_fierce_eval.py"],
-    "eval/metrics.py": ["tests/test_average_k_metrics.py", "tests/test_simloss_eval.py",
-                        "tests/test_collision_eval.py"],
+    "eval/metrics.py": ["tests/test_evaluators.py", "tests/test_average_k_metrics.py",
+                        "tests/test_simloss_eval.py", "tests/test_collision_eval.py"],
     "eval/fine_grain.py": ["tests/test_fierce_eval.py"],
     "eval/average_k.py": ["tests/test_average_k_metrics.py"],
-    "eval/clustering.py": ["tests/test_collision_eval.py"],
-    "eval/simloss.py": ["tests/test_simloss_eval.py"],
-    "eval/saliency.py": ["tests/test_attribution_saliency.py"],
+    "eval/clustering.py": ["tests/test_collision_eval.py", "tests/test_evaluators.py"],
+    "eval/simloss.py": ["tests/test_simloss_eval.py", "tests/test_evaluators.py"],
+    "eval/saliency.py": ["tests/test_attribution_saliency.py", "tests/test_evaluators.py"],
 }
 
 # cosmic-ray operators kept: the realistic slip at each site, not every operator for every operator.
@@ -316,6 +323,8 @@ def run_module(module: str, src: Path, workdir: Path, sample: float, log) -> dic
       _sample_filter(db, source, module, sample)
     (work / "stamp").write_text(stamp)
   (work / "tests_stamp").write_text(tests_stamp)
+  (work / "session.json").write_text(json.dumps({"module": module, "sample": sample,
+                                                 "baseline": baseline}))
   t0 = time.time()
   log(f"[{module}] running mutants (baseline {baseline:.0f} s)")
   _cosmic_ray("exec", str(cfg), str(db), cwd=src, env=env)
@@ -388,13 +397,25 @@ def _score(r) -> str:
   return f"{100.0 * r['killed'] / n:.1f}%" if n else "-"
 
 
+def _interval(r) -> str:
+  """95% Wilson interval of the score (a sample of the mutants estimates the full pass's score)."""
+  n = r["mutants"] - r["equivalent"]
+  if not n:
+    return "-"
+  p, z = r["killed"] / n, 1.96
+  mid, half = p + z * z / (2 * n), z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5
+  lo, hi = (mid - half) / (1 + z * z / n), (mid + half) / (1 + z * z / n)
+  return f"{100 * lo:.0f}-{100 * hi:.0f}%"
+
+
 def render(results: List[dict]) -> str:
-  out = ["| module | sample | mutants | killed | survived (not covered) | equivalent | score |",
-         "|---|---|---|---|---|---|---|"]
+  out = ["| module | sample | mutants | killed | survived (not covered) | equivalent | score "
+         "| 95% interval |", "|---|---|---|---|---|---|---|---|"]
   groups: Dict[str, dict] = {}
   for r in results:
     out.append(f"| `{r['module']}` | {r['sample']:g} | {r['mutants']} | {r['killed']} | "
-               f"{r['survived']} ({r['not_covered']}) | {r['equivalent']} | {_score(r)} |"
+               f"{r['survived']} ({r['not_covered']}) | {r['equivalent']} | {_score(r)} | "
+               f"{_interval(r)} |"
                + (f" {r['pending']} pending" if r.get("pending") else ""))
     g = groups.setdefault(r["module"].split("/")[0] + "/", {k: 0 for k in (
         "mutants", "killed", "survived", "equivalent", "not_covered")})
@@ -402,8 +423,9 @@ def render(results: List[dict]) -> str:
       g[k] += r[k]
   for name, g in sorted(groups.items()):
     out.append(f"| **{name}** (all run) | | {g['mutants']} | {g['killed']} | {g['survived']} "
-               f"({g['not_covered']}) | {g['equivalent']} | **{_score(g)}** |")
-  out += ["", "Score = killed / (mutants - equivalent). Sources measured: " + ", ".join(
+               f"({g['not_covered']}) | {g['equivalent']} | **{_score(g)}** | {_interval(g)} |")
+  out += ["", "Score = killed / (mutants - equivalent); the interval is the 95% Wilson interval "
+          "of the score of all mutants, estimated from the sample. Sources measured: " + ", ".join(
       f"`{r['module']}`@{r['source_sha1']}" for r in results) + "."]
   eq = [(r["module"], e) for r in results for e in r["equivalents"]]
   out += ["", f"### Equivalent mutants ({len(eq)})", ""]
@@ -429,6 +451,20 @@ def write_docs(path: Path, report: str) -> None:
   path.write_text(head + DOCS_START + "\n" + report + DOCS_END + rest.split(DOCS_END, 1)[1])
 
 
+def stored_result(workdirs: List[Path], module: str):
+  """The result of ``module`` from the first workdir that has a session (or a result) for it;
+  a session still running is read as it stands (its pending mutants counted)."""
+  for workdir in workdirs:
+    work = workdir / "sessions" / _slug(module)
+    if (work / "session.sqlite").exists() and (work / "session.json").exists():
+      info = json.loads((work / "session.json").read_text())
+      return collect(module, work / "session.sqlite", (work / "pristine.py").read_text(),
+                     info["sample"], info["baseline"])
+    if (workdir / "results" / f"{_slug(module)}.json").exists():
+      return json.loads((workdir / "results" / f"{_slug(module)}.json").read_text())
+  return None
+
+
 # ------------------------------------------------------------------ command line
 
 def main(argv=None) -> int:
@@ -445,7 +481,9 @@ def main(argv=None) -> int:
   p.add_argument("--workdir", default=str(REPO / "runs" / "mutate"))
   p.add_argument("--docs", default=None, help="also write the report into this markdown file")
   p.add_argument("--report-only", action="store_true",
-                 help="render the stored results without running anything")
+                 help="render the stored results (sessions still running: so far) without running")
+  p.add_argument("--also", nargs="*", default=[],
+                 help="further workdirs whose results join the report")
   args = p.parse_args(argv)
   if not 0.0 < args.sample <= 1.0:
     p.error(f"--sample must be in (0, 1], got {args.sample}")
@@ -464,8 +502,8 @@ def main(argv=None) -> int:
       (results_dir / f"{_slug(module)}.json").write_text(json.dumps(result, indent=1))
       log(f"[{module}] {result['mutants']} mutants, {result['killed']} killed, "
           f"{result['survived']} survived, {result['equivalent']} equivalent: {_score(result)}")
-  results = [json.loads((results_dir / f"{_slug(m)}.json").read_text()) for m in TARGETS
-             if (results_dir / f"{_slug(m)}.json").exists()]
+  results = [r for r in (stored_result([workdir] + [Path(d).resolve() for d in args.also], m)
+                         for m in TARGETS) if r is not None]
   equivalents = load_equivalents()
   for r in results:  # equivalents listed after the run count as such in the report too
     still = []

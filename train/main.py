@@ -131,8 +131,10 @@ def main(argv):
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   except ValueError as e:
     fail(e)
-  try:
-    trainer.validate_config(_CONFIG.value)  # names, sizes, devices: before any data is read
+  from labelwise.train import methods
+  try:  # names, sizes, devices, the method's options: before any data is read
+    trainer.validate_config(_CONFIG.value)
+    methods.get_method(_CONFIG.value)
   except ValueError as e:
     fail(f"config: {e}")
   results = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

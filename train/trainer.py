@@ -9,7 +9,6 @@ writes ``workdir/results.json``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from typing import Any, Dict, Optional
@@ -30,6 +29,7 @@ from labelwise.train import methods as methods_lib
 from labelwise.train import optim
 from labelwise.train import preemption
 from labelwise.train import step as step_lib
+from labelwise.train import workdir as workdir_lib
 from labelwise.train import writers
 from labelwise.train.methods.base import HostContext, RunInfo
 from labelwise.train.state import create_state
@@ -101,6 +101,7 @@ class Trainer:
 
   def __init__(self, config, workdir: str):
     validate_config(config)
+    workdir_lib.check(config, workdir, num_devices=len(select_devices(config)))  # changes nothing
     self.config = config
     self.workdir = workdir
     self.is_writer = jax.process_index() == 0
@@ -111,6 +112,7 @@ class Trainer:
     data_cfg = config.get("data", {})
     self.train_on = data_cfg.get("train_on", "label")
     self.eval_split = data_cfg.get("eval_split", "test")
+    self.dataset.check_labels(self.eval_split)  # every label in [0, C), once, on the host
     self.eval_batch_size = int(config.get("eval_batch_size") or config.batch_size)
     if self.train_on not in ("label", "coarse_label"):
       raise ValueError(f"`data.train_on` must be 'label' or 'coarse_label', got {self.train_on!r}.")
@@ -268,16 +270,23 @@ class Trainer:
     if first == step_lib.ALL_FINITE:
       return
     loss, norm = float(guard["loss"]), float(guard["grad_norm"])
-    what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {norm}"
     metrics = self.parallel.metrics_to_host(dmetrics) if dmetrics is not None else {}
     raise NonFiniteLossError(
-        f"non-finite {what} at step {first} (method {self.config.method!r}; loss {loss}, "
-        f"gradient norm {norm}; found at the host sync after step {done}, metrics of step "
+        f"non-finite loss or gradient at step {first} (method {self.config.method!r}; loss "
+        f"{loss}, gradient norm {norm}; found at the host sync after step {done}, metrics of step "
         f"{done}: {metrics}); the last good checkpoint (step {last_good}) is kept in "
-        f"{os.path.join(self.workdir, 'checkpoints')}. Lower the learning rate or set "
+        f"{os.path.join(self.workdir, 'checkpoints')}. Lower the learning rate (in a new "
+        f"--workdir: the workdir holds this config's run) or resume with "
         f"--config.nan_policy=skip.")
 
   def run(self) -> Dict[str, Any]:
+    """Trains to ``total_steps`` holding the workdir (``train/workdir.py``); the results dict."""
+    # The guard (SIGTERM/SIGINT -> checkpoint and stop) covers the whole run, the final save too.
+    with workdir_lib.claim(self.config, self.workdir, num_devices=len(self.parallel.devices)), \
+        preemption.PreemptionGuard() as self.preemption_guard:
+      return self._run()
+
+  def _run(self) -> Dict[str, Any]:
     """Trains from the newest checkpoint to ``total_steps``, evaluates, writes ``results.json``.
 
     The loop keeps metrics on the devices: the host syncs (waits for the steps in flight) only
@@ -296,6 +305,7 @@ class Trainer:
       if restored is not None:
         start = int(restored)
         logging.warning("resumed from step %d (the checkpoint in %s)", start, self.workdir)
+    workdir_lib.write_config(config, self.workdir, num_devices=len(self.parallel.devices))
     writer = writers.MetricWriter(self.workdir, active=self.is_writer,
                                   tensorboard=config.get("tensorboard", True))
     writer.truncate_after(start)
@@ -316,7 +326,7 @@ class Trainer:
     prefetch = self.batch_feed(start, total)
     nonfinite = self.new_guard()
     t0, seen, shown = time.time(), 0, start
-    guard = self.preemption_guard = preemption.PreemptionGuard().install()  # SIGTERM -> flag
+    guard = self.preemption_guard
     preempted = False
     try:
       for step in range(start, total):
@@ -366,7 +376,6 @@ class Trainer:
           preempted = True
           break
     finally:
-      guard.uninstall()
       prefetch.close()
       if progress is not None:
         progress.close()

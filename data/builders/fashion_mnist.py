@@ -130,7 +130,8 @@ def locate_files(manual_dir: Optional[str]) -> Dict[str, str]:
       raise SourceFileError(f"Fashion-MNIST file(s) {', '.join(missing)} missing in {what} "
                             f"{folder} (the other files are there). {MANUAL_DOWNLOAD_INSTRUCTIONS}")
     return found
-  looked = "; ".join(f"{what} {folder or '(none)'}" for what, folder in places)
+  looked = "; ".join(f"{what} {folder or '(none: not set, missing or empty)'}"
+                     for what, folder in places)
   raise SourceFileError(f"Fashion-MNIST file {FILES['train_images']}.gz (and the other three) not "
                         f"found; looked in {looked}. {MANUAL_DOWNLOAD_INSTRUCTIONS}")
 

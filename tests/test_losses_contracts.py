@@ -1,0 +1,80 @@
+"""Contracts of the public losses API: hyperparameters keyword-only; the host checks' boundaries."""
+
+import inspect
+
+import numpy as np
+import pytest
+
+from labelwise import losses
+
+# Options and hyperparameters: wherever a public loss function takes one, it is keyword-only.
+_HYPERPARAMETERS = {
+    "where", "axis", "axis_name", "eps", "epsilon", "k", "alpha", "beta", "lam", "scale",
+    "temperature", "fairness_weight", "fairness", "tol", "max_iter", "step_size", "include_true",
+    "weight", "marginal_weight", "normalization", "bisection_steps", "atol", "logit_scale", "form",
+    "max_entropy", "init", "has_aux", "cross_entropy"}
+# A function whose argument of that name is its data: num_pseudo_positives(k, batch, num_classes).
+_DATA_ARGUMENTS = {("num_pseudo_positives", "k")}
+
+
+def _public_functions():
+  return [(name, fn) for name, fn in sorted(vars(losses).items())
+          if inspect.isfunction(fn) and not name.startswith("_")]
+
+
+def test_hyperparameters_are_keyword_only():
+  assert len(_public_functions()) > 30
+  for name, fn in _public_functions():
+    for p in inspect.signature(fn).parameters.values():
+      if p.name in _HYPERPARAMETERS and (name, p.name) not in _DATA_ARGUMENTS:
+        assert p.kind == p.KEYWORD_ONLY, f"{name}({p.name}=...) must be keyword-only"
+
+
+def test_keyword_only_hyperparameters_refuse_positions():
+  labels = np.array([0, 1])
+  with pytest.raises(TypeError):
+    losses.hierarchical_targets(labels, np.array([0, 0, 1]), 1.0)
+  assert losses.hierarchical_targets(labels, np.array([0, 0, 1]), beta=1.0).shape == (2, 3)
+
+
+def test_similarity_range_tolerance_is_inclusive():
+  """Entries up to ``atol`` outside [0, 1] are accepted (and clipped), farther ones are not."""
+  atol = 1e-3
+  s = np.array([[1.0, -atol], [1.0 + atol, 1.0]])
+  np.testing.assert_array_equal(losses.validate_similarity(s, atol=atol), [[1, 0], [1, 1]])
+  with pytest.raises(ValueError, match=r"similarity\[0, 1\]"):
+    losses.validate_similarity(np.array([[1.0, -2 * atol], [0.0, 1.0]]), atol=atol)
+
+
+def test_embedding_similarity_needs_a_feature_axis():
+  with pytest.raises(ValueError, match=r"`embeddings` must be a \[num_classes, dim\] matrix, got "
+                                       r"shape \(3, 0\)"):
+    losses.embedding_similarity(np.zeros((3, 0)), 0.0)
+
+
+def test_validate_targets_tolerance_and_zeros():
+  atol = 1e-3
+  losses.validate(targets=np.eye(3))                                     # zeros are fine
+  losses.validate(targets=np.array([[1.0 + atol, -atol, 0.0]]), atol=atol)  # boundary: inclusive
+  with pytest.raises(ValueError, match=r"`targets` must be non-negative probabilities, got "
+                                       r"targets\[0, 1\]"):
+    losses.validate(targets=np.array([[1.0 + 2 * atol, -2 * atol, 0.0]]), atol=atol)
+
+
+def test_validate_infers_the_class_count_from_the_last_axis():
+  losses.validate(logits=np.zeros(3), labels=np.array(2))       # one example, [C] logits
+  losses.validate(logits=np.zeros((2, 3, 5)), labels=np.array([[4, 0, 1], [2, 3, 4]]))
+  with pytest.raises(ValueError, match=r"\[0, 5\)"):
+    losses.validate(logits=np.zeros((2, 3, 5)), labels=np.array([[5, 0, 1], [2, 3, 4]]))
+  losses.validate(targets=np.full((2, 4), 0.25), labels=np.array([3, 0]))
+
+
+def test_deadlock_check_boundary_and_message():
+  """Rows within ``atol`` (inclusive) of the first are a deadlock; the message gives the deviation."""
+  same = np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
+  with pytest.raises(ValueError, match=r"max deviation 0 <= atol=0.25"):
+    losses.check_not_deadlocked(same, atol=0.25)
+  with pytest.raises(ValueError, match=r"max deviation 0.25 <= atol=0.25"):
+    losses.check_not_deadlocked(np.array([[0.5, 0.5], [0.75, 0.25]]), atol=0.25)
+  losses.check_not_deadlocked(np.array([[0.5, 0.5], [0.875, 0.125]]), atol=0.25)
+  losses.check_not_deadlocked(np.array([[0.5, 0.5]]), atol=0.25)  # one row: nothing to compare
