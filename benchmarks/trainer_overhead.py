@@ -9,8 +9,9 @@ Same model, batch, optimizer and data in both:
   counted.
 * **minimal**: the training split placed once on the devices, one ``jax.jit`` step with the state
   donated that gathers its batch from the split by indices (placed before timing), softmax
-  cross-entropy, ``jax.value_and_grad``, the config's optax optimizer; no metrics, no host sync
-  until the last step. ``jit`` with the batch sharded over the same devices.
+  cross-entropy, ``jax.value_and_grad``, the config's optax optimizer; no metrics; it waits for a
+  step only every 20 steps (as the trainer; without it 4 fake CPU devices deadlock). ``jit`` with
+  the batch sharded over the same devices.
 
 Cases: digits MLP (128, 128), batch 128, Adam 1e-3 (``configs/digits_ce.py``) and SmallCNN on
 MNIST-1D, batch 128, Adam 3e-3 cosine (``configs/mnist1d_ce.py``). One device and 4 fake CPU devices
@@ -40,6 +41,10 @@ CASES = {  # key: (title, config module, steps per run, log_every)
     "cnn": ("MNIST-1D SmallCNN", "mnist1d_ce", 1000, 100),
 }
 MODES = ("pmap", "shard_map", "jit")
+# The minimal loop waits for its step every SYNC_EVERY steps, like the trainer (which syncs every
+# min(log_every, 20) steps): with thousands of steps in flight, XLA:CPU's collectives on 4 fake
+# devices deadlock (observed here: the 4-device worker hung in its first all-reduce).
+SYNC_EVERY = 20
 
 
 def make_config(module: str, steps: int, log_every: int, parallel: str, num_devices: int):
@@ -109,8 +114,10 @@ def minimal_examples_per_sec(config) -> float:
   state, loss = step(state, data, idxs[0])  # compile
   jax.block_until_ready(loss)
   t0 = time.perf_counter()
-  for idx in idxs:
+  for i, idx in enumerate(idxs):
     state, loss = step(state, data, idx)
+    if i % SYNC_EVERY == SYNC_EVERY - 1:  # as the trainer: see trainer.MAX_STEPS_IN_FLIGHT
+      jax.block_until_ready(loss)
   jax.block_until_ready(loss)
   return steps * b / (time.perf_counter() - t0)
 

@@ -37,8 +37,10 @@ from labelwise.train.state import create_state
 NAN_POLICIES = ("stop", "skip")
 DTYPES = ("float32", "bfloat16")  # config.dtype: model compute; params and losses float32
 #: at most this many steps are dispatched without a host sync by default (`host_sync_every` = 0):
-#: bounds the work queued on the devices (XLA:CPU collectives on fake devices can stall otherwise).
-MAX_STEPS_IN_FLIGHT = 100
+#: bounds the work queued on the devices. XLA:CPU's collectives on fake CPU devices deadlock with
+#: thousands of unsynchronised steps in flight (seen in benchmarks/trainer_overhead.py: 3 of 4
+#: device threads waited 600 s in one all-reduce).
+MAX_STEPS_IN_FLIGHT = 20
 
 
 class NonFiniteLossError(FloatingPointError):
