@@ -12,3 +12,4 @@ PY=${PY:-.venv/bin/python}
 "$PY" benchmarks/trainer_overhead.py
 "$PY" benchmarks/scaling.py
 "$PY" benchmarks/memory.py
+"$PY" benchmarks/sweep_cost.py

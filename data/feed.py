@@ -119,7 +119,7 @@ class DeviceSplit:
                          f"number of local devices ({n}).")
       place = jax.sharding.NamedSharding(parallel.local_mesh, jax.sharding.PartitionSpec())
       out, self.index_sharding = parallel.stacked, place
-      take = lambda v, idx: v[idx].reshape((n, -1) + v.shape[1:])  # noqa: E731
+      take = lambda v, idx: parallel.split_for_pmap(v[idx])  # noqa: E731
     else:
       place, out = parallel.replicated, parallel.batch_sharding
       self.index_sharding = parallel.batch_sharding
@@ -144,14 +144,17 @@ class DeviceFeed:
     parallel: the run's ``Parallel``.
     split: the placed split.
     start, stop: the steps ``start..stop-1``.
+    replicas: the run's ``train.sweep`` replicas (``batch(fn, step)``: one index row per replica).
   """
 
-  def __init__(self, dataset, parallel, split: DeviceSplit, start: int, stop: int):
+  def __init__(self, dataset, parallel, split: DeviceSplit, start: int, stop: int, replicas):
     self._dataset, self._parallel, self._split = dataset, parallel, split
-    self._step, self._stop = start, stop
+    self._step, self._stop, self._replicas = start, stop, replicas
 
   def _indices(self, step: int) -> np.ndarray:
-    return self._dataset.local_train_indices(step).astype(np.int32)
+    """This step's example indices: ``[B]``, or ``[R, B]`` (each replica's seed) in a sweep."""
+    return self._replicas.batch(
+        lambda s, seed: self._dataset.local_train_indices(s, seed).astype(np.int32), step)
 
   def gathered(self, step: int):
     """The device batch of ``step`` (what the step sees), as the pmap path builds it."""
@@ -166,8 +169,8 @@ class DeviceFeed:
     if not par.gathers_in_step:  # multi-process pmap: gather first, then the step
       return step, self.gathered(step)
     idx = self._indices(step)
-    if par.mode == "pmap":  # [devices, per-device batch] indices, one row per device
-      idx = jax.device_put(idx.reshape(len(par.local_devices), -1), par.stacked)
+    if par.mode == "pmap":  # [devices, per-device batch] indices ([devices, R, ...] in a sweep)
+      idx = jax.device_put(np.asarray(par.split_for_pmap(idx)), par.stacked)
     elif par.mode == "shard_map":  # shard_map needs the indices split over the mesh
       idx = jax.device_put(idx, par.batch_sharding)
     return step, Indices(idx)

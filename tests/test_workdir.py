@@ -337,6 +337,7 @@ def _mount_tmpfs(path, size):
                         capture_output=True).returncode == 0
 
 
+@pytest.mark.slow  # three runs; the injected-ENOSPC test above is the fast one
 def test_disk_full_on_a_real_small_tmpfs(tmp_path):
   disk = tmp_path / "disk"
   if not _mount_tmpfs(disk, "4m"):

@@ -108,7 +108,7 @@ class ActDiff(_MaskMethod):
     pen = losses.actdiff_penalty(feats[:b], feats[b:])
     share = losses.reduce_masked_penalty(pen, w, normalization=self.options["normalization"],
                                          axis_name=ctx.axis_name)
-    lam = float(self.options["lam"]) if self.options["apply_lambda"] else 1.0
+    lam = self.hp(ctx)["lam"] if self.options["apply_lambda"] else 1.0
     return self._finish(both["logits"][:b], y, share, lam, w, model_state)
 
 
@@ -133,9 +133,9 @@ class _GradientMethod(_MaskMethod):
     pen = self.penalty(g, m)
     share = losses.reduce_masked_penalty(pen, w, normalization=self.options["normalization"],
                                          axis_name=ctx.axis_name)
-    out = self._finish(logits, y, share, float(self.options["lam"]), w, model_state)
-    wd = float(self.options.get("weight_decay", 0.0))
-    if wd:
+    out = self._finish(logits, y, share, self.hp(ctx)["lam"], w, model_state)
+    if "weight_decay" in self.hp(ctx):  # RRR's own weight decay (0 adds exactly 0)
+      wd = self.hp(ctx)["weight_decay"]
       l2 = sum(jnp.sum(jnp.square(p)) for p in jax.tree_util.tree_leaves(ctx.params)
                if p.ndim > 1)
       out = out._replace(loss=out.loss + wd * l2, metrics={**out.metrics, "weight_l2": l2})
@@ -221,7 +221,7 @@ class Adversarial(_MaskMethod):
     if head is None:
       raise ValueError("method 'adversarial' needs the model's extra head 'discriminator'; the "
                        "trainer adds it from `extra_heads` (use a model built on models.heads).")
-    lam = float(self.options["lam"])
+    lam = self.hp(ctx)["lam"]
     f = both["features"].reshape(2 * b, -1)
     f_rev = jax.lax.stop_gradient((1.0 + lam) * f) - lam * f  # forward f, backward -lam
     d_logit = (f_rev @ head["kernel"] + head["bias"])[:, 0]

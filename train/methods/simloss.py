@@ -73,6 +73,9 @@ class SimLoss(Method):
   name = "simloss"
   defaults = {"similarity": "ordinal", "reduction_factor": 0.5, "lower_bound": 0.5,
               "embeddings": "", "epsilon": 0.0}
+  # reduction_factor and lower_bound shape the similarity buffer, built per run (per replica).
+  static_options = {"epsilon": "0 selects the numerically stable form and > 0 the authors' "
+                               "-log(q + eps): two different programs"}
 
   def validate(self):
     o = self.options
@@ -92,7 +95,7 @@ class SimLoss(Method):
 
   def loss(self, ctx: StepContext) -> LossOutput:
     outputs, model_state = ctx.apply(ctx.params, ctx.batch["input"])
-    eps = float(self.options["epsilon"]) or None
+    eps = self.options["epsilon"] or None  # static: picks the form
     per_example = losses.simloss(outputs["logits"], ctx.batch["label"],
                                  ctx.buffers["similarity"], epsilon=eps)
     acc = metrics_lib.accuracy(outputs["logits"], ctx.batch["label"])
@@ -102,13 +105,13 @@ class SimLoss(Method):
 class _SoftTargetMethod(Method):
   """Cross-entropy against ``self.targets(labels, num_classes)``."""
 
-  def targets(self, labels, num_classes):
+  def targets(self, labels, num_classes, hparams):
     raise NotImplementedError
 
   def loss(self, ctx: StepContext) -> LossOutput:
     outputs, model_state = ctx.apply(ctx.params, ctx.batch["input"])
     logits, labels = outputs["logits"], ctx.batch["label"]
-    t = self.targets(labels, logits.shape[-1])
+    t = self.targets(labels, logits.shape[-1], self.hp(ctx))
     per_example = losses.softmax_cross_entropy_with_targets(logits, t)
     acc = metrics_lib.accuracy(logits, labels)
     return LossOutput(jnp.mean(per_example), {"accuracy": jnp.mean(acc)}, model_state)
@@ -123,8 +126,8 @@ class LabelSmoothing(_SoftTargetMethod):
     if not 0.0 <= float(self.options["alpha"]) <= 1.0:
       raise ValueError(f"`label_smoothing.alpha` must be in [0, 1], got {self.options['alpha']}.")
 
-  def targets(self, labels, num_classes):
-    return losses.smoothed_targets(labels, num_classes, alpha=float(self.options["alpha"]))
+  def targets(self, labels, num_classes, hparams):
+    return losses.smoothed_targets(labels, num_classes, alpha=hparams["alpha"])
 
 
 class SORD(_SoftTargetMethod):
@@ -136,8 +139,8 @@ class SORD(_SoftTargetMethod):
     if not float(self.options["scale"]) > 0.0:
       raise ValueError(f"`sord.scale` must be > 0, got {self.options['scale']}.")
 
-  def targets(self, labels, num_classes):
-    return losses.sord_targets(labels, num_classes, scale=float(self.options["scale"]))
+  def targets(self, labels, num_classes, hparams):
+    return losses.sord_targets(labels, num_classes, scale=hparams["scale"])
 
 
 class HierarchicalSoft(_SoftTargetMethod):
@@ -154,6 +157,5 @@ class HierarchicalSoft(_SoftTargetMethod):
     self.fine_to_coarse = _need_fine_to_coarse(info, "hierarchical_soft")
     return {}
 
-  def targets(self, labels, num_classes):
-    return losses.hierarchical_targets(labels, self.fine_to_coarse,
-                                       beta=float(self.options["beta"]))
+  def targets(self, labels, num_classes, hparams):
+    return losses.hierarchical_targets(labels, self.fine_to_coarse, beta=hparams["beta"])
