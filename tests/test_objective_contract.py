@@ -14,17 +14,23 @@ from labelwise.train import trainer as trainer_lib
 from labelwise.train.methods.base import StepContext
 from tests.helpers import load_config
 
+# The slow-marked cases run in `make test-slow` (the suite's time budget).
 CASES = [
     ("digits_fierce", "runlocal", {}, "lambda", (0.0, 2.0)),
     ("digits_fierce", "runlocal", {}, "label_smoothing", (0.0, 0.3)),
-    ("digits_fierce", "runlocal", {}, "temperature", (0.5, 2.0)),
+    pytest.param("digits_fierce", "runlocal", {}, "temperature", (0.5, 2.0),
+                 marks=pytest.mark.slow),
     ("diabetes_label_smoothing", "runlocal", {}, "alpha", (0.0, 0.4)),
-    ("diabetes_sord", "runlocal", {}, "scale", (0.5, 3.0)),
-    ("hierarchy_hierarchical_soft", "runlocal", {}, "beta", (0.5, 3.0)),
+    pytest.param("diabetes_sord", "runlocal", {}, "scale", (0.5, 3.0),
+                 marks=pytest.mark.slow),
+    pytest.param("hierarchy_hierarchical_soft", "runlocal", {}, "beta", (0.5, 3.0),
+                 marks=pytest.mark.slow),
     ("gaussians_avgk", "runlocal,method=two_head", {}, "weight", (0.0, 1.0)),
-    ("gaussians_avgk", "runlocal,method=epr", {}, "weight", (0.0, 5.0)),
+    pytest.param("gaussians_avgk", "runlocal,method=epr", {}, "weight", (0.0, 5.0),
+                 marks=pytest.mark.slow),
     ("digits_collision_soft", "runlocal", {}, "noise_level", (0.0, 0.5)),
-    ("digits_collision_soft", "runlocal", {}, "noise_seed", (0, 1)),
+    pytest.param("digits_collision_soft", "runlocal", {}, "noise_seed", (0, 1),
+                 marks=pytest.mark.slow),
     ("digits_cluster", "runlocal", {}, "fairness_weight", (0.5, 2.0)),
 ]
 

@@ -163,6 +163,7 @@ def test_sweep_select_needs_a_carved_validation_split(tmp_path):
     trainer.Trainer(config, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_host_work_runs_per_replica(tmp_path):
   """Dataset-level EM (collision_cluster, pseudo_labels="dataset") in a sweep: each replica's EM
   uses its own state and fairness weight, and the replica equals its single run."""
