@@ -96,3 +96,13 @@ def test_expected_positive_regularizer_with_every_example_masked():
   logits = np.zeros((3, 5), np.float32)
   got = losses.expected_positive_regularizer(logits, k=2.0, where=np.zeros(3, bool))
   np.testing.assert_allclose(np.asarray(got), (2.0 / 5) ** 2, rtol=1e-6)
+
+
+def test_actdiff_gradient_is_finite_at_zero_distance():
+  """Identical features (distance 0): the penalty is 0 and its gradient 0, not NaN (sqrt at 0)."""
+  import jax
+  import jax.numpy as jnp
+  f = jnp.asarray(np.random.RandomState(0).randn(4, 3), jnp.float32)
+  value, grad = jax.value_and_grad(lambda x: jnp.sum(losses.actdiff_penalty(x, f)))(f)
+  assert float(value) == 0.0
+  np.testing.assert_array_equal(np.asarray(grad), np.zeros((4, 3), np.float32))
