@@ -269,3 +269,12 @@ def test_default_data_dir_is_tfds_data_dir_else_home(monkeypatch, tmp_path):
 def test_input_shape_is_one_example_without_the_batch_axis():
   assert make_dataset(load_config("digits_ce", "runlocal")).input_shape() == (8, 8, 1)
   assert make_dataset(load_config("mnist1d_ce", "runlocal")).input_shape() == (40,)
+
+
+def test_train_indices_are_one_global_batch_per_step():
+  c = load_config("digits_ce", "runlocal")
+  d = make_dataset(c)
+  steps = [d.train_indices(s) for s in range(d.steps_per_epoch)]
+  assert all(len(i) == c.batch_size for i in steps)
+  epoch = np.concatenate(steps)
+  assert len(np.unique(epoch)) == len(epoch)

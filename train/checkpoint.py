@@ -16,6 +16,9 @@ A save that fails for lack of space raises ``DiskFullError`` naming the workdir;
 ``<step>.orbax-checkpoint-tmp`` is removed and the last committed checkpoint is untouched, so the run
 resumes from it once space is freed. SIGTERM/SIGINT during a save are deferred until it has committed
 (``preemption.signals_deferred``).
+
+A :class:`~labelwise.train.state.TrainState`'s ``hparams`` are not saved: they are a function of the
+config (and of a sweep's overrides), and a restore takes them from the template.
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from labelwise.train import preemption
+from labelwise.train.state import TrainState
+
+
+def _saved_part(state: Any) -> Any:
+  """What is written: a TrainState without its ``hparams`` (they come from the config)."""
+  return state.replace(hparams={}) if isinstance(state, TrainState) else state
 
 
 class CheckpointMismatchError(ValueError):
@@ -100,7 +109,7 @@ class Checkpointer:
       return
     try:
       with preemption.signals_deferred():  # a checkpoint is written whole or not at all
-        self.manager.save(int(step), args=ocp.args.StandardSave(state))
+        self.manager.save(int(step), args=ocp.args.StandardSave(_saved_part(state)))
         if wait:
           self.manager.wait_until_finished()
     except Exception as e:  # noqa: BLE001 - re-raised; ENOSPC gets its own error
@@ -134,6 +143,7 @@ class Checkpointer:
     ``CheckpointMismatchError`` for a readable checkpoint of another tree and
     ``UnreadableCheckpointsError`` when no checkpoint can be read.
     """
+    full_template, template = template, _saved_part(template)
     abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), template)
     unreadable = []
@@ -162,6 +172,8 @@ class Checkpointer:
         continue
       for bad, _ in unreadable:
         self._set_aside(bad)
+      if isinstance(full_template, TrainState):
+        state = state.replace(hparams=full_template.hparams)
       return step, state
     if unreadable:
       raise UnreadableCheckpointsError(
@@ -170,7 +182,7 @@ class Checkpointer:
           + "\n  ".join(f"{s}: {type(e).__name__}: {str(e)[:200]}" for s, e in unreadable)
           + "\nMove them out of the way (or delete them) to restart this run from step 0, or "
             "use a new --workdir.")
-    return None, template
+    return None, full_template
 
   def _warn(self, step: int, e: BaseException) -> None:
     logging.warning("checkpoint %d in %s cannot be restored (%s: %s); trying the previous one",
