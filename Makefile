@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -
 PYTEST_ARGS ?=
 MUTATE_ARGS ?= --sample 0.2
 
-.PHONY: venv demo test test-slow bench docs mutate clean
+.PHONY: venv demo test doctest test-slow bench docs mutate clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory doctest
+
+# Every docstring example of losses/ and eval/ (pytest --doctest-modules). The repository root is the
+# package, so pytest would import these files under the checkout folder's name: a link named
+# `labelwise` to the root gives them their package names.
+doctest: $(STAMP)
+	mkdir -p build/doctest && ln -sfn ../.. build/doctest/labelwise
+	$(PY) -m pytest -q -p no:cacheprovider --doctest-modules build/doctest/labelwise/losses build/doctest/labelwise/eval
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)

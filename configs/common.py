@@ -55,6 +55,8 @@ def base_config(*, dataset: str, model: str, method: str = "ce") -> ml_collectio
       train_split="train",    # any TFDS split string, e.g. "train[:90%]"
       eval_split="test",
       validation_split="",    # for evaluators that calibrate (e.g. "train[90%:]")
+      validation_fraction=0.0,  # > 0: a fixed stratified validation split carved from the
+                                # training split (which then excludes it); sweep_select uses it
       coarse="",              # "", "dataset", "halves", "parity", "pairs", a name of the
                               # dataset's own (fashion_mnist: "hcnn6", "clothes_goods"), or ints
       train_on="label",       # or "coarse_label" (the fine label is kept as fine_label)
@@ -78,7 +80,7 @@ def base_config(*, dataset: str, model: str, method: str = "ce") -> ml_collectio
   c.total_steps = 1000
   c.log_every = 50
   c.host_sync_every = 0       # steps between host syncs (metrics stay on the device meanwhile);
-                              # 0: the log interval, at most 100
+                              # 0: the log interval, at most 20
   c.eval_every = 0            # 0: evaluate at the end only
   c.checkpoint_every = 500    # 0: only at the end; -1: never
   c.keep_checkpoints = 3
@@ -87,6 +89,10 @@ def base_config(*, dataset: str, model: str, method: str = "ce") -> ml_collectio
   c.progress_bar = True
   c.tensorboard = True
   c.optimizer = optimizer()
+  # Sweeps (labelwise.train.sweep): "key=v1,v2;key2=..." trains every combination as a replica of
+  # one compiled program; sweep_select="val/<metric>:max" (or :min) picks the point on validation.
+  c.sweep = ""
+  c.sweep_select = ""
   return c
 
 

@@ -92,6 +92,29 @@ def _open_source(spec: DatasetSpec, split: str, data_dir: str, manual_dir: Optio
     ) from e
 
 
+class LabelRangeError(ValueError):
+  """A dataset holds integer labels outside ``[0, num_classes)``."""
+
+
+def check_labels(labels: np.ndarray, num_classes: int, where: str, indices=None) -> None:
+  """Raises ``LabelRangeError`` unless every label is in ``[0, num_classes)`` (numpy, on the host).
+
+  The jitted losses do not check values (``losses.softmax_cross_entropy`` would score a label of
+  -1 as the last class and give NaN for a label of ``num_classes``), so the data is checked once,
+  when it is read: a cached split when the dataset is built, other splits as they are read.
+  """
+  labels = np.asarray(labels)
+  bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+  if bad.size:
+    i = int(bad[0])
+    at = int(indices[i]) if indices is not None else i
+    raise LabelRangeError(
+        f"{where} has {bad.size} label{'s' if bad.size > 1 else ''} outside [0, {num_classes}) "
+        f"(e.g. example {at}: label {int(labels[i])}). The losses would silently train on them "
+        f"(under jit a label of -1 scores the last class, a label of {num_classes} gives NaN): fix "
+        f"the data or the dataset's num_classes.")
+
+
 @dataclasses.dataclass
 class SplitData:
   """One split: random access to examples as numpy dicts (``input``, ``label``, fields, ``index``)."""
@@ -132,6 +155,8 @@ class SplitData:
       for k, v in cols.items():
         out.setdefault(k, []).append(v)
     out = {k: np.concatenate(v) for k, v in out.items()}
+    check_labels(out["label"], self.spec.num_classes, f"split {self.split!r} of dataset "
+                 f"{self.spec.name!r}", np.asarray(indices))
     pre = self.spec.preprocess or (lambda x: np.asarray(x, np.float32))
     out["input"] = pre(out["input"]).astype(np.float32)
     for f in ("coarse_label",):
@@ -161,6 +186,59 @@ class SplitData:
     return sum(v.nbytes for v in self._cache.values()) if self._cache is not None else 0
 
 
+#: the fixed seed of the stratified validation carve-out (the same for every run and replica)
+VALIDATION_SEED = 20260
+FIT_SUFFIX, VALIDATION_SUFFIX = "|fit", "|validation"
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float, seed: int = VALIDATION_SEED):
+  """Splits ``range(len(labels))`` into (fit rows, held-out rows), stratified by label.
+
+  Class ``c`` gives ``round(fraction * n_c)`` of its ``n_c`` examples, chosen by a permutation drawn
+  from ``(seed, c)``: fixed for a dataset whatever the run's seed. Both parts are sorted.
+  """
+  if not 0.0 < float(fraction) < 1.0:
+    raise ValueError(f"`data.validation_fraction` must be in (0, 1), got {fraction}.")
+  labels = np.asarray(labels)
+  held = []
+  for c in np.unique(labels):
+    rows = np.flatnonzero(labels == c)
+    k = int(round(float(fraction) * len(rows)))
+    held.append(rows[np.random.default_rng([int(seed), int(c)]).permutation(len(rows))[:k]])
+  held = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+  fit = np.setdiff1d(np.arange(len(labels)), held)
+  if len(held) == 0 or len(fit) == 0:
+    raise ValueError(f"`data.validation_fraction`={fraction} leaves "
+                     f"{len(fit)} training and {len(held)} validation examples; both must be > 0.")
+  return fit, held
+
+
+class SubsetSplit:
+  """Rows ``rows`` of a :class:`SplitData`, renumbered: ``index`` is the position in the subset."""
+
+  def __init__(self, parent: SplitData, rows: np.ndarray, name: str):
+    self.parent, self.rows, self.split = parent, np.asarray(rows, np.int64), name
+    self.spec = parent.spec
+    self.num_examples = len(self.rows)
+    self.cache_limit = parent.cache_limit
+
+  def get(self, indices) -> Dict[str, np.ndarray]:
+    indices = np.asarray(indices)
+    out = self.parent.get(self.rows[indices])
+    out["index"] = indices.astype(np.int32)
+    return out
+
+  def all(self) -> Dict[str, np.ndarray]:
+    return self.get(np.arange(self.num_examples))
+
+  @property
+  def cached(self) -> bool:
+    return self.parent.cached
+
+  def cached_bytes(self) -> int:
+    return self.parent.cached_bytes() * self.num_examples // max(1, self.parent.num_examples)
+
+
 def _augment(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
   """Random crop (zero padding ``pad``) and horizontal flip, per image, [B, H, W, C]."""
   b, h, w = images.shape[:3]
@@ -181,7 +259,8 @@ class Dataset:
   def __init__(self, spec: DatasetSpec, *, train_split: str, global_batch_size: int, seed: int,
                data_dir: Optional[str] = None, coarse=None, augment: bool = False,
                process_index: Optional[int] = None, process_count: Optional[int] = None,
-               cache_limit: int = 200_000, manual_dir: Optional[str] = None):
+               cache_limit: int = 200_000, manual_dir: Optional[str] = None,
+               validation_fraction: float = 0.0):
     self.spec = spec
     self.data_dir = data_dir or default_data_dir()
     self.manual_dir = manual_dir or None
@@ -199,8 +278,17 @@ class Dataset:
     self.global_batch_size = int(global_batch_size)
     self.local_batch_size = self.global_batch_size // self.process_count
     self._splits: Dict[str, SplitData] = {}
-    self._perm_cache: Optional[tuple] = None  # (epoch, permutation) of the last epoch asked for
+    self._perm_cache: Dict[int, tuple] = {}  # seed -> (epoch, permutation) of its last epoch
     self.train = self.split(train_split)
+    self.validation: Optional[SubsetSplit] = None
+    if validation_fraction:  # carve a fixed, stratified validation split out of the training split
+      full = self.train
+      fit, held = stratified_holdout(full.get(np.arange(full.num_examples))["label"],
+                                     validation_fraction)
+      self.train = SubsetSplit(full, fit, train_split + FIT_SUFFIX)
+      self.validation = SubsetSplit(full, held, train_split + VALIDATION_SUFFIX)
+      self._splits[self.train.split] = self.train
+      self._splits[self.validation.split] = self.validation
     self.steps_per_epoch = self.train.num_examples // self.global_batch_size
     if self.steps_per_epoch < 1:
       raise ValueError(f"`batch_size` ({global_batch_size}) is larger than the training split "
@@ -214,6 +302,13 @@ class Dataset:
   def num_coarse_classes(self) -> Optional[int]:
     return None if self.coarse_map is None else int(self.coarse_map.max()) + 1
 
+  def check_labels(self, *splits: str) -> None:
+    """Reads (and caches) ``splits`` now, so that a label outside ``[0, num_classes)`` is an error
+    when the run starts rather than at its evaluation; the training split was read when built."""
+    for name in splits:
+      if name:
+        self.split(name)
+
   def split(self, name: str) -> SplitData:
     if name not in self._splits:
       self._splits[name] = SplitData(self.spec, name, self.data_dir, self.coarse_map,
@@ -223,30 +318,37 @@ class Dataset:
   def input_shape(self):
     return self.train.get(np.arange(1))["input"].shape[1:]
 
-  def train_indices(self, step: int) -> np.ndarray:
-    """Global example indices of training step ``step`` (all hosts)."""
-    epoch, pos = divmod(int(step), self.steps_per_epoch)
-    return self._permutation(epoch)[pos * self.global_batch_size:(pos + 1) * self.global_batch_size]
+  def train_indices(self, step: int, seed: Optional[int] = None) -> np.ndarray:
+    """Global example indices of training step ``step`` (all hosts).
 
-  def _permutation(self, epoch: int) -> np.ndarray:
-    """The example order of ``epoch`` (a function of (seed, epoch); the last one is kept)."""
-    cached = self._perm_cache
+    ``seed`` (default: the run's) gives the order of the run with that seed (a sweep's replicas).
+    """
+    epoch, pos = divmod(int(step), self.steps_per_epoch)
+    perm = self._permutation(epoch, self.seed if seed is None else int(seed))
+    return perm[pos * self.global_batch_size:(pos + 1) * self.global_batch_size]
+
+  def _permutation(self, epoch: int, seed: int) -> np.ndarray:
+    """The example order of ``epoch`` (a function of (seed, epoch); the last one per seed is kept)."""
+    cache = self._perm_cache
+    cached = cache.get(seed)
     if cached is None or cached[0] != epoch:
-      cached = (epoch, np.random.default_rng([self.seed, epoch]).permutation(
-          self.train.num_examples))
-      self._perm_cache = cached
+      cached = (epoch, np.random.default_rng([seed, epoch]).permutation(self.train.num_examples))
+      if len(cache) >= 1024:  # a sweep has one entry per seed; bound it anyway
+        cache.clear()
+      cache[seed] = cached
     return cached[1]
 
-  def local_train_indices(self, step: int) -> np.ndarray:
+  def local_train_indices(self, step: int, seed: Optional[int] = None) -> np.ndarray:
     """This host's slice of :meth:`train_indices`."""
     lo = self.process_index * self.local_batch_size
-    return self.train_indices(step)[lo:lo + self.local_batch_size]
+    return self.train_indices(step, seed)[lo:lo + self.local_batch_size]
 
-  def train_batch(self, step: int) -> Dict[str, np.ndarray]:
-    """This host's slice of the global training batch of ``step``."""
-    batch = self.train.get(self.local_train_indices(step))
+  def train_batch(self, step: int, seed: Optional[int] = None) -> Dict[str, np.ndarray]:
+    """This host's slice of the global training batch of ``step`` (of the run with ``seed``)."""
+    seed = self.seed if seed is None else int(seed)
+    batch = self.train.get(self.local_train_indices(step, seed))
     if self.augment and self.spec.image:
-      rng = np.random.default_rng([self.seed, int(step), self.process_index, 1])
+      rng = np.random.default_rng([seed, int(step), self.process_index, 1])
       batch["input"] = _augment(batch["input"], rng)
     return batch
 
@@ -279,4 +381,5 @@ def make_dataset(config, *, process_index=None, process_count=None) -> Dataset:
                  coarse=data.get("coarse"), augment=data.get("augment", False),
                  process_index=process_index, process_count=process_count,
                  cache_limit=data.get("cache_limit", 200_000),
-                 manual_dir=data.get("manual_dir") or None)
+                 manual_dir=data.get("manual_dir") or None,
+                 validation_fraction=float(data.get("validation_fraction", 0.0) or 0.0))

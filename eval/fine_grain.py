@@ -30,7 +30,7 @@ import numpy as np
 from jax.typing import ArrayLike
 import scipy.stats
 
-from labelwise.eval.evaluators import EvalContext, register_evaluator
+from labelwise.eval.context import EvalContext
 
 
 # ---------------------------------------------------------------- k-NN
@@ -292,21 +292,21 @@ def fine_grain_metrics(train_features: ArrayLike, train_fine: ArrayLike, test_fe
   return out
 
 
-@register_evaluator("fine_grain")
 def fine_grain(ctx: EvalContext) -> Dict[str, float]:
   """Frozen features of the train and eval splits; fine-label k-NN, probe (and Spearman if 1-D).
 
   Options (``config.fine_grain_eval``, all optional): ``k`` (5), ``l2`` (1e-3), ``max_train``
-  (cap on training examples for the k-NN/probe fit, 0 = all), ``train_split`` (default
-  ``config.data.train_split``), ``probe`` ("logistic", or "ridge": closed form, for studies).
-  The fine label is ``fine_label`` when training on coarse labels, else ``label``. When the method has a FIERCE codebook (``buffers["codes"]``) the noiseless
+  (cap on training examples for the k-NN/probe fit, 0 = all), ``train_split`` (default: the run's
+  training split, without a carved ``data.validation_fraction``), ``probe`` ("logistic", or
+  "ridge": closed form, for studies). The fine label is ``fine_label`` when training on coarse
+  labels, else ``label``. When the method has a FIERCE codebook (``buffers["codes"]``) the noiseless
   entropy of the eval features is reported too.
   """
   opts = dict(ctx.config.get("fine_grain_eval", None) or {})
   k, l2 = int(opts.get("k", 5)), float(opts.get("l2", 1e-3))
   probe = opts.get("probe", "logistic")
   max_train = int(opts.get("max_train", 0))
-  train_split = opts.get("train_split") or ctx.config.data.get("train_split", "train")
+  train_split = opts.get("train_split") or ctx.dataset.train.split  # without a carved validation
   tr = ctx.predictions(train_split)
   te = ctx.predictions()
   fine_key = "fine_label" if "fine_label" in te else "label"

@@ -194,7 +194,10 @@ def actdiff_penalty(features: ArrayLike, shuffled_features: ArrayLike, *,
   _checks.check_where(where, fshape[0])
   d = _checks.as_f32(features) - _checks.as_f32(shuffled_features)
   d = d.reshape(fshape[0], -1)
-  return _checks.apply_where(_safe_norm(jnp.sum(d * d, axis=-1)), where)
+  # ||d|| = m ||d / m|| with m = max |d_j|: no overflow of d * d when the norm itself fits.
+  m = jax.lax.stop_gradient(jnp.max(jnp.abs(d), axis=-1, keepdims=True))
+  m = jnp.where(m > 0, m, 1.0)
+  return _checks.apply_where(m[:, 0] * _safe_norm(jnp.sum(jnp.square(d / m), axis=-1)), where)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -212,6 +215,8 @@ def gradmask_score(logits: ArrayLike, labels: Optional[ArrayLike] = None) -> jax
   Args:
     logits: ``[batch, num_classes]``.
     labels: ``[batch]`` integer labels; required when ``num_classes > 2``.
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
 
   Returns:
     ``[batch]`` float32 scores.
@@ -284,6 +289,11 @@ def input_gradients(score_fn: Callable, inputs: ArrayLike, *,
   """
   def total(x):
     out = score_fn(x)
+    if has_aux and not (isinstance(out, (tuple, list)) and len(out) == 2):
+      got = (f"a {type(out).__name__} of length {len(out)}" if isinstance(out, (tuple, list))
+             else f"an array of shape {_checks.shape_of(out)}")
+      raise TypeError(f"`score_fn` must return a pair ([batch] scores, aux) with has_aux=True, got "
+                      f"{got}; pass has_aux=False for a function that returns only the scores.")
     scores, aux = out if has_aux else (out, None)
     _checks.check_rank(scores, 1, "score_fn(inputs)", "[batch] per-example scores")
     return jnp.sum(_checks.as_f32(scores)), aux

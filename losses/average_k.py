@@ -49,6 +49,9 @@ def _static_number(value, name: str) -> float:
     raise TypeError(
         f"`{name}` must be a static Python number (it fixes the number of pseudo-labels, "
         f"which must be known at trace time), got a traced value {value}.")
+  if isinstance(value, (str, bytes, bool, np.bool_)) or not np.issubdtype(
+      np.asarray(value).dtype, np.number):
+    raise TypeError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}).")
   if np.ndim(value) != 0:
     raise ValueError(f"`{name}` must be a scalar, got shape {np.shape(value)}.")
   try:
@@ -94,6 +97,11 @@ def num_pseudo_positives(k: float, batch: int, num_classes: int, *,
       raise ValueError(
           f"`k`={k} with include_true=True is not reachable: the {batch} observed labels already "
           f"give {batch} positives (K = 1); use k >= 1 or include_true=False.")
+    if k > 1.0 and n < 1:
+      raise ValueError(
+          f"`k`={k} with a batch of {batch} gives (k - 1)*B = {(k - 1.0) * batch:.4g}, which rounds "
+          f"to 0 pseudo-positives (the loss would train for K = 1); use a larger k or batch, or "
+          f"k=1.")
   else:
     n = _round_half_up(k * batch)
     available = batch * num_classes
@@ -179,6 +187,8 @@ def average_k_pseudo_labels(probs: ArrayLike, labels: ArrayLike, *, k: float,
     probs: ``[batch, num_classes]`` floating scores (probabilities or log-probabilities). No
       gradient flows through the result.
     labels: ``[batch]`` integer observed labels in ``[0, num_classes)``.
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     k: static Python number in ``(0, num_classes]``, the average number of positives per example.
     include_true: rule B (True) or rule A (False).
     axis_name: data-parallel axis (pmap / shard_map). The ranking is then over the global batch of
@@ -261,6 +271,8 @@ def two_head_loss(softmax_logits: ArrayLike, multilabel_logits: ArrayLike, label
     softmax_logits: ``[batch, num_classes]`` logits of the softmax head.
     multilabel_logits: ``[batch, num_classes]`` logits of the multi-label (sigmoid) head.
     labels: ``[batch]`` integer observed labels.
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     k: static average set size in ``(0, num_classes]``.
     weight: weight of the BCE term (the paper's alpha; a warm-up may pass a traced scalar).
     include_true: pseudo-label rule B (True, default) or A (False); see
@@ -307,6 +319,8 @@ def assume_negative_loss(multilabel_logits: ArrayLike, labels: ArrayLike, *,
   Args:
     multilabel_logits: ``[batch, num_classes]`` sigmoid logits.
     labels: ``[batch]`` integer observed labels.
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     where: optional ``[batch]`` boolean mask; masked examples give 0.
 
   Returns:

@@ -22,6 +22,8 @@ def softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike, *, axis: int = -
       ``axis``).
     labels: ``[...]`` integer class indices in ``[0, num_classes)``: the shape of ``logits``
       without its class axis.
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     axis: the class axis of ``logits`` (default -1).
     where: optional boolean mask of the shape of ``labels`` (or one that broadcasts to it, e.g.
       ``[batch, 1]`` for ``[batch, time]`` labels); masked examples give 0.

@@ -66,9 +66,12 @@ def _check_simplex(x, name: str, atol: float = 1e-3) -> None:
   """Raises ValueError if concrete ``x`` has negative entries or rows that do not sum to 1.
 
   Under ``jit`` the values are not known; the check is then skipped (shapes are still checked).
+  The tolerance grows with the rounding of low-precision dtypes (bfloat16 rows are off by ~1e-2).
   """
   if not _is_concrete(x):
     return
+  if jnp.issubdtype(jnp.result_type(x), jnp.floating):
+    atol = max(atol, 2.0 * float(jnp.finfo(jnp.result_type(x)).eps))
   a = np.asarray(x, dtype=np.float64)
   if a.size == 0:
     return
@@ -109,6 +112,22 @@ def _check_solver_args(fairness_weight, fairness, tol, max_iter) -> None:
                      f"got {tol!r}.")
   if not isinstance(max_iter, (int, np.integer)) or isinstance(max_iter, bool) or max_iter < 1:
     raise ValueError(f"`max_iter` must be a Python int >= 1, got {max_iter!r}.")
+
+
+def _solver_weights(where, batch: int, axis_name):
+  """``(w [batch], kept)`` for the pseudo-label solvers: a concrete ``where`` must keep a row;
+  ``kept`` (the global count of kept rows) lets a traced all-False mask give its start point."""
+  w = _weights(where, batch)
+  if where is not None and _is_concrete(where) and not np.asarray(where).any() and axis_name is None:
+    raise ValueError(f"`where` keeps no example (all {batch} entries are False): there is nothing "
+                     f"to pseudo-label.")
+  return w, _gsum(jnp.sum(w), axis_name)
+
+
+def _or_start_point(result, sigma, kept):
+  """A solver's ``(y, iterations)``, or ``(sigma, 0)`` where no row was kept (instead of NaN)."""
+  y, n = result
+  return jnp.where(kept > 0, y, sigma), jnp.where(kept > 0, n, 0).astype(n.dtype)
 
 
 def _weights(where, batch: int):
@@ -382,9 +401,9 @@ def collision_pseudo_labels(probs: ArrayLike, *, fairness_weight: ArrayLike = 1.
   _check_probs(probs)
   _check_solver_args(fairness_weight, fairness, tol, max_iter)
   sigma = _checks.as_f32(probs)
-  w = _weights(where, sigma.shape[0])
-  return _collision_em(sigma, w, fairness_weight, tol, max_iter, fairness=fairness,
-                       axis_name=axis_name)
+  w, kept = _solver_weights(where, sigma.shape[0], axis_name)
+  return _or_start_point(_collision_em(sigma, w, fairness_weight, tol, max_iter,
+                                       fairness=fairness, axis_name=axis_name), sigma, kept)
 
 
 @functools.partial(jax.jit, static_argnames=("fairness", "axis_name"))
@@ -466,10 +485,14 @@ def shannon_pseudo_labels(probs: ArrayLike, *, fairness_weight: ArrayLike = 1.0,
   if _is_concrete(fairness_weight) and float(fairness_weight) <= 0:
     raise ValueError("`fairness_weight` must be > 0 for shannon_pseudo_labels (with 0 the "
                      f"optimum is the one-hot argmax), got {float(fairness_weight)}.")
+  if (not isinstance(bisection_steps, (int, np.integer)) or isinstance(bisection_steps, bool)
+      or bisection_steps < 1):
+    raise ValueError(f"`bisection_steps` must be a Python int >= 1, got {bisection_steps!r}.")
   sigma = _checks.as_f32(probs)
-  w = _weights(where, sigma.shape[0])
-  return _shannon_mm(sigma, w, fairness_weight, tol, max_iter, axis_name=axis_name,
-                     bisection_steps=bisection_steps)
+  w, kept = _solver_weights(where, sigma.shape[0], axis_name)
+  return _or_start_point(_shannon_mm(sigma, w, fairness_weight, tol, max_iter,
+                                     axis_name=axis_name, bisection_steps=bisection_steps),
+                         sigma, kept)
 
 
 @functools.partial(jax.jit, static_argnames=("axis_name", "bisection_steps"))
@@ -526,6 +549,9 @@ def simplex_projection(v: ArrayLike) -> jax.Array:
   if len(_checks.shape_of(v)) < 1:
     raise ValueError(f"`v` must have rank >= 1 ([..., num_classes]), got shape {_checks.shape_of(v)}.")
   v = _checks.as_f32(v)
+  # The projection is invariant to adding a constant to a row: shifting by the row maximum keeps
+  # the sums below from losing the "- 1" of the constraint on huge inputs (zeros, NaN gradients).
+  v = v - jax.lax.stop_gradient(jnp.max(v, axis=-1, keepdims=True))
   k = v.shape[-1]
   s = -jnp.sort(-v, axis=-1)  # descending
   css = jnp.cumsum(s, axis=-1) - 1.0
@@ -568,12 +594,12 @@ def pgd_pseudo_labels(probs: ArrayLike, *, step_size: ArrayLike, fairness_weight
   """
   _check_probs(probs)
   _check_solver_args(fairness_weight, fairness, tol, max_iter)
-  if _is_concrete(step_size) and not float(step_size) > 0:
-    raise ValueError(f"`step_size` must be > 0, got {step_size!r}.")
+  if _is_concrete(step_size) and not (np.isfinite(float(step_size)) and float(step_size) > 0):
+    raise ValueError(f"`step_size` must be a finite number > 0, got {step_size!r}.")
   sigma = _checks.as_f32(probs)
-  w = _weights(where, sigma.shape[0])
-  return _pgd(sigma, w, fairness_weight, step_size, tol, max_iter, fairness=fairness,
-              axis_name=axis_name)
+  w, kept = _solver_weights(where, sigma.shape[0], axis_name)
+  return _or_start_point(_pgd(sigma, w, fairness_weight, step_size, tol, max_iter,
+                              fairness=fairness, axis_name=axis_name), sigma, kept)
 
 
 @functools.partial(jax.jit, static_argnames=("fairness", "axis_name"))
@@ -634,6 +660,9 @@ def mutual_information_loss(logits: ArrayLike, *, marginal_weight: ArrayLike = 1
   _checks.check_rank(logits, 2, "logits", "[batch, num_classes]")
   _checks.check_nonempty(logits, "logits")
   _checks.check_floating(logits, "logits")
+  if _is_concrete(marginal_weight) and not (np.ndim(marginal_weight) == 0 and np.isfinite(
+      float(marginal_weight)) and float(marginal_weight) >= 0):
+    raise ValueError(f"`marginal_weight` must be a finite number >= 0, got {marginal_weight!r}.")
   w = _weights(where, _checks.shape_of(logits)[0])
   logp = jax.nn.log_softmax(_checks.as_f32(logits), axis=-1)
   p = jnp.exp(logp)

@@ -45,6 +45,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from labelwise.losses import _checks
@@ -206,7 +207,10 @@ def fierce_assignments(features, codes, key=None, *, temperature: float = 1.0,
   s = fierce_logits(features, codes, similarity=similarity, logit_scale=logit_scale)
   if key is not None:
     s = s + jax.random.gumbel(key, s.shape, jnp.float32)
-  soft = jax.nn.softmax(s / temperature, axis=-1)
+  # The row maximum out first: s / temperature overflows for a tiny temperature (NaN under jit);
+  # (s - max) / temperature is <= 0 and gives the same softmax.
+  soft = jax.nn.softmax((s - jax.lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True)))
+                        / temperature, axis=-1)
   hard = jax.nn.one_hot(jnp.argmax(s, axis=-1), s.shape[-1], dtype=soft.dtype)
   # Forward value exactly `hard` (x - x == 0 in floats); backward the softmax Jacobian.
   return hard + (soft - jax.lax.stop_gradient(soft))
@@ -350,6 +354,10 @@ def fierce_objective(ce: ArrayLike, entropy: ArrayLike, *, lam: float = 1.0,
     return ce - lam * entropy
   if max_entropy is None:
     raise ValueError("`max_entropy` must be given for form='convex' (log2 K for FIERCE), got None.")
+  if _concrete(max_entropy) and not (np.ndim(max_entropy) == 0 and float(max_entropy) >= 0
+                                     and np.isfinite(float(max_entropy))):
+    raise ValueError(f"`max_entropy` (the entropy's upper bound, log2 K) must be a finite number "
+                     f">= 0, got {max_entropy!r}.")
   return ce / (1.0 + lam) + (lam / (1.0 + lam)) * (max_entropy - entropy)
 
 
@@ -367,6 +375,8 @@ def fierce_loss(logits: ArrayLike, labels: ArrayLike, features: ArrayLike, codes
   Args:
     logits: ``[batch, num_classes]`` floating (coarse classifier).
     labels: ``[batch]`` integer coarse labels.
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     features: ``[batch, dim]`` penultimate features (``[batch]`` for ``similarity="bins"``).
     codes: ``[num_codes, dim]`` fixed codebook (``fierce_codes``).
     key: Gumbel key (training) or None (noiseless).

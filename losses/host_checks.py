@@ -78,6 +78,28 @@ def check_simplex(targets, name: str = "targets", *, atol: float = 1e-4) -> None
                      f"{sums[tuple(first)]:.6g} in row {_index(first)}.")
 
 
+def _check_shapes_agree(**named) -> None:
+  """``validate``'s arguments describe one batch: same classes, same batch shape."""
+  shapes = {k: tuple(np.shape(v)) for k, v in named.items() if v is not None}
+  lg, tg = shapes.get("logits"), shapes.get("targets")
+  if lg is not None and tg is not None and lg != tg:
+    raise ValueError(f"`targets` must have the shape of `logits` {lg} ([batch, num_classes]), "
+                     f"got {tg}.")
+  batch_of = {"logits": (lg or (None,))[:-1] if lg else None,
+              "targets": (tg or (None,))[:-1] if tg else None,
+              "labels": shapes.get("labels"), "where": shapes.get("where")}
+  ref = next(((k, b) for k, b in batch_of.items() if b is not None and k != "where"), None)
+  for name, batch in batch_of.items():
+    if ref is None or batch is None or name == ref[0]:
+      continue
+    if name == "where" and len(batch) == len(ref[1]) and all(
+        w in (1, r) for w, r in zip(batch, ref[1])):
+      continue  # a mask that broadcasts over the batch shape (e.g. [batch, 1] for [batch, time])
+    if batch != ref[1]:
+      raise ValueError(f"`{name}` must have the batch shape {ref[1]} of `{ref[0]}`, got shape "
+                       f"{shapes[name]}.")
+
+
 def validate(*, logits: Optional[ArrayLike] = None, labels: Optional[ArrayLike] = None,
              targets: Optional[ArrayLike] = None, where: Optional[ArrayLike] = None,
              similarity: Optional[ArrayLike] = None, num_classes: Optional[int] = None,
@@ -100,6 +122,7 @@ def validate(*, logits: Optional[ArrayLike] = None, labels: Optional[ArrayLike] 
     Traceback (most recent call last):
     ValueError: `labels` must be class indices in [0, 3), got labels[1] = 3 (1 out of range).
   """
+  _check_shapes_agree(logits=logits, labels=labels, targets=targets, where=where)
   if num_classes is None:
     for x in (logits, targets):
       if x is not None and np.ndim(x) >= 1:

@@ -104,6 +104,8 @@ def simloss(logits: ArrayLike, labels: ArrayLike, similarity: ArrayLike, *, axis
   Args:
     logits: ``[..., num_classes]`` floating (any leading batch dimensions; class axis ``axis``).
     labels: ``[...]`` integer class indices in ``[0, num_classes)`` (the batch shape).
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     similarity: ``[num_classes, num_classes]`` floating, ``S[y, y] = 1``, entries in ``[0, 1]``
       (build it with :func:`ordinal_similarity`, :func:`superclass_similarity` or
       :func:`embedding_similarity`, or check your own with :func:`validate_similarity`). It is an
@@ -391,6 +393,8 @@ def smoothed_targets(labels: ArrayLike, num_classes: int, *, alpha: ArrayLike) -
 
   Args:
     labels: ``[batch]`` integer class indices.
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     num_classes: ``C``.
     alpha: smoothing in ``[0, 1]``.
 
@@ -404,6 +408,9 @@ def smoothed_targets(labels: ArrayLike, num_classes: int, *, alpha: ArrayLike) -
   Paper: Szegedy et al., "Rethinking the Inception Architecture", CVPR 2016.
   """
   _check_labels_1d(labels)
+  if (not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool)
+      or num_classes < 1):
+    raise ValueError(f"`num_classes` must be a Python int >= 1, got {num_classes!r}.")
   a = _concrete(alpha)
   if a is not None and not (a.shape == () and 0.0 <= float(a) <= 1.0):
     raise ValueError(f"`alpha` must be a scalar in [0, 1], got {alpha!r}.")
@@ -418,6 +425,8 @@ def label_smoothing_cross_entropy(logits: ArrayLike, labels: ArrayLike, *, alpha
   Args:
     logits: ``[..., num_classes]`` floating (class axis ``axis``).
     labels: ``[...]`` integer class indices (the batch shape).
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     alpha: smoothing in ``[0, 1]``.
     axis: the class axis (default -1).
     where: optional boolean mask of the batch shape (or broadcasting to it); masked examples give 0.
@@ -448,6 +457,8 @@ def sord_targets(labels: ArrayLike, num_classes: int, *, scale: ArrayLike) -> ja
 
   Args:
     labels: ``[batch]`` integer class indices.
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     num_classes: ``C``.
     scale: ``> 0``; larger is closer to one-hot.
 
@@ -476,6 +487,8 @@ def hierarchical_targets(labels: ArrayLike, fine_to_coarse: ArrayLike, *,
 
   Args:
     labels: ``[batch]`` integer class indices.
+      Out-of-range values are not checked (jit): -1 scores the last class, C gives NaN; check
+      with ``labelwise.losses.validate`` (the trainer checks its data once, when read).
     fine_to_coarse: ``[num_classes]`` integer superclass id of every class (host array).
     beta: ``>= 0``; larger is closer to one-hot (``beta = 0`` is uniform).
 

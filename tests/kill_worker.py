@@ -24,6 +24,21 @@ SLEEP_ENV = "LABELWISE_TEST_SLEEP_S"
 # parent's SIGKILL, or a SIGTERM, after which it runs that step and stops. Makes the tests immune to
 # a slow parent on a loaded machine.
 HOLD_ENV = "LABELWISE_TEST_HOLD_AT"
+# "DIR,SECONDS": every checkpoint save first creates DIR/saving.<step>, then sleeps SECONDS inside
+# the save, so that a parent can send signals while a save is running.
+SLOW_SAVE_ENV = "LABELWISE_TEST_SLOW_SAVE"
+
+
+def _slow_saves(spec: str) -> None:
+  import orbax.checkpoint as ocp
+  marks, seconds = spec.rsplit(",", 1)
+  real = ocp.CheckpointManager.save
+
+  def save(self, step, *args, **kwargs):
+    open(os.path.join(marks, f"saving.{int(step)}"), "w").close()
+    time.sleep(float(seconds))
+    return real(self, step, *args, **kwargs)
+  ocp.CheckpointManager.save = save
 
 
 @methods_lib.register_method("_test_slow_ce")
@@ -60,6 +75,8 @@ def main(argv):
   workdir, overrides = argv[1], json.loads(argv[2])
   if len(argv) > 3:
     os.environ[SLEEP_ENV] = argv[3]
+  if os.environ.get(SLOW_SAVE_ENV):
+    _slow_saves(os.environ[SLOW_SAVE_ENV])
   from labelwise.train import trainer
   results = trainer.train_and_evaluate(config(**overrides), workdir)
   print(json.dumps(results, sort_keys=True), flush=True)

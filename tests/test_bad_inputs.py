@@ -197,7 +197,7 @@ CASES = [
     ("collision_pseudo/empty batch", lambda: losses.collision_pseudo_labels(T[:0]),
      ValueError, r"`probs` must not be empty .*got shape \(0, 5\)"),
     ("pgd_pseudo/step_size", lambda: losses.pgd_pseudo_labels(T, step_size=-1.0),
-     ValueError, r"`step_size` must be > 0, got -1.0"),
+     ValueError, r"`step_size` must be a finite number > 0, got -1.0"),
     ("self_labeling/pseudo off simplex", lambda: losses.self_labeling_objective(T, T[:, :4]),
      ValueError, r"`pseudo_labels` must be probabilities on the simplex .*got a row sum of 0.8"),
     ("mutual_information/empty batch", lambda: losses.mutual_information_loss(Z[:0]),
@@ -306,7 +306,67 @@ CASES = [
      ValueError, r"acuracy.*classification"),
     ("config/unknown dataset", lambda: trainer.validate_config(_config(dataset="digitz")),
      ValueError, r"Unknown dataset 'digitz'; known datasets: \[.*'digits'"),
+    ("config/unknown :arg token", lambda: load_config("digits_ce", "runloca"),
+     ValueError, r"unknown config argument 'runloca' in 'runloca'; this config knows: model, "
+                 r"runlocal, seed"),
+    ("config/conv_impl", lambda: trainer.validate_config(_config(conv_impl="fast")),
+     ValueError, r"`conv_impl` must be one of \['auto', 'xla', 'matmul'\], got 'fast'"),
+    # --- issue 16: the last bad inputs found by fuzzing -----------------------------------------
+    ("validate/targets classes", lambda: losses.validate(logits=Z, targets=T[:, :4]),
+     ValueError, r"`targets` must have the shape of `logits` \(3, 5\).*got \(3, 4\)"),
+    ("validate/labels batch", lambda: losses.validate(logits=Z, labels=Y[:2]),
+     ValueError, r"`labels` must have the batch shape \(3,\) of `logits`, got shape \(2,\)"),
+    ("validate/where batch", lambda: losses.validate(logits=Z, where=W[:2]),
+     ValueError, r"`where` must have the batch shape \(3,\) of `logits`, got shape \(2,\)"),
+    ("validate/where vs labels", lambda: losses.validate(labels=Y, where=np.ones(4, bool),
+                                                         num_classes=C),
+     ValueError, r"`where` must have the batch shape \(3,\) of `labels`, got shape \(4,\)"),
+    ("collision_pseudo/where keeps none", lambda: losses.collision_pseudo_labels(
+        T, where=np.zeros(B, bool)),
+     ValueError, r"`where` keeps no example \(all 3 entries are False\)"),
+    ("shannon_pseudo/where keeps none", lambda: losses.shannon_pseudo_labels(
+        T, where=np.zeros(B, bool)),
+     ValueError, r"`where` keeps no example"),
+    ("pgd_pseudo/where keeps none", lambda: losses.pgd_pseudo_labels(
+        T, step_size=0.1, where=np.zeros(B, bool)),
+     ValueError, r"`where` keeps no example"),
+    ("pgd_pseudo/step_size inf", lambda: losses.pgd_pseudo_labels(T, step_size=np.inf),
+     ValueError, r"`step_size` must be a finite number > 0, got inf"),
+    ("shannon_pseudo/bisection_steps 0", lambda: losses.shannon_pseudo_labels(
+        T, bisection_steps=0),
+     ValueError, r"`bisection_steps` must be a Python int >= 1, got 0"),
+    ("shannon_pseudo/bisection_steps -3", lambda: losses.shannon_pseudo_labels(
+        T, bisection_steps=-3),
+     ValueError, r"`bisection_steps` must be a Python int >= 1, got -3"),
+    ("mutual_information/marginal_weight < 0", lambda: losses.mutual_information_loss(
+        Z, marginal_weight=-1.0),
+     ValueError, r"`marginal_weight` must be a finite number >= 0, got -1.0"),
+    ("mutual_information/marginal_weight NaN", lambda: losses.mutual_information_loss(
+        Z, marginal_weight=float("nan")),
+     ValueError, r"`marginal_weight` must be a finite number >= 0, got nan"),
+    ("fierce_objective/max_entropy < 0", lambda: losses.fierce_objective(
+        np.zeros(B, np.float32), np.float32(1.0), form="convex", max_entropy=-1.0),
+     ValueError, r"`max_entropy` .* must be a finite number >= 0, got -1.0"),
+    ("smoothed_targets/0 classes", lambda: losses.smoothed_targets(Y, 0, alpha=0.1),
+     ValueError, r"`num_classes` must be a Python int >= 1, got 0"),
+    ("two_head_loss/k as a string", lambda: losses.two_head_loss(Z, Z, Y, k="2"),
+     TypeError, r"`k` must be a number, got '2' \(str\)"),
+    ("num_pseudo_positives/rounds to 0", lambda: losses.num_pseudo_positives(1.01, 10, 5),
+     ValueError, r"`k`=1.01 with a batch of 10 gives \(k - 1\)\*B = 0.1, which rounds to 0 "
+                 r"pseudo-positives"),
+    ("input_gradients/scalar with has_aux", lambda: losses.input_gradients(
+        lambda x: jnp.sum(x), IMG, has_aux=True),
+     TypeError, r"`score_fn` must return a pair \(\[batch\] scores, aux\) with has_aux=True, "
+                r"got an array of shape \(\)"),
+    ("data/label out of range", lambda: _check_labels(np.array([0, 3, -1, 2])),
+     ValueError, r"split 'train' of dataset 'digits' has 2 labels outside \[0, 3\) \(e.g. "
+                 r"example 1: label 3\)"),
 ]
+
+
+def _check_labels(labels):
+  from labelwise.data.pipeline import check_labels
+  check_labels(labels, 3, "split 'train' of dataset 'digits'")
 
 
 @pytest.mark.parametrize("call,exc,pattern", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -337,3 +397,87 @@ def test_good_inputs_pass_the_same_checks():
     jax.jit(metrics.accuracy)(Z, Y[:2])
   # A diverged model's metrics are reported, not refused: NaN logits give a NaN loss.
   assert np.isnan(metrics.cross_entropy(nan_at(Z, (0, 1)), Y)[0])
+
+
+# --- issue 16: correct results where an error is not the answer ----------------------------------
+def test_pseudo_labels_accept_bfloat16_probabilities():
+  """The simplex tolerance scales with the dtype: bf16 rounding is not refused eagerly."""
+  probs = jnp.asarray(np.random.RandomState(0).dirichlet(np.ones(10), 6)).astype(jnp.bfloat16)
+  probs = jnp.concatenate([probs, jnp.full((2, 10), 0.1, jnp.bfloat16)])  # 0.1 -> 0.10009765625
+  assert float(jnp.sum(probs.astype(jnp.float32), -1).max()) - 1 > 1e-3  # off by bf16 rounding
+  for f, kw in ((losses.collision_pseudo_labels, {}), (losses.shannon_pseudo_labels, {}),
+                (losses.pgd_pseudo_labels, {"step_size": 0.1})):
+    y, _ = f(probs, **kw)
+    ref, _ = f(np.asarray(probs.astype(jnp.float32)) / np.asarray(
+        probs.astype(jnp.float32)).sum(-1, keepdims=True), **kw)
+    np.testing.assert_allclose(y, ref, atol=2e-2)
+  with pytest.raises(ValueError, match="row sum"):  # float32 keeps the tight tolerance
+    losses.collision_pseudo_labels(np.full((2, 4), 0.26, np.float32))
+
+
+def test_traced_all_false_where_gives_the_start_point_not_nan():
+  none = jnp.zeros(B, bool)
+  for f, kw in ((losses.collision_pseudo_labels, {}), (losses.shannon_pseudo_labels, {}),
+                (losses.pgd_pseudo_labels, {"step_size": 0.1})):
+    y, n = jax.jit(lambda p, w: f(p, where=w, **kw))(T, none)
+    np.testing.assert_array_equal(y, T)
+    assert int(n) == 0
+
+
+def test_fierce_entropy_with_a_tiny_temperature_is_finite_under_jit():
+  codes = losses.fierce_codes(KEY, 6, 4)
+  f = jnp.asarray(F)
+  h = jax.jit(lambda f: losses.fierce_entropy(f, codes, KEY, temperature=1e-30))(f)
+  assert h == losses.fierce_entropy(f, codes, KEY)  # the forward value does not use tau
+  g = jax.jit(jax.grad(lambda f: losses.fierce_entropy(f, codes, KEY, temperature=1e-30)))(f)
+  assert np.isfinite(np.asarray(g)).all()
+  np.testing.assert_allclose(jax.grad(lambda f: losses.fierce_entropy(f, codes, KEY))(f),
+                             jax.grad(lambda f: losses.fierce_entropy(f, codes, KEY, temperature=1.0))(f))
+
+
+def test_penalty_norms_do_not_overflow_when_the_value_fits():
+  big = jnp.full((1, 4), 1e30, jnp.float32)
+  np.testing.assert_allclose(losses.actdiff_penalty(big, jnp.zeros_like(big)), [2e30], rtol=1e-6)
+  g = jax.grad(lambda f: losses.actdiff_penalty(f, jnp.zeros_like(f)).sum())(big)
+  np.testing.assert_allclose(g, np.full((1, 4), 0.5), rtol=1e-6)  # d||x||/dx = x / ||x||
+  np.testing.assert_allclose(losses.actdiff_penalty(jnp.array([[3., 0.]]), jnp.array([[0., 4.]])),
+                             [5.0])
+  assert np.asarray(jax.grad(lambda f: losses.actdiff_penalty(f, f).sum())(big) == 0).all()
+  # RRR is a squared norm: finite exactly when the value fits in float32 (4e36 does, 4e38 not).
+  grads = jnp.full((1, 2, 2), 1e18, jnp.float32)
+  np.testing.assert_allclose(losses.rrr_penalty(grads, jnp.zeros((1, 2, 2))), [4e36], rtol=1e-6)
+  assert np.isinf(losses.rrr_penalty(grads * 10, jnp.zeros((1, 2, 2))))[0]
+
+
+def test_simplex_projection_of_huge_inputs():
+  v = jnp.array([[1e30, 0.0, -1e30], [2.0, 0.0, 0.0], [0.3, 0.2, -1.0]])
+  np.testing.assert_allclose(losses.simplex_projection(v),
+                             [[1, 0, 0], [1, 0, 0], [0.55, 0.45, 0]], atol=1e-6)
+  jac = jax.jacobian(lambda x: losses.simplex_projection(x))(v[0])
+  assert np.isfinite(np.asarray(jac)).all()
+
+
+def _folder(root, classes, *, mask_size=None):
+  from PIL import Image
+  for i, cls in enumerate(classes):
+    d = root / "train" / cls
+    d.mkdir(parents=True)
+    if cls.startswith("empty"):
+      continue
+    Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(d / "a.png")
+    if mask_size:
+      Image.fromarray(np.zeros((mask_size, mask_size), np.uint8)).save(d / "a_mask.png")
+
+
+def test_masked_folder_refuses_a_mask_of_another_size_and_an_empty_class(tmp_path):
+  from labelwise.data.builders import masked_folder as MF
+  _folder(tmp_path / "ok", ["a", "b"], mask_size=8)
+  _, classes = MF.folder_layout(str(tmp_path / "ok"))
+  assert MF.read_masked_folder(str(tmp_path / "ok"), "train", classes, 4)[1].shape == (2, 4, 4)
+  _folder(tmp_path / "size", ["a", "b"], mask_size=6)
+  with pytest.raises(ValueError, match=r"mask .*a_mask.png' is 6x6 pixels but its image 'a.png' "
+                                       r"is 8x8"):
+    MF.read_masked_folder(str(tmp_path / "size"), "train", ["a", "b"], 4)
+  _folder(tmp_path / "empty", ["a", "empty_b"])
+  with pytest.raises(ValueError, match=r"class folder .*empty_b' holds no images"):
+    MF.folder_layout(str(tmp_path / "empty"))

@@ -1,4 +1,4 @@
-"""train/checkpoint.py on its own: save/restore, keep, no overwrite, an unreadable newest checkpoint."""
+"""train/checkpoint.py on its own: save/restore, keep, no overwrite, unreadable checkpoints."""
 
 import logging
 import os
@@ -46,7 +46,9 @@ def test_save_restore_keep_and_no_overwrite(tmp_path):
   again.close()
 
 
-def test_keep_is_at_least_one(tmp_path):
+def test_keep_is_at_least_one_and_keyword_only(tmp_path):
+  with pytest.raises(TypeError):
+    Checkpointer(str(tmp_path), 3)
   ckpt = Checkpointer(str(tmp_path), keep=0)
   ckpt.save(1, _state(1))
   ckpt.save(2, _state(2))
@@ -71,8 +73,49 @@ def test_unreadable_newest_checkpoint_falls_back_and_is_set_aside(tmp_path, capl
   _break(tmp_path / "checkpoints" / "2")
   assert _restored(ckpt)[0] == 1
   assert (tmp_path / "checkpoints" / "2.unreadable.1").is_dir()
-  # Nothing readable at all: the template comes back.
+  # Nothing readable at all: an error naming them (never a silent restart from step 0).
   _break(tmp_path / "checkpoints" / "1")
-  template = _state(7)
-  assert ckpt.restore(template) == (None, template)
+  from labelwise.train.checkpoint import UnreadableCheckpointsError
+  with pytest.raises(UnreadableCheckpointsError, match=r"no checkpoint in .* can be read"):
+    ckpt.restore(_state(7))
   ckpt.close()
+
+
+def test_is_disk_full_follows_the_cause_chain():
+  import errno
+  from labelwise.train.checkpoint import is_disk_full
+  full = OSError(errno.ENOSPC, "No space")
+  assert is_disk_full(full)
+  assert not is_disk_full(OSError(errno.EACCES, "denied")) and not is_disk_full(ValueError("x"))
+  assert is_disk_full(RuntimeError("tensorstore: No space left on device"))
+  try:
+    try:
+      raise full
+    except OSError as e:
+      raise RuntimeError("save failed") from e
+  except RuntimeError as wrapped:
+    assert is_disk_full(wrapped)
+  loop = RuntimeError("a")
+  loop.__context__ = RuntimeError("b")
+  loop.__context__.__context__ = loop  # a cycle ends the walk
+  assert not is_disk_full(loop)
+
+
+def test_tree_differences_lists_what_differs_parameters_first():
+  from labelwise.train.checkpoint import tree_differences
+  saved = {"params": {"w": np.zeros((2, 3), np.float32), "b": np.zeros(3, np.float32)},
+           "opt": {"mu": np.zeros(3, np.float32)}, "step": np.zeros((), np.int32)}
+  assert tree_differences(saved, saved) == []
+  other = {"params": {"w": np.zeros((2, 4), np.float32)}, "opt": {"mu": np.zeros(3, np.float32)},
+           "step": np.zeros((), np.int64), "extra": np.zeros(1, np.float32)}
+  assert tree_differences(saved, other) == [
+      "params/b: only in the checkpoint",
+      "params/w: shape/dtype (2, 3) float32 in the checkpoint, (2, 4) float32 here",
+      "extra: only in this config's state",
+      "step: shape/dtype () int32 in the checkpoint, () int64 here"]
+  assert tree_differences(saved, other, limit=2) == [
+      "params/b: only in the checkpoint",
+      "params/w: shape/dtype (2, 3) float32 in the checkpoint, (2, 4) float32 here",
+      "... and 2 more"]
+  assert tree_differences({"a": np.zeros(1), "empty": {}, "none": None},
+                          {"a": np.zeros(1)}) == []  # nothing is stored for empty nodes

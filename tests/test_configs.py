@@ -10,7 +10,7 @@ from labelwise.train.methods import get_method
 
 _DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 _CONFIGS = sorted(f[:-3] for f in os.listdir(_DIR)
-                  if f.endswith(".py") and f not in ("__init__.py", "common.py")
+                  if f.endswith(".py") and f not in ("__init__.py", "common.py", "registry.py")
                   and not f.endswith("_common.py"))
 
 

@@ -255,3 +255,26 @@ def test_augmentation_covers_every_shift_and_both_flips():
   assert all(f is not None for f in found)
   assert {f[0] for f in found} == set(range(5)) and {f[1] for f in found} == set(range(5))
   assert 0.4 < np.mean([f[2] for f in found]) < 0.6
+
+
+def test_default_data_dir_is_tfds_data_dir_else_home(monkeypatch, tmp_path):
+  from labelwise.data.pipeline import default_data_dir
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+  assert default_data_dir() == str(tmp_path)
+  monkeypatch.delenv("TFDS_DATA_DIR")
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  assert default_data_dir() == str(tmp_path / "home" / "tensorflow_datasets")
+
+
+def test_input_shape_is_one_example_without_the_batch_axis():
+  assert make_dataset(load_config("digits_ce", "runlocal")).input_shape() == (8, 8, 1)
+  assert make_dataset(load_config("mnist1d_ce", "runlocal")).input_shape() == (40,)
+
+
+def test_train_indices_are_one_global_batch_per_step():
+  c = load_config("digits_ce", "runlocal")
+  d = make_dataset(c)
+  steps = [d.train_indices(s) for s in range(d.steps_per_epoch)]
+  assert all(len(i) == c.batch_size for i in steps)
+  epoch = np.concatenate(steps)
+  assert len(np.unique(epoch)) == len(epoch)

@@ -35,7 +35,12 @@ def test_api_reference_builds_without_warnings_and_lists_everything(tmp_path):
   assert not os.path.exists(os.path.join(tmp_path, "labelwise", "losses", "_checks.html"))
 
 
-def test_make_docs_target_uses_the_builder():
+def test_make_targets_build_docs_and_run_the_docstring_examples():
   with open(os.path.join(_ROOT, "Makefile")) as f:
     makefile = f.read()
   assert "docs:" in makefile and "labelwise._docs" in makefile
+  test_target = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+  assert "doctest" in test_target  # make test runs make doctest
+  doctest_target = makefile.split("\ndoctest:", 1)[1].split("\n\n", 1)[0]
+  assert "--doctest-modules" in doctest_target
+  assert "labelwise/losses" in doctest_target and "labelwise/eval" in doctest_target

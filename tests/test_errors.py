@@ -68,13 +68,15 @@ class _NanAtStep8(CrossEntropy):
 def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
   c = _cfg(total_steps=12, checkpoint_every=5, log_every=1, method="_test_nan_at_step_8")
   with pytest.raises(trainer.NonFiniteLossError,
-                     match=r"non-finite loss nan at step 8 \(method '_test_nan_at_step_8'.*"
+                     match=r"non-finite loss or gradient at step 8 \(method '_test_nan_at_step_8'.*"
                            r"last good checkpoint \(step 5\)"):
     trainer.train_and_evaluate(c, str(tmp_path))
   saved = sorted(int(d.name) for d in (tmp_path / "checkpoints").iterdir() if d.name.isdigit())
   assert saved == [5]
-  # The kept checkpoint resumes: the same config with a finite method finishes from step 5.
-  c2 = _cfg(total_steps=12, checkpoint_every=5, log_every=1)
+  # The kept checkpoint resumes the same run (another method would be another run: refused), with
+  # nan_policy=skip it finishes from step 5.
+  c2 = _cfg(total_steps=12, checkpoint_every=5, log_every=1, method="_test_nan_at_step_8",
+            nan_policy="skip")
   assert trainer.train_and_evaluate(c2, str(tmp_path))["step"] == 12
 
 

@@ -169,3 +169,14 @@ def test_attribution_evaluator_on_a_model_that_only_sees_the_mask(tmp_path):
   ctx.config.attribution_eval.split = "test"
   assert sorted(evaluators.get_evaluator("attribution")(ctx)) == sorted(
       f"{s}/{m}" for s in ("test", "test_shift") for m in ("accuracy", "auc"))
+
+
+def test_cluster_map_empty_clusters_and_negative_ids():
+  from labelwise.eval import clustering
+  labels, clusters = np.array([0, 0, 1, 1]), np.array([0, 0, 2, 3])   # cluster 1 is empty
+  np.testing.assert_array_equal(clustering.cluster_to_class_map(labels, clusters), [0, -1, 1, 1])
+  np.testing.assert_array_equal(
+      clustering.cluster_to_class_map(labels, np.array([0, 0, 2, 2]), many_to_one=True),
+      [0, -1, 1])
+  with pytest.raises(ValueError, match=r"`clusters` must hold ids >= 0, got a minimum of -1"):
+    clustering.clustering_accuracy(labels, np.array([0, -1, 1, 1]))

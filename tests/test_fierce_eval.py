@@ -182,3 +182,12 @@ def test_fine_grain_length_errors():
     fine_grain.ridge_probe(x, np.ones(4), x, l2=-1.0)
   with pytest.raises(ValueError, match=r"`x` and `y` must have the same length, got 3 and 2"):
     fine_grain.spearman([1, 2, 3], [1, 2])
+
+
+def test_spearman_of_constants_is_nan_without_warnings():
+  import warnings
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # the early NaN: no ConstantInputWarning from scipy
+    assert np.isnan(fine_grain.spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+    assert np.isnan(fine_grain.spearman([1.0, 2.0, 3.0], [2.0, 2.0, 2.0]))
+    assert np.isnan(fine_grain.spearman([1.0], [2.0]))

@@ -67,3 +67,32 @@ def test_validate_infers_the_class_count_from_the_last_axis():
   with pytest.raises(ValueError, match=r"\[0, 5\)"):
     losses.validate(logits=np.zeros((2, 3, 5)), labels=np.array([[5, 0, 1], [2, 3, 4]]))
   losses.validate(targets=np.full((2, 4), 0.25), labels=np.array([3, 0]))
+
+
+def test_deadlock_check_boundary_and_message():
+  """Rows within ``atol`` (inclusive) of the first are a deadlock; the message gives the deviation."""
+  same = np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
+  with pytest.raises(ValueError, match=r"max deviation 0 <= atol=0.25"):
+    losses.check_not_deadlocked(same, atol=0.25)
+  with pytest.raises(ValueError, match=r"max deviation 0.25 <= atol=0.25"):
+    losses.check_not_deadlocked(np.array([[0.5, 0.5], [0.75, 0.25]]), atol=0.25)
+  losses.check_not_deadlocked(np.array([[0.5, 0.5], [0.875, 0.125]]), atol=0.25)
+  losses.check_not_deadlocked(np.array([[0.5, 0.5]]), atol=0.25)  # one row: nothing to compare
+
+
+def test_fierce_entropy_default_temperature_is_one():
+  """The temperature only shapes the straight-through gradient; the default is 1."""
+  import jax
+  import jax.numpy as jnp
+  rng = np.random.RandomState(0)
+  f, c, key = jnp.asarray(rng.randn(16, 4)), jnp.asarray(rng.randn(8, 4)), jax.random.PRNGKey(0)
+  grad = lambda **kw: jax.grad(lambda x: losses.fierce_entropy(x, c, key, **kw))(f)  # noqa: E731
+  np.testing.assert_allclose(grad(), grad(temperature=1.0), rtol=1e-6)
+  assert not np.allclose(grad(), grad(temperature=2.0), rtol=1e-3)
+
+
+def test_expected_positive_regularizer_with_every_example_masked():
+  """No unmasked example: the mean count of positives is 0 (not 0/0), the penalty (k / C)^2."""
+  logits = np.zeros((3, 5), np.float32)
+  got = losses.expected_positive_regularizer(logits, k=2.0, where=np.zeros(3, bool))
+  np.testing.assert_allclose(np.asarray(got), (2.0 / 5) ** 2, rtol=1e-6)

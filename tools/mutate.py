@@ -393,13 +393,13 @@ def collect(module: str, db_path: Path, source: str, sample: float, baseline: fl
 
 
 def _score(r) -> str:
-  n = r["mutants"] - r["equivalent"]
+  n = r["mutants"] + r.get("pending", 0) - r["equivalent"]  # pending: not (yet) killed
   return f"{100.0 * r['killed'] / n:.1f}%" if n else "-"
 
 
 def _interval(r) -> str:
   """95% Wilson interval of the score (a sample of the mutants estimates the full pass's score)."""
-  n = r["mutants"] - r["equivalent"]
+  n = r["mutants"] + r.get("pending", 0) - r["equivalent"]
   if not n:
     return "-"
   p, z = r["killed"] / n, 1.96
@@ -418,13 +418,14 @@ def render(results: List[dict]) -> str:
                f"{_interval(r)} |"
                + (f" {r['pending']} pending" if r.get("pending") else ""))
     g = groups.setdefault(r["module"].split("/")[0] + "/", {k: 0 for k in (
-        "mutants", "killed", "survived", "equivalent", "not_covered")})
+        "mutants", "killed", "survived", "equivalent", "not_covered", "pending")})
     for k in g:
-      g[k] += r[k]
+      g[k] += r.get(k, 0)
   for name, g in sorted(groups.items()):
     out.append(f"| **{name}** (all run) | | {g['mutants']} | {g['killed']} | {g['survived']} "
                f"({g['not_covered']}) | {g['equivalent']} | **{_score(g)}** | {_interval(g)} |")
-  out += ["", "Score = killed / (mutants - equivalent); the interval is the 95% Wilson interval "
+  out += ["", "Score = killed / (mutants - equivalent), a mutant still pending counted as not "
+          "killed; the interval is the 95% Wilson interval "
           "of the score of all mutants, estimated from the sample. Sources measured: " + ", ".join(
       f"`{r['module']}`@{r['source_sha1']}" for r in results) + "."]
   eq = [(r["module"], e) for r in results for e in r["equivalents"]]

@@ -1,4 +1,9 @@
-"""Optimizers and learning-rate schedules from ``config.optimizer``."""
+"""Optimizers and learning-rate schedules from ``config.optimizer``.
+
+``learning_rate`` and ``weight_decay`` may be (traced) arrays: the step builds its optimizer from the
+state's hyperparameters (``state.hparams["optimizer"]``), so a sweep trains every replica with its
+own values in one compiled program. The optimizer state's structure depends on the config only.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ import optax
 _KNOWN = ("sgd", "adam", "adamw")
 
 
-def make_schedule(opt, total_steps: int) -> optax.Schedule:
-  lr = float(opt.learning_rate)
+def make_schedule(opt, total_steps: int, learning_rate=None) -> optax.Schedule:
+  """The schedule of ``config.optimizer``; ``learning_rate`` (maybe traced) replaces its peak."""
+  lr = float(opt.learning_rate) if learning_rate is None else learning_rate
   warmup = int(opt.get("warmup_steps", 0))
   kind = opt.get("schedule", "constant")
   decay_steps = max(1, total_steps - warmup)
@@ -40,13 +46,25 @@ def decay_mask(params, exclude: str):
   return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(opt, total_steps: int) -> optax.GradientTransformation:
-  """sgd (momentum, nesterov), adam or adamw, with a schedule, weight decay and gradient clipping."""
+def make_optimizer(opt, total_steps: int, hparams=None, *,
+                   decay_always: bool = False) -> optax.GradientTransformation:
+  """sgd (momentum, nesterov), adam or adamw, with a schedule, weight decay and gradient clipping.
+
+  Args:
+    opt: ``config.optimizer``.
+    total_steps: the schedule's length.
+    hparams: optional ``{"learning_rate", "weight_decay"}`` arrays (maybe traced) that replace the
+      config's values.
+    decay_always: keep the weight-decay transformation even when ``opt.weight_decay`` is 0 (a
+      sweep that varies it needs one optimizer-state structure for every replica).
+  """
   name = opt.name
   if name not in _KNOWN:
     raise ValueError(f"Unknown optimizer {name!r}; known optimizers: {list(_KNOWN)}.")
-  schedule = make_schedule(opt, total_steps)
-  wd = float(opt.get("weight_decay", 0.0))
+  hparams = hparams or {}
+  schedule = make_schedule(opt, total_steps, hparams.get("learning_rate"))
+  wd = hparams.get("weight_decay", float(opt.get("weight_decay", 0.0)))
+  use_decay = decay_always or float(opt.get("weight_decay", 0.0)) != 0.0
   exclude = opt.get("exclude_from_weight_decay", "bias_and_norm")
   mask = lambda p: decay_mask(p, exclude)
   chain = []
@@ -56,7 +74,7 @@ def make_optimizer(opt, total_steps: int) -> optax.GradientTransformation:
     chain.append(optax.adamw(schedule, b1=opt.get("b1", 0.9), b2=opt.get("b2", 0.999),
                              weight_decay=wd, mask=mask))
   else:
-    if wd:  # L2 regularization added to the gradient (classic SGD / Adam weight decay)
+    if use_decay:  # L2 regularization added to the gradient (classic SGD / Adam weight decay)
       chain.append(optax.add_decayed_weights(wd, mask=mask))
     if name == "sgd":
       momentum = float(opt.get("momentum", 0.9))

@@ -10,7 +10,7 @@ step sees the whole global batch (``axis_name=None``) and the compiler partition
 from __future__ import annotations
 
 import functools
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -61,12 +61,16 @@ def _accumulate(loss_fn, params, model_state, batch, key, k: int):
   return out.loss, out, jax.tree_util.tree_map(lambda g: g / k, grad_sum)
 
 
-def make_train_step(method: Method, apply_fn: Callable, tx: optax.GradientTransformation, *,
+def make_train_step(method: Method, apply_fn: Callable, tx, *,
                     axis_name: Optional[str], nan_policy: str = "stop", accum_steps: int = 1):
   """Returns the per-device ``step(state, batch) -> (state, metrics)``.
 
+  ``tx``: an ``optax.GradientTransformation``, or a function ``hparams -> GradientTransformation``
+  called inside the step with ``state.hparams["optimizer"]`` (traced learning rate / weight decay).
+  The method sees ``state.hparams["method"]`` as ``StepContext.hparams``.
   ``accum_steps > 1``: gradient accumulation over that many micro-batches of the (same) batch.
   """
+  make_tx = tx if callable(tx) else (lambda hparams: tx)
   if int(accum_steps) < 1:
     raise ValueError(f"`accum_steps` must be >= 1, got {accum_steps}.")
   accum_steps = int(accum_steps)
@@ -79,7 +83,7 @@ def make_train_step(method: Method, apply_fn: Callable, tx: optax.GradientTransf
     def loss_fn(params, model_state=state.model_state, batch=batch, key=key):
       ctx = StepContext(params=params, model_state=model_state, buffers=state.buffers,
                         batch=batch, key=key, train=True, axis_name=axis_name, apply_fn=apply_fn,
-                        step=state.step)
+                        step=state.step, hparams=state.hparams.get("method", {}))
       out = method.loss(ctx)
       return _pmean(out.loss, axis_name), out
 
@@ -89,7 +93,8 @@ def make_train_step(method: Method, apply_fn: Callable, tx: optax.GradientTransf
       loss, out, grads = _accumulate(loss_fn, state.params, state.model_state, batch, key,
                                      accum_steps)
     grads = _pmean(grads, axis_name)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates, opt_state = make_tx(state.hparams.get("optimizer", {})).update(
+        grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     model_state = _pmean(out.model_state, axis_name)
     metrics = {"loss": loss, **{k: _pmean(jnp.asarray(v, jnp.float32), axis_name)
@@ -109,24 +114,36 @@ def make_train_step(method: Method, apply_fn: Callable, tx: optax.GradientTransf
   return step
 
 
-#: ``guard`` value while every step so far had a finite loss and gradient norm.
+#: ``guard["step"]`` while every step so far had a finite loss and gradient norm.
 ALL_FINITE = np.iinfo(np.int32).max
+
+
+def new_guard() -> Dict[str, np.ndarray]:
+  """The non-finite guard before any step (host arrays; place it like the state)."""
+  return {"step": np.int32(ALL_FINITE), "loss": np.float32(0), "grad_norm": np.float32(0)}
 
 
 def guard_nonfinite(step_fn):
   """``step(state, batch)`` -> ``step(state, guard, batch) -> (state, guard, metrics)``.
 
-  ``guard`` (int32 scalar, carried through the steps on the device) is the number of the first step
-  (1-based: the value of ``state.step`` after it) whose loss or gradient norm was not finite, or
-  :data:`ALL_FINITE`. The loop reads it only when it syncs with the host, so a non-finite step is
-  found at the next host sync with its exact number. Any leading (e.g. replica) axes of the metrics
-  are reduced: one non-finite value makes the step non-finite.
+  ``guard`` (carried through the steps on the device, see :func:`new_guard`) holds the number of the
+  first step (1-based: the value of ``state.step`` after it) whose loss or gradient norm was not
+  finite, or :data:`ALL_FINITE`, and that step's loss and gradient norm. The loop reads it only when
+  it syncs with the host, so a non-finite step is found at the next sync with its exact number. Any
+  leading (e.g. replica) axes of the metrics are reduced: one non-finite value makes the step
+  non-finite (its loss and gradient norm are those of the first non-finite entry).
   """
   def guarded(state, guard, *inputs):
     new_state, metrics = step_fn(state, *inputs)
-    finite = jnp.all(jnp.isfinite(metrics["loss"])) & jnp.all(jnp.isfinite(metrics["grad_norm"]))
+    loss, norm = jnp.ravel(metrics["loss"]), jnp.ravel(metrics["grad_norm"])
+    bad = ~(jnp.isfinite(loss) & jnp.isfinite(norm))
+    first = jnp.argmax(bad)
+    new = jnp.any(bad) & (guard["step"] == ALL_FINITE)
     done = jnp.max(new_state.step).astype(jnp.int32)
-    return new_state, jnp.where(finite, guard, jnp.minimum(guard, done)), metrics
+    guard = {"step": jnp.where(new, done, guard["step"]),
+             "loss": jnp.where(new, loss[first].astype(jnp.float32), guard["loss"]),
+             "grad_norm": jnp.where(new, norm[first].astype(jnp.float32), guard["grad_norm"])}
+    return new_state, guard, metrics
   return guarded
 
 
@@ -135,6 +152,18 @@ def gather_batch(step_fn):
   def gathered(state, data, idx):
     return step_fn(state, jax.tree_util.tree_map(lambda v: v[idx], data))
   return gathered
+
+
+def _on_device_blocks(fn, stacked):
+  """``fn`` on one device's values -> ``fn`` on its ``[1, ...]`` blocks of stacked arrays.
+
+  ``stacked[i]``: whether argument ``i`` carries the leading device axis (else it is passed whole).
+  Every output gets the leading axis back.
+  """
+  def blocks(*args):
+    args = [jax.tree_util.tree_map(lambda x: x[0], a) if s else a for a, s in zip(args, stacked)]
+    return jax.tree_util.tree_map(lambda x: x[None], fn(*args))
+  return blocks
 
 
 def make_predict_step(apply_fn: Callable):
@@ -148,24 +177,52 @@ class Parallel:
   """Places state and batches on devices and compiles the step for ``config.parallel``.
 
   * ``pmap``: state replicated with a leading device axis; batches reshaped ``[devices, per_device, ...]``.
+    In one process the step is compiled as ``jax.jit(jax.shard_map(...))`` over that stacked layout
+    (what ``jax.pmap`` itself lowers to since JAX 0.8, minus its Python dispatch path: see
+    :attr:`pmap_through_jit`); with several processes it is ``jax.pmap``.
   * ``shard_map``: ``jax.jit(jax.shard_map(step))`` over a 1-D mesh; state replicated, batch sharded.
   * ``jit``: the global-batch step under ``jax.jit`` with a ``NamedSharding`` on the batch.
+
+  ``replicas > 0`` (a sweep, :mod:`labelwise.train.sweep`): the state has a leading replica axis,
+  batches are ``[replicas, batch, ...]`` (each replica its own), and the per-device step is
+  ``jax.vmap``-ed over the replicas inside pmap / shard_map / jit; metrics come back per replica.
   """
 
-  def __init__(self, mode: str, devices=None):
+  def __init__(self, mode: str, devices=None, replicas: int = 0):
     if mode not in PARALLEL_MODES:
       raise ValueError(f"`parallel` must be one of {list(PARALLEL_MODES)}, got {mode!r}.")
     self.mode = mode
+    self.replicas = int(replicas)
     self.devices = list(devices if devices is not None else jax.devices())
     self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
     self.mesh = Mesh(np.asarray(self.devices), (AXIS,),
                      axis_types=(jax.sharding.AxisType.Auto,))
     self.replicated = NamedSharding(self.mesh, P())
-    self.batch_sharding = NamedSharding(self.mesh, P(AXIS))
+    # the batch axis is sharded over the devices (after the replica axis in a sweep)
+    self.batch_spec = P(None, AXIS) if self.replicas else P(AXIS)
+    self.batch_sharding = NamedSharding(self.mesh, self.batch_spec)
+    self.eval_sharding = NamedSharding(self.mesh, P(AXIS))
     # pmap: arrays with a leading axis over this host's devices.
     self.local_mesh = Mesh(np.asarray(self.local_devices), (AXIS,),
                            axis_types=(jax.sharding.AxisType.Auto,))
     self.stacked = NamedSharding(self.local_mesh, P(AXIS))
+
+  @property
+  def pmap_through_jit(self) -> bool:
+    """``parallel="pmap"`` in one process: the step is ``jit(shard_map)`` over the stacked layout.
+
+    Same program, same layout and the same collectives as ``jax.pmap`` (which JAX >= 0.8 also
+    builds from ``jit`` and ``shard_map``), but dispatched through ``jit``'s C++ fast path instead
+    of ``pmap``'s Python wrapper, which flattens and checks every argument leaf on every call
+    (benchmarks/trainer_overhead.py). It also lets the step gather its batch from the
+    device-resident split (``compile_train_step(on_data=True)``).
+    """
+    return self.mode == "pmap" and jax.process_count() == 1
+
+  @property
+  def gathers_in_step(self) -> bool:
+    """Whether ``compile_train_step(on_data=True)`` is available (all but multi-process pmap)."""
+    return self.mode != "pmap" or self.pmap_through_jit
 
   @property
   def axis_name(self) -> Optional[str]:
@@ -187,20 +244,28 @@ class Parallel:
 
   def get_state(self, state):
     """Device state -> one host copy (numpy leaves)."""
-    if self.mode == "pmap":
-      state = jax.tree_util.tree_map(lambda x: x[0], state)
+    if self.mode == "pmap":  # the first device's copy, without a dispatch per leaf
+      return jax.tree_util.tree_map(lambda x: x[0], jax.device_get(jax.tree_util.tree_map(
+          lambda x: x.addressable_shards[0].data, state)))
     return jax.device_get(state)
 
   # --- batches ---------------------------------------------------------------------------------
+  def split_for_pmap(self, x):
+    """``[B, ...]`` -> ``[devices, B / devices, ...]``; in a sweep ``[R, B, ...]`` ->
+    ``[devices, R, B / devices, ...]`` (each device holds its slice of every replica's batch)."""
+    n = len(self.local_devices)
+    b = x.shape[1] if self.replicas else x.shape[0]
+    if b % n:
+      raise ValueError(f"the per-host batch ({b}) must be divisible by the number of local "
+                       f"devices ({n}).")
+    if not self.replicas:
+      return x.reshape((n, b // n) + x.shape[1:])
+    return jnp.swapaxes(x.reshape((x.shape[0], n, b // n) + x.shape[2:]), 0, 1)
+
   def put_batch(self, batch: Dict[str, np.ndarray]):
-    """This host's batch -> device arrays (sharded over the devices)."""
+    """This host's batch -> device arrays (sharded over the devices); ``[R, B, ...]`` in a sweep."""
     if self.mode == "pmap":
-      n = len(self.local_devices)
-      def split(x):
-        if x.shape[0] % n:
-          raise ValueError(f"the per-host batch ({x.shape[0]}) must be divisible by the number "
-                           f"of local devices ({n}).")
-        return x.reshape((n, x.shape[0] // n) + x.shape[1:])
+      split = lambda x: np.asarray(self.split_for_pmap(x))  # noqa: E731
       return jax.device_put({k: split(v) for k, v in batch.items()}, self.stacked)
     if jax.process_count() == 1:  # one call for the whole batch: ~3x cheaper for small batches
       return jax.device_put(batch, self.batch_sharding)
@@ -217,24 +282,37 @@ class Parallel:
     transfer of ``batch_size`` int32; under shard_map each device gathers its own slice.
     ``guard``: the step also carries the non-finite guard (:func:`guard_nonfinite`) as its
     second argument and second output (donated like the state).
+    In a sweep (``replicas``) the step is vmapped over the replica axis of the state and of the
+    batch (or of ``indices``, ``[R, batch]``).
     """
+    if self.replicas:
+      step_fn = jax.vmap(step_fn)
     if on_data:
-      if self.mode == "pmap":
-        raise ValueError("compile_train_step(on_data=True): not for parallel='pmap' (pmap takes "
-                         "batches with a leading device axis; gather them separately)")
+      if not self.gathers_in_step:
+        raise ValueError("compile_train_step(on_data=True): not for parallel='pmap' with several "
+                         "processes (jax.pmap takes batches with a leading device axis; gather "
+                         "them separately)")
       step_fn = gather_batch(step_fn)
     carried = 2 if guard else 1  # state (+ guard): replicated, donated
     if guard:
       step_fn = guard_nonfinite(step_fn)
     donate = tuple(range(carried))
-    if self.mode == "pmap":
+    if self.mode == "pmap" and not self.pmap_through_jit:
       return jax.pmap(step_fn, axis_name=AXIS, donate_argnums=donate)
-    inputs = (P(), P(AXIS)) if on_data else (P(AXIS),)
+    if self.mode == "pmap":  # every argument stacked [devices, ...], but the split (replicated)
+      stacked = (True,) * carried + ((False, True) if on_data else (True,))
+      # check_vma=False as in jax.pmap: collectives transpose as under pmap (the gradient of the
+      # per-device parameter copies is summed over the devices), unlike shard_map's typed default.
+      mapped = jax.shard_map(_on_device_blocks(step_fn, stacked), mesh=self.local_mesh,
+                             in_specs=tuple(P(AXIS) if s else P() for s in stacked),
+                             out_specs=P(AXIS), check_vma=False)
+      return jax.jit(mapped, donate_argnums=donate)
+    inputs = (P(), self.batch_spec) if on_data else (self.batch_spec,)
     if self.mode == "shard_map":
       mapped = jax.shard_map(step_fn, mesh=self.mesh, in_specs=(P(),) * carried + inputs,
                              out_specs=(P(),) * (carried + 1))
       return jax.jit(mapped, donate_argnums=donate)
-    shardings = {P(): self.replicated, P(AXIS): self.batch_sharding}
+    shardings = {P(): self.replicated, self.batch_spec: self.batch_sharding}
     return jax.jit(step_fn, in_shardings=(self.replicated,) * carried + tuple(
         shardings[spec] for spec in inputs), out_shardings=(self.replicated,) * (carried + 1),
                    donate_argnums=donate)
@@ -245,10 +323,12 @@ class Parallel:
 
   def compile_predict(self, predict_fn):
     """Eval forward pass, data-parallel over the mesh (all modes), on unreplicated params."""
-    return jax.jit(predict_fn, in_shardings=(self.replicated, self.replicated, self.batch_sharding),
-                   out_shardings=self.batch_sharding)
+    return jax.jit(predict_fn, in_shardings=(self.replicated, self.replicated, self.eval_sharding),
+                   out_shardings=self.eval_sharding)
 
-  def metrics_to_host(self, metrics) -> Dict[str, float]:
-    if self.mode == "pmap":
-      metrics = jax.tree_util.tree_map(lambda x: x[0], metrics)
-    return {k: float(v) for k, v in jax.device_get(metrics).items()}
+  def metrics_to_host(self, metrics) -> Dict[str, Any]:
+    """Device metrics -> ``{name: float}``, or ``{name: [float per replica]}`` in a sweep."""
+    host = self.get_state(metrics)
+    if self.replicas:
+      return {k: [float(x) for x in np.asarray(v).reshape(-1)] for k, v in host.items()}
+    return {k: float(v) for k, v in host.items()}

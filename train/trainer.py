@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import threading
 import time
 from typing import Any, Dict, Optional
 
@@ -19,6 +17,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from labelwise.data import feed as feed_lib
 from labelwise.data import make_dataset
 from labelwise.data.registry import get_dataset_spec
 from labelwise.eval import evaluators as evaluators_lib
@@ -29,16 +28,21 @@ from labelwise.train import checkpoint as checkpoint_lib
 from labelwise.train import methods as methods_lib
 from labelwise.train import optim
 from labelwise.train import preemption
+from labelwise.train import replicas as replicas_lib
 from labelwise.train import step as step_lib
+from labelwise.train import sweep as sweep_lib
+from labelwise.train import workdir as workdir_lib
 from labelwise.train import writers
 from labelwise.train.methods.base import HostContext, RunInfo
-from labelwise.train.state import create_state
+from labelwise.train.state import create_state, run_hparams
 
 NAN_POLICIES = ("stop", "skip")
 DTYPES = ("float32", "bfloat16")  # config.dtype: model compute; params and losses float32
 #: at most this many steps are dispatched without a host sync by default (`host_sync_every` = 0):
-#: bounds the work queued on the devices (XLA:CPU collectives on fake devices can stall otherwise).
-MAX_STEPS_IN_FLIGHT = 100
+#: bounds the work queued on the devices. XLA:CPU's collectives on fake CPU devices deadlock with
+#: thousands of unsynchronised steps in flight (seen in benchmarks/trainer_overhead.py: 3 of 4
+#: device threads waited 600 s in one all-reduce).
+MAX_STEPS_IN_FLIGHT = 20
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -58,7 +62,7 @@ def select_devices(config):
   return devices[:n]
 
 
-def validate_config(config) -> None:
+def validate_config(config) -> Optional[sweep_lib.Sweep]:
   """Fails fast, before any data is read or anything compiled, on names and shapes that cannot work."""
   get_dataset_spec(config.dataset)
   if config.model not in MODELS:
@@ -94,127 +98,35 @@ def validate_config(config) -> None:
                      f"(batch_size {config.batch_size} / {n} devices), got {accum!r}.")
   for name in config.get("evaluators") or ():
     evaluators_lib.get_evaluator(name)
-
-
-class _Prefetcher:
-  """Reads and places the batches of steps ``start..stop-1`` on a background thread (depth 2)."""
-
-  def __init__(self, make_batch, start: int, stop: int, depth: int = 2):
-    self._q: "queue.Queue" = queue.Queue(maxsize=depth)
-    self._stop = threading.Event()
-    def work():
-      try:
-        for s in range(start, stop):
-          if self._stop.is_set():
-            return
-          self._q.put((s, make_batch(s)))
-      except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
-        self._q.put((None, e))
-    self._thread = threading.Thread(target=work, daemon=True)
-    self._thread.start()
-
-  def next(self):
-    step, batch = self._q.get()
-    if step is None:
-      raise batch
-    return step, batch
-
-  def close(self):
-    self._stop.set()
-    while not self._q.empty():
-      self._q.get_nowait()
-
-
-DEVICE_CACHE_MAX_BYTES = 512 * 2**20
-
-
-class _Indices:
-  """A step's example indices, for a step that gathers its batch itself (see ``_DeviceFeed``)."""
-
-  def __init__(self, value: np.ndarray):
-    self.value = value
-
-
-class _DeviceSplit:
-  """The (relabelled) cached training split, placed once on every device, and its batch gather.
-
-  ``gather(data, idx)`` builds a step's batch on the devices with the layout the step takes
-  (``[devices, per-device batch, ...]`` on the local devices under pmap, the batch sharding
-  otherwise); ``index_sharding`` is where the step's indices go for it.
-  """
-
-  def __init__(self, trainer):
-    ds, par = trainer.dataset, trainer.parallel
-    data = trainer.relabel(ds.train.get(np.arange(ds.train.num_examples)))
-    if par.mode == "pmap":  # pmap takes [devices, per-device batch, ...] on the local devices
-      n = len(par.local_devices)
-      if ds.local_batch_size % n:
-        raise ValueError(f"the per-host batch ({ds.local_batch_size}) must be divisible by the "
-                         f"number of local devices ({n}).")
-      place = jax.sharding.NamedSharding(par.local_mesh, jax.sharding.PartitionSpec())
-      out, self.index_sharding = par.stacked, place
-      take = lambda v, idx: v[idx].reshape((n, -1) + v.shape[1:])  # noqa: E731
-    else:
-      place, out, self.index_sharding = par.replicated, par.batch_sharding, par.batch_sharding
-      take = lambda v, idx: v[idx]  # noqa: E731
-    self.data = jax.device_put(data, place)
-    self.gather = jax.jit(lambda data, idx: jax.tree_util.tree_map(lambda v: take(v, idx), data),
-                          out_shardings=out)
-
-
-class _DeviceFeed:
-  """Training batches gathered on the devices from the cached training split (``_DeviceSplit``).
-
-  Under jit and shard_map a step's ``batch`` is just its indices (``_Indices``) and the compiled
-  step gathers the examples itself (``Parallel.compile_train_step_on_data``): one dispatch and one
-  transfer of ``batch_size`` int32 per step, no thread. Under pmap the split's jitted gather builds
-  the ``[devices, per-device batch, ...]`` batch on the devices first. Either way the batches are the
-  host pipeline's batches exactly (same permutation, same fields; ``gathered`` returns one for
-  inspection).
-  """
-
-  def __init__(self, dataset, parallel, split: _DeviceSplit, start: int, stop: int):
-    self._dataset, self._parallel, self._split = dataset, parallel, split
-    self._step, self._stop = start, stop
-
-  def _indices(self, step: int) -> np.ndarray:
-    return self._dataset.local_train_indices(step).astype(np.int32)
-
-  def gathered(self, step: int):
-    """The device batch of ``step`` (what the step sees), as the pmap path builds it."""
-    idx = jax.device_put(self._indices(step), self._split.index_sharding)
-    return self._split.gather(self._split.data, idx)
-
-  def next(self):
-    if self._step >= self._stop:
-      raise StopIteration
-    step, self._step = self._step, self._step + 1
-    if self._parallel.mode == "pmap":
-      return step, self.gathered(step)
-    idx = self._indices(step)
-    if self._parallel.mode == "shard_map":  # shard_map needs the indices split over the mesh
-      idx = jax.device_put(idx, self._parallel.batch_sharding)
-    return step, _Indices(idx)
-
-  def close(self):
-    pass
+  sweep = sweep_lib.parse(config)  # refuses keys that change shapes or structure
+  if config.get("sweep_select") and not float(config.data.get("validation_fraction", 0) or 0):
+    raise ValueError("config.sweep_select chooses on a validation split carved from the training "
+                     "split: set config.data.validation_fraction (e.g. 0.1); the test split never "
+                     "takes part in a choice.")
+  return sweep
 
 
 class Trainer:
   """One run. ``Trainer(config, workdir).run()`` is ``train_and_evaluate``."""
 
   def __init__(self, config, workdir: str):
-    validate_config(config)
+    sweep = validate_config(config)
+    workdir_lib.check(config, workdir, num_devices=len(select_devices(config)))  # changes nothing
     self.config = config
     self.workdir = workdir
     self.is_writer = jax.process_index() == 0
+    # One config and method object per replica of a sweep (validated here, before anything runs);
+    # the compiled step uses replica 0's method (its static options are every replica's).
+    self.replicas = replicas_lib.Replicas(config, sweep)
     os.makedirs(workdir, exist_ok=True)
-    self.method = methods_lib.get_method(config)
-    self.parallel = step_lib.Parallel(config.parallel, select_devices(config))
+    self.method = self.replicas.methods[0]
+    self.parallel = step_lib.Parallel(config.parallel, select_devices(config),
+                                      replicas=self.replicas.count if sweep else 0)
     self.dataset = make_dataset(config)
     data_cfg = config.get("data", {})
     self.train_on = data_cfg.get("train_on", "label")
     self.eval_split = data_cfg.get("eval_split", "test")
+    self.dataset.check_labels(self.eval_split)  # every label in [0, C), once, on the host
     self.eval_batch_size = int(config.get("eval_batch_size") or config.batch_size)
     if self.train_on not in ("label", "coarse_label"):
       raise ValueError(f"`data.train_on` must be 'label' or 'coarse_label', got {self.train_on!r}.")
@@ -242,68 +154,52 @@ class Trainer:
     if heads:
       kwargs["extra_heads"] = {**dict(kwargs.get("extra_heads") or {}), **heads}
     self.model = get_model(config.model, num_classes=num_classes, **kwargs)
-    self.tx = optim.make_optimizer(config.optimizer, int(config.total_steps))
+    decay = self.replicas.decay_always
+    self.tx = optim.make_optimizer(config.optimizer, int(config.total_steps), decay_always=decay)
+    make_tx = lambda hparams: optim.make_optimizer(  # noqa: E731  (traced lr / weight decay)
+        config.optimizer, int(config.total_steps), hparams, decay_always=decay)
     self.checkpointer = (checkpoint_lib.Checkpointer(workdir, keep=config.get("keep_checkpoints", 3))
                          if config.get("checkpoint_every", 0) >= 0 else None)
-    step_fn = step_lib.make_train_step(self.method, self.model.apply, self.tx,
+    step_fn = step_lib.make_train_step(self.method, self.model.apply, make_tx,
                                        axis_name=self.parallel.axis_name,
                                        nan_policy=config.get("nan_policy", "stop"),
                                        accum_steps=config.get("grad_accum_steps", 1))
     # The compiled steps carry the non-finite guard: (state, guard, batch) -> (state, guard, metrics).
     self.train_step = self.parallel.compile_train_step(step_fn, guard=True)
     self.predict = self.parallel.compile_predict(step_lib.make_predict_step(self.model.apply))
-    self._device_split: Optional[_DeviceSplit] = None  # placed on first use (batch_feed)
-    self.device_cache, self.device_cache_reason = self._use_device_cache()
+    self._device_split: Optional[feed_lib.DeviceSplit] = None  # placed on first use (batch_feed)
+    self.device_cache, self.device_cache_reason = feed_lib.device_cache_choice(
+        config.data.get("device_cache", "auto"), self.dataset)
     self.train_step_on_data = (self.parallel.compile_train_step_on_data(step_fn, guard=True)
-                               if self.device_cache and self.parallel.mode != "pmap" else None)
+                               if self.device_cache and self.parallel.gathers_in_step else None)
 
   def new_guard(self):
     """A fresh non-finite guard on the devices (see ``step.guard_nonfinite``)."""
-    return self.parallel.put_state(np.int32(step_lib.ALL_FINITE))
+    return self.parallel.put_state(step_lib.new_guard())
 
   def apply_train_step(self, dstate, guard, batch):
-    """One compiled step on a batch from :meth:`batch_feed` (device arrays or ``_Indices``):
+    """One compiled step on a batch from :meth:`batch_feed` (device arrays or ``feed.Indices``):
     ``(state, guard, metrics)``, all on the devices (nothing is fetched)."""
-    if isinstance(batch, _Indices):
+    if isinstance(batch, feed_lib.Indices):
       return self.train_step_on_data(dstate, guard, self._device_split.data, batch.value)
     return self.train_step(dstate, guard, batch)
-
-  def _use_device_cache(self):
-    """(on, why): whether training batches are gathered on the devices (``data.device_cache``)."""
-    mode = self.config.data.get("device_cache", "auto")
-    if mode not in ("auto", "on", "off", True, False):
-      raise ValueError(f"config.data.device_cache must be 'auto', 'on' or 'off', got {mode!r}")
-    if mode in ("off", False):
-      return False, "off in the config"
-    ds = self.dataset
-    why_not = None
-    if not ds.train.cached:
-      why_not = (f"the training split ({ds.train.num_examples} examples) is not cached in memory "
-                 f"(data.cache_limit {ds.train.cache_limit})")
-    elif ds.augment and ds.spec.image:
-      why_not = "augmentation runs on the host (data.augment)"
-    elif jax.process_count() > 1:
-      why_not = "several processes (each host reads its own slice)"
-    elif ds.train.cached_bytes() > DEVICE_CACHE_MAX_BYTES and mode == "auto":
-      why_not = (f"the cached split is {ds.train.cached_bytes() / 2**20:.0f} MiB "
-                 f"(> {DEVICE_CACHE_MAX_BYTES / 2**20:.0f} MiB for 'auto')")
-    if why_not is None:
-      return True, "on"
-    if mode in ("on", True):
-      raise ValueError(f"config.data.device_cache='on' is not possible here: {why_not}.")
-    return False, why_not
 
   def batch_feed(self, start: int, stop: int):
     """The training batches of steps ``start..stop-1`` on the devices: ``next() -> (step, batch)``.
 
-    Gathered on the devices from the cached split when ``self.device_cache`` (see ``_DeviceFeed``),
-    otherwise read, placed and prefetched on a background thread (``_Prefetcher``).
+    Gathered on the devices from the cached split when ``self.device_cache``
+    (``data.feed.DeviceFeed``), otherwise read, placed and prefetched on a background thread
+    (``data.feed.Prefetcher``).
     """
     if self.device_cache:
       if self._device_split is None:
-        self._device_split = _DeviceSplit(self)
-      return _DeviceFeed(self.dataset, self.parallel, self._device_split, start, stop)
-    return _Prefetcher(lambda s: self.parallel.put_batch(self.host_batch(s)), start, stop)
+        ds = self.dataset
+        self._device_split = feed_lib.DeviceSplit(
+            self.relabel(ds.train.get(np.arange(ds.train.num_examples))), self.parallel,
+            ds.local_batch_size)
+      return feed_lib.DeviceFeed(self.dataset, self.parallel, self._device_split, start, stop,
+                                 self.replicas)
+    return feed_lib.Prefetcher(lambda s: self.parallel.put_batch(self.host_batch(s)), start, stop)
 
   # --- data ------------------------------------------------------------------------------------
   def relabel(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -315,7 +211,9 @@ class Trainer:
     return batch
 
   def host_batch(self, step: int) -> Dict[str, np.ndarray]:
-    return self.relabel(self.dataset.train_batch(step))
+    """The training batch of ``step``; ``[R, B, ...]`` (each replica's seed) in a sweep."""
+    return self.replicas.batch(lambda s, seed: self.relabel(self.dataset.train_batch(s, seed)),
+                               step)
 
   def predictions(self, split: str, state_host=None) -> Dict[str, np.ndarray]:
     """Eval-mode outputs and batch fields for every example of ``split`` exactly once."""
@@ -327,7 +225,7 @@ class Trainer:
     per_host = self.eval_batch_size // jax.process_count()
     for batch in self.dataset.eval_batches(split, per_host):
       batch = self.relabel(batch)
-      inputs = jax.make_array_from_process_local_data(self.parallel.batch_sharding, batch["input"])
+      inputs = jax.make_array_from_process_local_data(self.parallel.eval_sharding, batch["input"])
       outputs = self.predict(params, model_state, inputs)
       batch = {k: v for k, v in batch.items() if k != "input"}
       if jax.process_count() > 1:
@@ -345,39 +243,104 @@ class Trainer:
     return out
 
   # --- evaluation ------------------------------------------------------------------------------
-  def evaluate(self, state_host) -> Dict[str, float]:
-    names = self.config.get("evaluators") or self.method.evaluators
-    ctx = evaluators_lib.EvalContext(
-        config=self.config, params=state_host.params, model_state=state_host.model_state,
-        buffers=state_host.buffers, model=self.model, method=self.method, dataset=self.dataset,
-        eval_split=self.eval_split, workdir=self.workdir if self.is_writer else None,
-        predict_fn=lambda split: self.predictions(split, state_host))
+  def evaluate(self, state_host, *, validation: bool = False):
+    """The configured evaluators on the eval split (keys ``eval/...``) and, with ``validation``
+    and a carved validation split (``data.validation_fraction``), on it (keys ``val/...``).
+
+    A sweep evaluates every replica's state with its own config and method: a list of dicts.
+    """
+    if not self.replicas.active:
+      return self._evaluate_one(state_host, self.config, self.method, self.workdir, validation)
+    return [self._evaluate_one(replicas_lib.take(state_host, r), self.replicas.configs[r],
+                               self.replicas.methods[r],
+                               os.path.join(self.workdir, "replicas", str(r)), validation)
+            for r in range(self.replicas.count)]
+
+  def _evaluate_one(self, state_host, config, method, workdir, validation) -> Dict[str, float]:
+    names = config.get("evaluators") or method.evaluators
+    splits = [("eval", self.eval_split)]
+    if validation and self.dataset.validation is not None:
+      splits.insert(0, ("val", self.dataset.validation.split))
     out = {}
-    for name in names:
-      for k, v in evaluators_lib.get_evaluator(name)(ctx).items():
-        out[f"eval/{k}"] = float(v)
+    for prefix, split in splits:
+      if self.is_writer and prefix == "eval":
+        os.makedirs(workdir, exist_ok=True)
+      ctx = evaluators_lib.EvalContext(
+          config=config, params=state_host.params, model_state=state_host.model_state,
+          buffers=state_host.buffers, model=self.model, method=method, dataset=self.dataset,
+          eval_split=split, workdir=workdir if self.is_writer and prefix == "eval" else None,
+          predict_fn=lambda s: self.predictions(s, state_host))
+      for name in names:
+        for k, v in evaluators_lib.get_evaluator(name)(ctx).items():
+          out[f"{prefix}/{k}"] = float(v)
     return out
 
   # --- the run ---------------------------------------------------------------------------------
   def initial_state(self):
+    """The initial host state; a sweep stacks its replicas' (each from its own seed, options and
+    hyperparameters)."""
     sample = self.dataset.train.get(np.arange(1))["input"]
-    state = create_state(self.model, self.tx, self.method, self.info, seed=int(self.config.seed),
-                         sample_input=sample)
-    return jax.device_get(state)
+    def one(config, method):
+      return jax.device_get(create_state(self.model, self.tx, method, self.info,
+                                         seed=int(config.seed), sample_input=sample,
+                                         hparams=run_hparams(method, config.optimizer)))
+    return self.replicas.initial_state(one)
+
+  def _write_eval(self, writer, step: int, eval_metrics) -> None:
+    if not self.replicas.active:
+      writer.write(step, eval_metrics)
+      return
+    for r, one in enumerate(eval_metrics):
+      writer.write(step, one, replica=r)
+
+  def _last_logged_loss(self, writer):
+    """The last logged ``train/loss`` (per replica in a sweep); NaN when none was logged."""
+    logged = [m for m in writers.read_metrics(self.workdir) if "train/loss" in m] \
+        if os.path.exists(writer.path) else []
+    if not self.replicas.active:
+      return logged[-1]["train/loss"] if logged else float("nan")
+    last = {m.get("replica"): m["train/loss"] for m in logged}
+    return [last.get(r, float("nan")) for r in range(self.replicas.count)]
 
   def save(self, step: int, state_host) -> None:
     if self.checkpointer is not None:
       self.checkpointer.save(step, state_host)
 
-  def host_context(self, step: int, dstate) -> HostContext:
-    """What ``method.host_update`` sees before ``step`` (fetches the state only if asked)."""
+  def host_context(self, step: int, dstate, replica: Optional[int] = None,
+                   get_state=None) -> HostContext:
+    """What ``method.host_update`` sees before ``step`` (fetches the state only if asked); in a
+    sweep, replica ``replica``'s view (``get_state`` returns its slice of the host state)."""
     guard = getattr(self, "preemption_guard", None)
+    first = ((lambda: self.host_batch(0)) if replica is None else
+             (lambda: replicas_lib.take(self.host_batch(0), replica)))
     return HostContext(
         step, num_train_examples=self.dataset.train.num_examples, apply=self.model.apply,
-        get_state=lambda: self.parallel.get_state(dstate),
+        get_state=get_state or (lambda: self.parallel.get_state(dstate)),
         predictions=lambda host_state: self.predictions(self.dataset.train.split, host_state),
-        first_batch=lambda: self.host_batch(0),
-        stop_requested=lambda: guard is not None and guard.requested)
+        first_batch=first, stop_requested=lambda: guard is not None and guard.requested)
+
+  def host_update(self, step: int, dstate):
+    """Runs the method's host work before ``step``; returns the (possibly new) device state.
+
+    In a sweep every replica's method object runs it on that replica's state (its own options,
+    e.g. the EM's fairness weight) and the new buffers are stacked again.
+    """
+    if not self.replicas.active:
+      host = self.host_context(step, dstate)
+      buffers = self.method.host_update(host)
+      if buffers is None:
+        return dstate
+      return self.parallel.put_state(host.state().replace(buffers=buffers))
+    full = self.parallel.get_state(dstate)
+    new, changed = [], False
+    for r, method in enumerate(self.replicas.methods):
+      mine = replicas_lib.take(full, r)
+      buffers = method.host_update(self.host_context(step, dstate, r, get_state=lambda s=mine: s))
+      changed |= buffers is not None
+      new.append(mine.buffers if buffers is None else buffers)
+    if not changed:
+      return dstate
+    return self.parallel.put_state(full.replace(buffers=replicas_lib.stack(new)))
 
   def host_sync_every(self) -> int:
     """Steps between host syncs (``config.host_sync_every``; 0: the log interval, at most
@@ -387,17 +350,28 @@ class Trainer:
 
   def _raise_if_nonfinite(self, guard, done: int, dmetrics, last_good: int) -> None:
     """Stop policy: raises :class:`NonFiniteLossError` if a step up to ``done`` was non-finite."""
-    first = int(self.parallel.get_state(guard))
+    guard = self.parallel.get_state(guard)
+    first = int(guard["step"])
     if first == step_lib.ALL_FINITE:
       return
+    loss, norm = float(guard["loss"]), float(guard["grad_norm"])
     metrics = self.parallel.metrics_to_host(dmetrics) if dmetrics is not None else {}
     raise NonFiniteLossError(
-        f"non-finite loss or gradient at step {first} (method {self.config.method!r}; found at "
-        f"the host sync after step {done}, metrics of step {done}: {metrics}); the last good "
-        f"checkpoint (step {last_good}) is kept in {os.path.join(self.workdir, 'checkpoints')}. "
-        f"Lower the learning rate or set --config.nan_policy=skip.")
+        f"non-finite loss or gradient at step {first} (method {self.config.method!r}; loss "
+        f"{loss}, gradient norm {norm}; found at the host sync after step {done}, metrics of step "
+        f"{done}: {metrics}); the last good checkpoint (step {last_good}) is kept in "
+        f"{os.path.join(self.workdir, 'checkpoints')}. Lower the learning rate (in a new "
+        f"--workdir: the workdir holds this config's run) or resume with "
+        f"--config.nan_policy=skip.")
 
   def run(self) -> Dict[str, Any]:
+    """Trains to ``total_steps`` holding the workdir (``train/workdir.py``); the results dict."""
+    # The guard (SIGTERM/SIGINT -> checkpoint and stop) covers the whole run, the final save too.
+    with workdir_lib.claim(self.config, self.workdir, num_devices=len(self.parallel.devices)), \
+        preemption.PreemptionGuard() as self.preemption_guard:
+      return self._run()
+
+  def _run(self) -> Dict[str, Any]:
     """Trains from the newest checkpoint to ``total_steps``, evaluates, writes ``results.json``.
 
     The loop keeps metrics on the devices: the host syncs (waits for the steps in flight) only
@@ -416,6 +390,7 @@ class Trainer:
       if restored is not None:
         start = int(restored)
         logging.warning("resumed from step %d (the checkpoint in %s)", start, self.workdir)
+    workdir_lib.write_config(config, self.workdir, num_devices=len(self.parallel.devices))
     writer = writers.MetricWriter(self.workdir, active=self.is_writer,
                                   tensorboard=config.get("tensorboard", True))
     writer.truncate_after(start)
@@ -436,17 +411,14 @@ class Trainer:
     prefetch = self.batch_feed(start, total)
     nonfinite = self.new_guard()
     t0, seen, shown = time.time(), 0, start
-    guard = self.preemption_guard = preemption.PreemptionGuard().install()  # SIGTERM -> flag
+    guard = self.preemption_guard
     preempted = False
     try:
       for step in range(start, total):
         if self.method.needs_host_update(step):
           if stop_on_nan:
             self._raise_if_nonfinite(nonfinite, step, None, last_good)
-          host = self.host_context(step, dstate)
-          buffers = self.method.host_update(host)
-          if buffers is not None:
-            dstate = self.parallel.put_state(host.state().replace(buffers=buffers))
+          dstate = self.host_update(step, dstate)
         _, batch = prefetch.next()
         dstate, nonfinite, dmetrics = self.apply_train_step(dstate, nonfinite, batch)
         seen += config.batch_size
@@ -462,21 +434,23 @@ class Trainer:
         if log_now:
           metrics = self.parallel.metrics_to_host(dmetrics)
           elapsed = max(time.time() - t0, 1e-9)
-          record = {f"train/{k}": v for k, v in metrics.items()}
-          record["train/examples_per_sec"] = seen / elapsed
-          record["train/learning_rate"] = float(optim.make_schedule(
-              config.optimizer, total)(done - 1))
-          writer.write(done, record)
+          for r, c in enumerate(self.replicas.configs):
+            one = ({k: v[r] for k, v in metrics.items()} if self.replicas.active else metrics)
+            record = {f"train/{k}": v for k, v in one.items()}
+            record["train/examples_per_sec"] = seen / elapsed  # of each replica
+            record["train/learning_rate"] = float(optim.make_schedule(
+                c.optimizer, total)(done - 1))
+            writer.write(done, record, replica=r if self.replicas.active else None)
           t0, seen = time.time(), 0
         if progress is not None:
           progress.update(done - shown)
           shown = done
           if metrics:
-            progress.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+            progress.set_postfix(loss=f"{np.mean(metrics['loss']):.4f}", refresh=False)
         if eval_now or ckpt_now:
           self.host_state = self.parallel.get_state(dstate)
         if eval_now:
-          writer.write(done, self.evaluate(self.host_state))
+          self._write_eval(writer, done, self.evaluate(self.host_state))
         if ckpt_now:
           self.save(done, self.host_state)
           last_good = done
@@ -486,12 +460,11 @@ class Trainer:
           preempted = True
           break
     finally:
-      guard.uninstall()
       prefetch.close()
       if progress is not None:
         progress.close()
     self.host_state = self.parallel.get_state(dstate)
-    final_step = int(self.host_state.step)
+    final_step = int(np.asarray(self.host_state.step).reshape(-1)[0])  # replicas: all equal
     self.save(final_step, self.host_state)
     if preempted:  # no evaluation, no results.json: the run is not finished
       writer.close()
@@ -500,12 +473,15 @@ class Trainer:
       return {"step": final_step, "preempted": True,
               "train/loss": self.parallel.metrics_to_host(dmetrics)["loss"]}
     if not metrics:  # resumed at the end: recover the last logged training loss
-      logged = [m for m in writers.read_metrics(self.workdir) if "train/loss" in m] \
-          if os.path.exists(writer.path) else []
-      metrics = {"loss": logged[-1]["train/loss"]} if logged else {"loss": float("nan")}
-    eval_metrics = self.evaluate(self.host_state)
-    writer.write(final_step, eval_metrics)
-    results = {"step": final_step, "train/loss": metrics["loss"], **eval_metrics}
+      metrics = {"loss": self._last_logged_loss(writer)}
+    eval_metrics = self.evaluate(self.host_state, validation=True)
+    self._write_eval(writer, final_step, eval_metrics)
+    if self.replicas.active:
+      results = self.replicas.results(
+          [{"step": final_step, "train/loss": loss, **ev}
+           for loss, ev in zip(metrics["loss"], eval_metrics)], config.get("sweep_select", ""))
+    else:
+      results = {"step": final_step, "train/loss": metrics["loss"], **eval_metrics}
     if self.is_writer:
       with open(os.path.join(self.workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)

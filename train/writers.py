@@ -44,14 +44,17 @@ class MetricWriter:
     with open(self.path, "w") as f:
       f.writelines(lines)
 
-  def write(self, step: int, metrics: Dict[str, float]) -> None:
+  def write(self, step: int, metrics: Dict[str, float], *, replica: Optional[int] = None) -> None:
+    """One line; a sweep's lines carry ``"replica": r`` (TensorBoard tags ``replica_<r>/<name>``)."""
     if not self.active:
       return
+    head = {"step": int(step)} if replica is None else {"step": int(step), "replica": int(replica)}
     with open(self.path, "a") as f:
-      f.write(json.dumps({"step": int(step), **{k: _clean(v) for k, v in metrics.items()}}) + "\n")
+      f.write(json.dumps({**head, **{k: _clean(v) for k, v in metrics.items()}}) + "\n")
     if self._tb is not None:
+      prefix = "" if replica is None else f"replica_{int(replica)}/"
       for k, v in metrics.items():
-        self._tb.add_scalar(k, float(v), int(step))
+        self._tb.add_scalar(prefix + k, float(v), int(step))
 
   def close(self) -> None:
     if self._tb is not None:

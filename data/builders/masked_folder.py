@@ -53,7 +53,20 @@ def folder_layout(root: str) -> Tuple[List[str], List[str]]:
   if len(classes) < 2:
     raise ValueError(f"{os.path.join(root, 'train')!r} must hold one sub-folder per class "
                      f"(at least 2), found {classes}.")
+  for cls in classes:
+    _image_files(os.path.join(root, "train", cls))  # every training class has images
   return splits, classes
+
+
+def _image_files(folder: str) -> List[str]:
+  """The images (not the masks) of a class folder; an empty class folder is an error."""
+  files = sorted(f for f in os.listdir(folder)
+                 if f.lower().endswith(_EXTS) and not os.path.splitext(f)[0].endswith(MASK_SUFFIX))
+  if not files:
+    raise ValueError(f"class folder {folder!r} holds no images ({', '.join(_EXTS)}, not ending in "
+                     f"{MASK_SUFFIX!r}): a class without examples cannot be learned or evaluated; "
+                     f"add images or remove the folder.")
+  return files
 
 
 def read_masked_folder(root: str, split: str, classes: List[str], size: int):
@@ -65,18 +78,23 @@ def read_masked_folder(root: str, split: str, classes: List[str], size: int):
     folder = os.path.join(root, split, cls)
     if not os.path.isdir(folder):
       continue
-    files = sorted(f for f in os.listdir(folder)
-                   if f.lower().endswith(_EXTS) and not os.path.splitext(f)[0].endswith(MASK_SUFFIX))
+    files = _image_files(folder)
     by_stem = {os.path.splitext(f)[0]: f for f in os.listdir(folder) if f.lower().endswith(_EXTS)}
     for f in files:
       stem = os.path.splitext(f)[0]
       with open_image(os.path.join(folder, f)) as im:
+        image_size = im.size
         img = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), np.float32) / 255.
       mask_file = by_stem.get(stem + MASK_SUFFIX)
       if mask_file is None:
         mask = np.ones((size, size), np.uint8)
       else:
         with open_image(os.path.join(folder, mask_file)) as im:
+          if im.size != image_size:  # a mask of another image (or another crop): not stretched
+            raise ValueError(
+                f"mask {os.path.join(folder, mask_file)!r} is {im.size[0]}x{im.size[1]} pixels but "
+                f"its image {f!r} is {image_size[0]}x{image_size[1]}: a mask must have its "
+                f"image's size (both are then resized to {size}x{size} together).")
           mask = (np.asarray(im.convert("L").resize((size, size), Image.NEAREST)) > 0)
           mask = mask.astype(np.uint8)
       images.append(img)

@@ -22,15 +22,14 @@ import jax
 import jax.numpy as jnp
 
 from labelwise import losses
-from labelwise.eval import average_k as _avgk_eval  # noqa: F401  (registers the evaluator)
 from labelwise.eval import metrics as metrics_lib
-from labelwise.train.methods import register_method
 from labelwise.train.methods.base import LossOutput, Method, RunInfo, StepContext
 
 _EVALUATORS = ("classification", "average_k")
 # Shared options: train on one label per example drawn once from a distribution field
 # (e.g. CIFAR-10H's human ``soft_label``), deterministic in (label_seed, example index).
 _LABEL_OPTIONS = {"sampled_labels_from": "", "label_seed": 0}
+_STATIC_K = {"k": "fixes the number of pseudo-positives round(k B), a static count"}
 
 
 def sample_labels(index, probs, seed: int):
@@ -39,20 +38,21 @@ def sample_labels(index, probs, seed: int):
   The same example gets the same label at every step and epoch (a fixed single-annotator
   draw), whatever the batch composition or the number of devices.
   """
-  root = jax.random.PRNGKey(int(seed))
+  root = jax.random.PRNGKey(seed if isinstance(seed, jax.Array) else int(seed))
   keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.asarray(index, jnp.int32))
   logp = jnp.log(jnp.clip(jnp.asarray(probs, jnp.float32), 0.0, None))
   return jax.vmap(jax.random.categorical)(keys, logp).astype(jnp.int32)
 
 
-def _train_labels(ctx: StepContext, options):
+def _train_labels(ctx: StepContext, options, hparams):
+  """The observed label, or one drawn from ``options["sampled_labels_from"]`` per example."""
   field = options["sampled_labels_from"]
   if not field:
     return ctx.batch["label"]
   if field not in ctx.batch:
     raise ValueError(f"`sampled_labels_from`={field!r} is not a field of the batch "
                      f"({sorted(ctx.batch)}).")
-  return sample_labels(ctx.batch["index"], ctx.batch[field], options["label_seed"])
+  return sample_labels(ctx.batch["index"], ctx.batch[field], hparams["label_seed"])
 
 
 def _check_k(k, num_classes=None):
@@ -62,11 +62,12 @@ def _check_k(k, num_classes=None):
   return k
 
 
-@register_method("two_head")
 class TwoHead(Method):
   """``mean_i CE(z^s_i, y_i) + weight * mean_ij BCE(z^m_ij, P_ij)`` with batch pseudo-labels P."""
+  name = "two_head"
   defaults = {"k": 2.0, "weight": 1.0, "include_true": True, "pseudo_labels": "softmax",
               **_LABEL_OPTIONS}
+  static_options = _STATIC_K
   evaluators = _EVALUATORS
   average_k_heads = {"softmax": ("logits", "softmax"), "multilabel": ("multilabel", "sigmoid")}
 
@@ -88,14 +89,14 @@ class TwoHead(Method):
   def loss(self, ctx: StepContext) -> LossOutput:
     o = self.options
     outputs, model_state = ctx.apply(ctx.params, ctx.batch["input"])
-    zs, zm, y = outputs["logits"], outputs["multilabel"], _train_labels(ctx, o)
-    k, weight = float(o["k"]), float(o["weight"])
+    zs, zm, y = outputs["logits"], outputs["multilabel"], _train_labels(ctx, o, self.hp(ctx))
+    k, weight = float(o["k"]), self.hp(ctx)["weight"]
     if o["pseudo_labels"] == "softmax":
       per_example = losses.two_head_loss(zs, zm, y, k=k, weight=weight,
                                          include_true=bool(o["include_true"]),
                                          axis_name=ctx.axis_name)
       ce = losses.softmax_cross_entropy(zs, y)
-      bce = (per_example - ce) / max(weight, 1e-12) if weight > 0 else jnp.zeros_like(ce)
+      bce = jnp.where(weight > 0, (per_example - ce) / jnp.maximum(weight, 1e-12), 0.0)
     else:
       if "posterior" not in ctx.batch:
         raise ValueError("`two_head.pseudo_labels='posterior'` needs a dataset with a `posterior` "
@@ -112,26 +113,27 @@ class TwoHead(Method):
     return LossOutput(jnp.mean(per_example), metrics, model_state)
 
 
-@register_method("assume_negative")
 class AssumeNegative(Method):
   """One sigmoid head (``logits``), BCE against the one-hot observed label."""
+  name = "assume_negative"
   defaults = dict(_LABEL_OPTIONS)
   evaluators = _EVALUATORS
   average_k_heads = {"multilabel": ("logits", "sigmoid")}
 
   def loss(self, ctx: StepContext) -> LossOutput:
     outputs, model_state = ctx.apply(ctx.params, ctx.batch["input"])
-    z, y = outputs["logits"], _train_labels(ctx, self.options)
+    z, y = outputs["logits"], _train_labels(ctx, self.options, self.hp(ctx))
     per_example = losses.assume_negative_loss(z, y)
     metrics = {"accuracy": jnp.mean(metrics_lib.accuracy(z, y)),
                "mean_positives": jnp.mean(jnp.sum(jax.nn.sigmoid(z), -1))}
     return LossOutput(jnp.mean(per_example), metrics, model_state)
 
 
-@register_method("epr")
 class ExpectedPositive(Method):
   """One sigmoid head: ``mean_i -log sigmoid(z_iy) + weight * EPR(z; K)`` (global batch mean)."""
+  name = "epr"
   defaults = {"k": 2.0, "weight": 1.0, **_LABEL_OPTIONS}
+  static_options = _STATIC_K
   evaluators = _EVALUATORS
   average_k_heads = {"multilabel": ("logits", "sigmoid")}
 
@@ -146,12 +148,12 @@ class ExpectedPositive(Method):
 
   def loss(self, ctx: StepContext) -> LossOutput:
     outputs, model_state = ctx.apply(ctx.params, ctx.batch["input"])
-    z, y = outputs["logits"], _train_labels(ctx, self.options)
+    z, y = outputs["logits"], _train_labels(ctx, self.options, self.hp(ctx))
     zy = jnp.take_along_axis(z.astype(jnp.float32), y[:, None].astype(jnp.int32), axis=-1)[:, 0]
     positive = -jax.nn.log_sigmoid(zy)
     reg = losses.expected_positive_regularizer(z, k=float(self.options["k"]),
                                                axis_name=ctx.axis_name)
-    loss = jnp.mean(positive) + float(self.options["weight"]) * reg
+    loss = jnp.mean(positive) + self.hp(ctx)["weight"] * reg
     metrics = {"accuracy": jnp.mean(metrics_lib.accuracy(z, y)), "epr": reg,
                "mean_positives": jnp.mean(jnp.sum(jax.nn.sigmoid(z), -1))}
     return LossOutput(loss, metrics, model_state)

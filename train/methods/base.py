@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Callable, ClassVar, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import jax
+import numpy as np
 
 
 class LossOutput(NamedTuple):
@@ -41,6 +42,10 @@ class StepContext:
       Pass it to any loss whose statistic spans the batch.
     apply_fn: the model's ``apply``.
     step: the global step being computed (0-based, traced int32), e.g. for warm-up of a weight.
+    hparams: the method's numeric hyperparameters as (possibly traced) arrays,
+      ``{option name: array}`` (:meth:`Method.hparams`); in a sweep each replica has its own values.
+      Losses read them through ``Method.hp(ctx)``, never from ``Method.options``; None (a context
+      built by hand) means the method's own options.
   """
   params: Any
   model_state: Any
@@ -51,6 +56,7 @@ class StepContext:
   axis_name: Optional[str]
   apply_fn: Callable
   step: Any = 0
+  hparams: Optional[Mapping[str, Any]] = None
 
   def apply(self, params, inputs, train: Optional[bool] = None, model_state=None):
     """Runs the model: returns ``(outputs, new_model_state)``; outputs has logits, features, heads."""
@@ -73,6 +79,11 @@ class RunInfo:
   num_train_examples: int
   input_shape: Tuple[int, ...]
   fine_to_coarse: Optional[Any] = None  # np.ndarray [num_fine_classes]
+
+
+def is_numeric(value) -> bool:
+  """True for int and float option values (not bool)."""
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class HostContext:
@@ -119,9 +130,18 @@ class HostContext:
 
 
 class Method:
-  """Base class. Subclasses set ``defaults`` and implement ``loss``."""
+  """Base class. Subclasses set ``defaults`` and implement ``loss``.
+
+  The objective contract: every numeric option (an int or float in ``defaults``) is a
+  hyperparameter that ``loss`` reads from ``ctx.hparams`` as a (possibly traced) array, so one
+  compiled step serves any value (a sweep varies them per replica). ``static_options`` names the
+  numeric options that fix the program instead (shapes, loop counts, host-side schedules), each with
+  the reason; they cannot vary within one compiled program.
+  """
   name: ClassVar[str] = ""
   defaults: ClassVar[Mapping[str, Any]] = {}
+  #: numeric options that stay static (Python values): ``{option: why}``.
+  static_options: ClassVar[Mapping[str, str]] = {}
   #: evaluators run by default for this method (``config.evaluators`` overrides).
   evaluators: ClassVar[Tuple[str, ...]] = ("classification",)
 
@@ -138,6 +158,24 @@ class Method:
 
   def validate(self) -> None:
     """Raises ValueError for option values out of range (called by __init__)."""
+
+  @classmethod
+  def hparam_names(cls) -> Tuple[str, ...]:
+    """The numeric options that are traced hyperparameters (sorted)."""
+    return tuple(sorted(k for k, v in cls.defaults.items()
+                        if is_numeric(v) and k not in cls.static_options))
+
+  def hp(self, ctx: StepContext) -> Mapping[str, Any]:
+    """The hyperparameters a loss uses: ``ctx.hparams``, or this method's options when None."""
+    return self.hparams() if ctx.hparams is None else ctx.hparams
+
+  def hparams(self) -> Dict[str, np.ndarray]:
+    """This method's hyperparameters as arrays: int32 for int options, float32 for float ones."""
+    out = {}
+    for k in self.hparam_names():
+      dtype = np.int32 if isinstance(self.defaults[k], int) else np.float32
+      out[k] = np.asarray(self.options[k], dtype)
+    return out
 
   def extra_heads(self, info: RunInfo) -> Dict[str, int]:
     """Extra model heads this method needs: ``{name: output_dim}``."""

@@ -44,10 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from labelwise import losses
-from labelwise.eval import clustering as _clustering_eval  # noqa: F401  (registers evaluators)
 from labelwise.eval import metrics as metrics_lib
 from labelwise.losses import collision as collision_lib
-from labelwise.train.methods import register_method
 from labelwise.train.methods.base import HostContext, LossOutput, Method, RunInfo, StepContext
 
 TARGETS = ("soft_label", "mix", "flat", "onehot")
@@ -74,12 +72,12 @@ def noisy_soft_targets(labels, index, *, num_classes: int, noise: str, level: fl
   """
   if noise not in ("mix", "flat", "onehot"):
     raise ValueError(f"`noise` must be 'mix', 'flat' or 'onehot', got {noise!r}.")
-  if not 0.0 <= float(level) <= 1.0:
+  if not isinstance(level, jax.core.Tracer) and not 0.0 <= float(level) <= 1.0:
     raise ValueError(f"`level` must be in [0, 1], got {level}.")
   onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
   if noise == "onehot":
     return onehot
-  base = jax.random.PRNGKey(int(seed))
+  base = jax.random.PRNGKey(seed if isinstance(seed, jax.Array) else int(seed))
   keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(index, jnp.uint32))
   draw_key = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
   flip_key = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
@@ -112,8 +110,8 @@ class _SoftTargets(Method):
       t = ctx.batch["soft_label"].astype(jnp.float32)
       return t / jnp.sum(t, axis=-1, keepdims=True)
     return noisy_soft_targets(ctx.batch["label"], ctx.batch["index"], num_classes=num_classes,
-                              noise=o["targets"], level=float(o["noise_level"]),
-                              seed=int(o["noise_seed"]))
+                              noise=o["targets"], level=self.hp(ctx)["noise_level"],
+                              seed=self.hp(ctx)["noise_seed"])
 
   def per_example(self, logits, targets):
     raise NotImplementedError
@@ -129,17 +127,17 @@ class _SoftTargets(Method):
     return LossOutput(jnp.mean(per_example), metrics, model_state)
 
 
-@register_method("collision_soft")
 class CollisionSoft(_SoftTargets):
   """``mean_i -log(t_i . softmax(z_i))`` against soft targets."""
+  name = "collision_soft"
 
   def per_example(self, logits, targets):
     return losses.collision_cross_entropy(logits, targets)
 
 
-@register_method("shannon_soft")
 class ShannonSoft(_SoftTargets):
   """``mean_i -t_i . log softmax(z_i)`` against soft targets (baseline)."""
+  name = "shannon_soft"
 
   def per_example(self, logits, targets):
     return losses.softmax_cross_entropy_with_targets(logits, targets)
@@ -179,6 +177,9 @@ class _Clustering(Method):
 class _SelfLabeling(_Clustering):
   defaults = {"fairness_weight": 1.0, "fairness": "strong", "tol": 1e-5, "max_iter": 200,
               "pseudo_labels": "batch", "update_every": 50, "check_deadlock": True}
+  static_options = {"tol": "a Python float of the EM loop's stopping rule",
+                    "max_iter": "the EM loop's iteration bound",
+                    "update_every": "the host-side schedule of the dataset-level EM"}
   cross_entropy = "collision"
 
   def validate(self):
@@ -195,18 +196,18 @@ class _SelfLabeling(_Clustering):
       raise ValueError(f"`{self.name}`: update_every and max_iter must be >= 1 and tol >= 0, got "
                        f"{o['update_every']}, {o['max_iter']}, {o['tol']}.")
 
-  def solve(self, probs, axis_name=None):
+  def solve(self, probs, hparams, axis_name=None):
     o = self.options
     return collision_lib.collision_pseudo_labels(
-        probs, fairness_weight=float(o["fairness_weight"]), fairness=o["fairness"],
+        probs, fairness_weight=hparams["fairness_weight"], fairness=o["fairness"],
         tol=float(o["tol"]), max_iter=int(o["max_iter"]), axis_name=axis_name)
 
   def per_example(self, logits, targets):
     return losses.collision_cross_entropy(logits, targets)
 
-  def objective(self, probs, y, axis_name=None):
+  def objective(self, probs, y, hparams, axis_name=None):
     o = self.options
-    return losses.self_labeling_objective(probs, y, fairness_weight=float(o["fairness_weight"]),
+    return losses.self_labeling_objective(probs, y, fairness_weight=hparams["fairness_weight"],
                                           fairness=o["fairness"],
                                           cross_entropy=self.cross_entropy, axis_name=axis_name)
 
@@ -234,8 +235,9 @@ class _SelfLabeling(_Clustering):
     if sorted(order.tolist()) != list(range(n)):
       raise RuntimeError(f"{self.name}: dataset-level pseudo-labels need every training example "
                          f"exactly once, got {len(order)} predictions for {n} examples.")
-    y, iters = self.solve(probs)
-    objective = self.objective(probs, y)
+    hparams = self.hparams()
+    y, iters = self.solve(probs, hparams)
+    objective = self.objective(probs, y, hparams)
     table = np.empty((n, probs.shape[1]), np.float32)
     table[order] = np.asarray(y)
     return {"pseudo_labels": table, "em_iterations": np.asarray(iters, np.float32),
@@ -246,9 +248,9 @@ class _SelfLabeling(_Clustering):
     logits = outputs["logits"]
     probs = jax.lax.stop_gradient(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
     if self.options["pseudo_labels"] == "batch":
-      y, iters = self.solve(probs, axis_name=ctx.axis_name)
+      y, iters = self.solve(probs, self.hp(ctx), axis_name=ctx.axis_name)
       y = jax.lax.stop_gradient(y)
-      objective = self.objective(probs, y, axis_name=ctx.axis_name)
+      objective = self.objective(probs, y, self.hp(ctx), axis_name=ctx.axis_name)
     else:
       y = jnp.take(ctx.buffers["pseudo_labels"], ctx.batch["index"], axis=0)
       iters, objective = ctx.buffers["em_iterations"], ctx.buffers["objective"]
@@ -262,14 +264,14 @@ class _SelfLabeling(_Clustering):
     return LossOutput(jnp.mean(per_example), metrics, model_state)
 
 
-@register_method("collision_cluster")
 class CollisionCluster(_SelfLabeling):
   """EM pseudo-labels + collision cross-entropy (Zhang & Boykov)."""
+  name = "collision_cluster"
 
 
-@register_method("shannon_cluster")
 class ShannonCluster(_SelfLabeling):
   """Shannon self-labeling: MM pseudo-labels + Shannon cross-entropy (strong fairness only)."""
+  name = "shannon_cluster"
   cross_entropy = "shannon"
 
   def validate(self):
@@ -278,19 +280,19 @@ class ShannonCluster(_SelfLabeling):
       raise ValueError("`shannon_cluster` supports fairness='strong' with fairness_weight > 0 only "
                        f"(got {self.options['fairness']!r}, {self.options['fairness_weight']}).")
 
-  def solve(self, probs, axis_name=None):
+  def solve(self, probs, hparams, axis_name=None):
     o = self.options
     return collision_lib.shannon_pseudo_labels(
-        probs, fairness_weight=float(o["fairness_weight"]), tol=float(o["tol"]),
+        probs, fairness_weight=hparams["fairness_weight"], tol=float(o["tol"]),
         max_iter=int(o["max_iter"]), axis_name=axis_name)
 
   def per_example(self, logits, targets):
     return losses.softmax_cross_entropy_with_targets(logits, targets)
 
 
-@register_method("mi_cluster")
 class MutualInformationCluster(_Clustering):
   """``mean_i H(sigma_i) - marginal_weight * H(mean_i sigma_i)`` over the global batch."""
+  name = "mi_cluster"
   defaults = {"marginal_weight": 1.0, "check_deadlock": True}
 
   def validate(self):
@@ -301,8 +303,8 @@ class MutualInformationCluster(_Clustering):
   def loss(self, ctx: StepContext) -> LossOutput:
     outputs, model_state = ctx.apply(ctx.params, ctx.batch["input"])
     logits = outputs["logits"]
-    loss = losses.mutual_information_loss(logits, marginal_weight=float(
-        self.options["marginal_weight"]), axis_name=ctx.axis_name)
+    loss = losses.mutual_information_loss(logits, marginal_weight=self.hp(ctx)["marginal_weight"],
+                                          axis_name=ctx.axis_name)
     probs = jax.nn.softmax(logits.astype(jnp.float32), -1)
     metrics = {"prediction_spread": self.spread(jax.lax.stop_gradient(probs))}
     return LossOutput(loss, metrics, model_state)

@@ -29,9 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from labelwise import losses
-from labelwise.eval import fine_grain as _fine_grain  # noqa: F401  (registers the evaluator)
 from labelwise.eval import metrics as metrics_lib
-from labelwise.train.methods import register_method
 from labelwise.train.methods.base import LossOutput, Method, RunInfo, StepContext
 
 
@@ -47,14 +45,18 @@ def feature_dim_of(config, info: RunInfo) -> int:
   return int(out["features"].shape[-1])
 
 
-@register_method("fierce")
 class Fierce(Method):
   """``CE(coarse) - lambda * H(features)`` with the paper's Gumbel-argmax codebook entropy."""
+  name = "fierce"
   defaults = {"lambda": 1.0, "form": "difference", "temperature": 1.0, "similarity": "cosine",
               "logit_scale": 1.0, "eps": losses.fierce.REFERENCE_EPS, "num_codes": 100,
               "code_init": "uniform", "code_scale": 0.01, "estimator": "codes",
               "label_smoothing": 0.0, "feature_dim": 0}
   evaluators = ("classification", "fine_grain")
+  static_options = {"num_codes": "the codebook size is an array shape",
+                    "feature_dim": "the codebook dimension is an array shape",
+                    "eps": "0 selects the exact entropy form and > 0 log2(p + eps): a Python "
+                           "float of the estimator"}
 
   def validate(self) -> None:
     o = self.options
@@ -85,24 +87,23 @@ class Fierce(Method):
                                 scale=float(o["code_scale"]))
     return {"codes": codes}
 
-  def _entropy_kwargs(self, axis_name):
+  def _entropy_kwargs(self, hparams, axis_name):
     o = self.options
-    return dict(temperature=float(o["temperature"]), similarity=o["similarity"],
-                logit_scale=float(o["logit_scale"]), eps=float(o["eps"]), axis_name=axis_name)
+    return dict(temperature=hparams["temperature"], similarity=o["similarity"],
+                logit_scale=hparams["logit_scale"], eps=float(o["eps"]), axis_name=axis_name)
 
   def loss(self, ctx: StepContext) -> LossOutput:
     o = self.options
     outputs, model_state = ctx.apply(ctx.params, ctx.batch["input"])
     logits, labels, feats = outputs["logits"], ctx.batch["label"], outputs["features"]
     codes = ctx.buffers["codes"]
-    smoothing = float(o["label_smoothing"])
-    if smoothing > 0:
-      c = logits.shape[-1]
-      targets = (1.0 - smoothing) * jax.nn.one_hot(labels, c) + smoothing / c
-      ce = losses.softmax_cross_entropy_with_targets(logits, targets)
-    else:
-      ce = losses.softmax_cross_entropy(logits, labels)
-    kw = self._entropy_kwargs(ctx.axis_name)
+    smoothing = self.hp(ctx)["label_smoothing"]
+    c = logits.shape[-1]
+    targets = (1.0 - smoothing) * jax.nn.one_hot(labels, c) + smoothing / c
+    # smoothing 0 keeps the plain CE (exactly the numbers of the unsmoothed loss).
+    ce = jnp.where(smoothing > 0, losses.softmax_cross_entropy_with_targets(logits, targets),
+                   losses.softmax_cross_entropy(logits, labels))
+    kw = self._entropy_kwargs(self.hp(ctx), ctx.axis_name)
     h_clean = jax.lax.stop_gradient(losses.fierce_entropy(feats, codes, None, **kw))
     metrics = {"ce": jnp.mean(ce), "accuracy": jnp.mean(metrics_lib.accuracy(logits, labels)),
                "entropy_bits_noiseless": h_clean}
@@ -113,6 +114,6 @@ class Fierce(Method):
       h = losses.koleo_entropy(feats, axis_name=ctx.axis_name)
       metrics["koleo"] = h
     per_example = losses.fierce_objective(
-        ce, h, lam=float(o["lambda"]), form=o["form"],
+        ce, h, lam=self.hp(ctx)["lambda"], form=o["form"],
         max_entropy=math.log2(int(o["num_codes"])))
     return LossOutput(jnp.mean(per_example), metrics, model_state)

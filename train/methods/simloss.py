@@ -28,8 +28,6 @@ import jax.numpy as jnp
 
 from labelwise import losses
 from labelwise.eval import metrics as metrics_lib
-from labelwise.eval import simloss as _simloss_eval  # noqa: F401  (registers the evaluators)
-from labelwise.train.methods import register_method
 from labelwise.train.methods.base import LossOutput, Method, RunInfo, StepContext
 
 SIMILARITIES = ("ordinal", "superclass", "embedding", "identity")
@@ -70,11 +68,14 @@ def build_similarity(options, info: RunInfo) -> np.ndarray:
   return losses.validate_similarity(np.asarray(s), num_classes=c)
 
 
-@register_method("simloss")
 class SimLoss(Method):
   """``mean_i -log(sum_c S[y_i, c] softmax(z_i)_c)`` with ``S`` from the config (in the buffers)."""
+  name = "simloss"
   defaults = {"similarity": "ordinal", "reduction_factor": 0.5, "lower_bound": 0.5,
               "embeddings": "", "epsilon": 0.0}
+  # reduction_factor and lower_bound shape the similarity buffer, built per run (per replica).
+  static_options = {"epsilon": "0 selects the numerically stable form and > 0 the authors' "
+                               "-log(q + eps): two different programs"}
 
   def validate(self):
     o = self.options
@@ -94,7 +95,7 @@ class SimLoss(Method):
 
   def loss(self, ctx: StepContext) -> LossOutput:
     outputs, model_state = ctx.apply(ctx.params, ctx.batch["input"])
-    eps = float(self.options["epsilon"]) or None
+    eps = self.options["epsilon"] or None  # static: picks the form
     per_example = losses.simloss(outputs["logits"], ctx.batch["label"],
                                  ctx.buffers["similarity"], epsilon=eps)
     acc = metrics_lib.accuracy(outputs["logits"], ctx.batch["label"])
@@ -104,47 +105,47 @@ class SimLoss(Method):
 class _SoftTargetMethod(Method):
   """Cross-entropy against ``self.targets(labels, num_classes)``."""
 
-  def targets(self, labels, num_classes):
+  def targets(self, labels, num_classes, hparams):
     raise NotImplementedError
 
   def loss(self, ctx: StepContext) -> LossOutput:
     outputs, model_state = ctx.apply(ctx.params, ctx.batch["input"])
     logits, labels = outputs["logits"], ctx.batch["label"]
-    t = self.targets(labels, logits.shape[-1])
+    t = self.targets(labels, logits.shape[-1], self.hp(ctx))
     per_example = losses.softmax_cross_entropy_with_targets(logits, t)
     acc = metrics_lib.accuracy(logits, labels)
     return LossOutput(jnp.mean(per_example), {"accuracy": jnp.mean(acc)}, model_state)
 
 
-@register_method("label_smoothing")
 class LabelSmoothing(_SoftTargetMethod):
   """Cross-entropy against ``(1 - alpha) onehot(y) + alpha / C`` (Szegedy et al. 2016)."""
+  name = "label_smoothing"
   defaults = {"alpha": 0.1}
 
   def validate(self):
     if not 0.0 <= float(self.options["alpha"]) <= 1.0:
       raise ValueError(f"`label_smoothing.alpha` must be in [0, 1], got {self.options['alpha']}.")
 
-  def targets(self, labels, num_classes):
-    return losses.smoothed_targets(labels, num_classes, alpha=float(self.options["alpha"]))
+  def targets(self, labels, num_classes, hparams):
+    return losses.smoothed_targets(labels, num_classes, alpha=hparams["alpha"])
 
 
-@register_method("sord")
 class SORD(_SoftTargetMethod):
   """Cross-entropy against SORD targets ``softmax_c(-scale (c - y)^2)`` (Diaz & Marathe 2019)."""
+  name = "sord"
   defaults = {"scale": 1.0}
 
   def validate(self):
     if not float(self.options["scale"]) > 0.0:
       raise ValueError(f"`sord.scale` must be > 0, got {self.options['scale']}.")
 
-  def targets(self, labels, num_classes):
-    return losses.sord_targets(labels, num_classes, scale=float(self.options["scale"]))
+  def targets(self, labels, num_classes, hparams):
+    return losses.sord_targets(labels, num_classes, scale=hparams["scale"])
 
 
-@register_method("hierarchical_soft")
 class HierarchicalSoft(_SoftTargetMethod):
   """Cross-entropy against ``softmax_c(-beta d(c, y))``, tree distance 0/1/2 (Bertinetto et al.)."""
+  name = "hierarchical_soft"
   defaults = {"beta": 2.0}
 
   def validate(self):
@@ -156,6 +157,5 @@ class HierarchicalSoft(_SoftTargetMethod):
     self.fine_to_coarse = _need_fine_to_coarse(info, "hierarchical_soft")
     return {}
 
-  def targets(self, labels, num_classes):
-    return losses.hierarchical_targets(labels, self.fine_to_coarse,
-                                       beta=float(self.options["beta"]))
+  def targets(self, labels, num_classes, hparams):
+    return losses.hierarchical_targets(labels, self.fine_to_coarse, beta=hparams["beta"])
