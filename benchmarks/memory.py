@@ -35,7 +35,7 @@ def one_case(case: str, steps: int, batch_size: int, width: int) -> dict:
   import tensorflow_datasets as tfds
 
   import pipeline
-  from labelwise.train import trainer as trainer_lib
+  from labelwise.data import feed
   title, module, overrides, mock = CASES[case]
   overrides = dict(overrides)
   if case == "cifar_mock":
@@ -46,7 +46,7 @@ def one_case(case: str, steps: int, batch_size: int, width: int) -> dict:
     t = pipeline.build(module, overrides, batch_size, workdir)
     rss_data = _common.rss_mb()
     state = t.parallel.put_state(t.initial_state())
-    prefetch = trainer_lib._Prefetcher(lambda s: t.parallel.put_batch(t.host_batch(s)), 0, steps)
+    prefetch = feed.Prefetcher(lambda s: t.parallel.put_batch(t.host_batch(s)), 0, steps)
     rss, guard = [], t.new_guard()
     try:
       for _ in range(steps):

@@ -13,7 +13,7 @@ of:
 * host thread: ``Dataset.train_batch(step)`` (TFDS ArrayRecord source or the in-memory cache,
   per-epoch permutation from (seed, epoch), batching, optional crop/flip augmentation, this host's
   slice) and ``Parallel.put_batch`` (device transfer, sharding) on the depth-2 background
-  ``_Prefetcher``.
+  ``data.feed.Prefetcher``.
 
 "On device" runs the same loop on one batch placed once. Rounds alternate the two feeds; medians are
 reported. The goal: the pipeline costs at most 10%.

@@ -9,6 +9,7 @@ PY=${PY:-.venv/bin/python}
 "$PY" benchmarks/em_floor.py
 "$PY" benchmarks/profile_cpu.py
 "$PY" benchmarks/pipeline.py
+"$PY" benchmarks/trainer_overhead.py
 "$PY" benchmarks/scaling.py
 "$PY" benchmarks/memory.py
 "$PY" benchmarks/sweep_cost.py

@@ -227,59 +227,50 @@ def _eval_options(config) -> dict:
   return {**EVAL_DEFAULTS, **given}
 
 
-def _register():
-  from labelwise.eval.evaluators import register_evaluator
+def average_k_evaluator(ctx) -> Dict[str, float]:
+  """Calibrates lambda on ``config.data.validation_split``, reports test metrics per head and K.
 
-  @register_evaluator("average_k")
-  def average_k(ctx) -> Dict[str, float]:
-    """Calibrates lambda on ``config.data.validation_split``, reports test metrics per head and K.
-
-    Keys ``avgk/<head>/<K>/<metric>`` (see :func:`average_k_report`), the top-k accuracy for
-    integer K, and with a posterior field (``avgk_eval.posterior_field``: ``posterior`` of the
-    synthetic data, or CIFAR-10H's human ``soft_label``) the oracle (threshold on the true posterior,
-    calibrated the same way) and the regrets ``oracle - method`` (micro and macro).
-    """
-    opts = _eval_options(ctx.config)
-    cal_split = ctx.config.get("data", {}).get("validation_split", "")
-    if not cal_split:
-      raise ValueError("the `average_k` evaluator calibrates its threshold on a held-out split: "
-                       "set --config.data.validation_split (e.g. 'validation' or 'train[90%:]').")
-    cal = ctx.predictions(cal_split)
-    test = ctx.predictions()
-    num_classes = test["logits"].shape[-1]
-    labels = test["label"]
-    tail = tail_classes(cal["label"], num_classes, opts["tail_fraction"])
-    field = opts["posterior_field"]
-    posterior = test.get(field)
-    ambiguous = None
-    if posterior is not None:
-      ambiguous = np.asarray(posterior).max(-1) < float(opts["ambiguous_max_posterior"])
-    cal_heads = head_scores(ctx.method, cal)
-    test_heads = head_scores(ctx.method, test)
-    if posterior is not None and opts["oracle"]:
-      cal_heads["oracle"] = np.asarray(cal[field], np.float64)
-      test_heads["oracle"] = np.asarray(posterior, np.float64)
-    out: Dict[str, float] = {}
-    for k in opts["ks"]:
-      k = float(k)
-      reports = {}
-      for head in test_heads:
-        rep = average_k_report(cal_heads[head], test_heads[head], labels, k, tail=tail,
-                               ambiguous=ambiguous, test_posterior=posterior)
-        if float(k).is_integer():
-          rep["top_k_accuracy"] = top_k_set_accuracy(test_heads[head], labels, int(k))
-        reports[head] = rep
-      if "oracle" in reports:
-        for head, rep in reports.items():
-          if head != "oracle":
-            rep["regret"] = reports["oracle"]["accuracy"] - rep["accuracy"]
-            rep["macro_regret"] = reports["oracle"]["macro_accuracy"] - rep["macro_accuracy"]
+  Keys ``avgk/<head>/<K>/<metric>`` (see :func:`average_k_report`), the top-k accuracy for
+  integer K, and with a posterior field (``avgk_eval.posterior_field``: ``posterior`` of the
+  synthetic data, or CIFAR-10H's human ``soft_label``) the oracle (threshold on the true posterior,
+  calibrated the same way) and the regrets ``oracle - method`` (micro and macro).
+  """
+  opts = _eval_options(ctx.config)
+  cal_split = ctx.config.get("data", {}).get("validation_split", "")
+  if not cal_split:
+    raise ValueError("the `average_k` evaluator calibrates its threshold on a held-out split: "
+                     "set --config.data.validation_split (e.g. 'validation' or 'train[90%:]').")
+  cal = ctx.predictions(cal_split)
+  test = ctx.predictions()
+  num_classes = test["logits"].shape[-1]
+  labels = test["label"]
+  tail = tail_classes(cal["label"], num_classes, opts["tail_fraction"])
+  field = opts["posterior_field"]
+  posterior = test.get(field)
+  ambiguous = None
+  if posterior is not None:
+    ambiguous = np.asarray(posterior).max(-1) < float(opts["ambiguous_max_posterior"])
+  cal_heads = head_scores(ctx.method, cal)
+  test_heads = head_scores(ctx.method, test)
+  if posterior is not None and opts["oracle"]:
+    cal_heads["oracle"] = np.asarray(cal[field], np.float64)
+    test_heads["oracle"] = np.asarray(posterior, np.float64)
+  out: Dict[str, float] = {}
+  for k in opts["ks"]:
+    k = float(k)
+    reports = {}
+    for head in test_heads:
+      rep = average_k_report(cal_heads[head], test_heads[head], labels, k, tail=tail,
+                             ambiguous=ambiguous, test_posterior=posterior)
+      if float(k).is_integer():
+        rep["top_k_accuracy"] = top_k_set_accuracy(test_heads[head], labels, int(k))
+      reports[head] = rep
+    if "oracle" in reports:
       for head, rep in reports.items():
-        for name, value in rep.items():
-          out[f"avgk/{head}/{k_tag(k)}/{name}"] = float(value)
-    return out
-
-  return average_k
-
-
-average_k_evaluator = _register()
+        if head != "oracle":
+          rep["regret"] = reports["oracle"]["accuracy"] - rep["accuracy"]
+          rep["macro_regret"] = reports["oracle"]["macro_accuracy"] - rep["macro_accuracy"]
+    for head, rep in reports.items():
+      for name, value in rep.items():
+        out[f"avgk/{head}/{k_tag(k)}/{name}"] = float(value)
+  return out

@@ -19,7 +19,7 @@ import scipy.stats
 import sklearn.metrics
 from scipy.optimize import linear_sum_assignment
 
-from labelwise.eval.evaluators import EvalContext, register_evaluator
+from labelwise.eval.context import EvalContext
 
 
 def _as_labels(x, name: str) -> np.ndarray:
@@ -138,7 +138,6 @@ def kmeans_clusters(inputs: ArrayLike, num_clusters: int, *, seed: int = 0,
   return KMeans(n_clusters=int(num_clusters), n_init=n_init, random_state=seed).fit_predict(x)
 
 
-@register_evaluator("clustering")
 def clustering_evaluator(ctx: EvalContext) -> Dict[str, float]:
   """Cluster = argmax logits on the eval split; accuracy (Hungarian), NMI, ARI vs ``label``."""
   p = ctx.predictions()
@@ -152,7 +151,6 @@ def clustering_evaluator(ctx: EvalContext) -> Dict[str, float]:
   return out
 
 
-@register_evaluator("kmeans_baseline")
 def kmeans_evaluator(ctx: EvalContext) -> Dict[str, float]:
   """k-means on the raw (flattened, preprocessed) inputs of the eval split, k = number of classes."""
   split = ctx.dataset.split(ctx.eval_split).all()

@@ -3,70 +3,47 @@
 The trainer runs ``config.evaluators`` (default: the method's ``evaluators``) after training and every
 ``eval_every`` steps, and logs their metrics as ``eval/<name>``. ``ctx.predictions(split)`` gives the
 model outputs and batch fields of every example of the split exactly once (padding removed).
+
+The built-in evaluators are listed in :data:`BUILTIN_EVALUATORS` (name -> ``"module:function"``) and
+imported when first looked up; ``@register_evaluator(name)`` adds your own.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, Dict, Optional
+from typing import Callable, Dict
 
 import numpy as np
 
+from labelwise._registry import Registry
 from labelwise.eval import metrics
+from labelwise.eval.context import EvalContext
 
-EVALUATORS: Dict[str, Callable] = {}
+_E = "labelwise.eval"
+BUILTIN_EVALUATORS = {
+    "classification": f"{_E}.evaluators:classification",
+    "average_k": f"{_E}.average_k:average_k_evaluator",
+    "clustering": f"{_E}.clustering:clustering_evaluator",
+    "kmeans_baseline": f"{_E}.clustering:kmeans_evaluator",
+    "fine_grain": f"{_E}.fine_grain:fine_grain",
+    "attribution": f"{_E}.saliency:attribution_evaluator",
+    "ordinal": f"{_E}.simloss:ordinal",
+    "superclass": f"{_E}.simloss:superclass",
+}
+#: name -> evaluator function (a read-only mapping; built-ins imported on lookup).
+EVALUATORS = Registry("evaluator", BUILTIN_EVALUATORS)
 
 
 def register_evaluator(name: str):
+  """Function decorator registering ``fn(ctx: EvalContext) -> dict`` under ``name``."""
   def deco(fn):
-    if name in EVALUATORS:
-      raise ValueError(f"evaluator {name!r} is registered twice")
-    EVALUATORS[name] = fn
-    return fn
+    return EVALUATORS.register(name, fn)
   return deco
 
 
-def get_evaluator(name: str) -> Callable:
-  if name not in EVALUATORS:
-    raise ValueError(f"Unknown evaluator {name!r}; known evaluators: {sorted(EVALUATORS)}.")
-  return EVALUATORS[name]
+def get_evaluator(name: str) -> Callable[[EvalContext], Dict[str, float]]:
+  return EVALUATORS.lookup(name)
 
 
-@dataclasses.dataclass
-class EvalContext:
-  """What an evaluator sees.
-
-  Attributes:
-    config: the run config.
-    params, model_state, buffers: the trained state (host or device arrays, unreplicated).
-    model: the Flax module; ``model.apply({"params": params, **model_state}, x, train=False)``.
-    method: the :class:`~labelwise.train.methods.Method` object of the run.
-    dataset: the :class:`~labelwise.data.Dataset` (``dataset.split(name)``, ``dataset.spec``, ...).
-    eval_split: the split named by ``config.data.eval_split``.
-    workdir: the run directory (evaluators may write pictures there), or None.
-    predict_fn: ``split -> dict`` of numpy arrays (see :meth:`predictions`), provided by the trainer.
-  """
-  config: Any
-  params: Any
-  model_state: Any
-  buffers: Any
-  model: Any
-  method: Any
-  dataset: Any
-  eval_split: str
-  workdir: Optional[str]
-  predict_fn: Callable[[str], Dict[str, np.ndarray]]
-  _cache: Dict[str, Dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
-
-  def predictions(self, split: Optional[str] = None) -> Dict[str, np.ndarray]:
-    """Outputs (``logits``, ``features``, heads) and batch fields for every example of ``split``."""
-    split = split or self.eval_split
-    if split not in self._cache:
-      self._cache[split] = self.predict_fn(split)
-    return self._cache[split]
-
-
-@register_evaluator("classification")
 def classification(ctx: EvalContext) -> Dict[str, float]:
   """accuracy, top-5 accuracy (when there are > 5 classes), loss and the example count."""
   p = ctx.predictions()

@@ -30,7 +30,7 @@ import numpy as np
 from jax.typing import ArrayLike
 import scipy.stats
 
-from labelwise.eval.evaluators import EvalContext, register_evaluator
+from labelwise.eval.context import EvalContext
 
 
 # ---------------------------------------------------------------- k-NN
@@ -292,7 +292,6 @@ def fine_grain_metrics(train_features: ArrayLike, train_fine: ArrayLike, test_fe
   return out
 
 
-@register_evaluator("fine_grain")
 def fine_grain(ctx: EvalContext) -> Dict[str, float]:
   """Frozen features of the train and eval splits; fine-label k-NN, probe (and Spearman if 1-D).
 

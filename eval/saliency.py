@@ -277,10 +277,10 @@ def save_saliency_grid(path: str, images: ArrayLike, masks: ArrayLike,
 
 
 # --------------------------------------------------------------------------------------------------
-# Evaluator (registered last: ``labelwise.eval.metrics`` re-exports this module's functions)
+# Evaluator (``labelwise.eval.evaluators.BUILTIN_EVALUATORS["attribution"]``)
 # --------------------------------------------------------------------------------------------------
 
-from labelwise.eval.evaluators import EvalContext, register_evaluator  # noqa: E402
+from labelwise.eval.context import EvalContext  # noqa: E402
 
 
 def _chunked(fn, arrays, size=128):
@@ -291,7 +291,6 @@ def _chunked(fn, arrays, size=128):
   return np.concatenate(outs) if outs else np.zeros((0,))
 
 
-@register_evaluator("attribution")
 def attribution_evaluator(ctx: EvalContext) -> Dict[str, float]:
   """Accuracy and ROC AUC on every non-train split; saliency-vs-mask metrics on the shifted split.
 

@@ -23,7 +23,7 @@ from typing import Dict, Optional
 import numpy as np
 from jax.typing import ArrayLike
 
-from labelwise.eval.evaluators import EvalContext, register_evaluator
+from labelwise.eval.context import EvalContext
 
 
 def _pred(logits) -> np.ndarray:
@@ -121,14 +121,12 @@ def _fine_labels(p: Dict[str, np.ndarray]) -> np.ndarray:
   return p["fine_label"] if "fine_label" in p else p["label"]
 
 
-@register_evaluator("ordinal")
 def ordinal(ctx: EvalContext) -> Dict[str, float]:
   """MAE / MSE of the predicted class index, failure severity, number of distinct predictions."""
   p = ctx.predictions()
   return ordinal_metrics(p["logits"], _fine_labels(p))
 
 
-@register_evaluator("superclass")
 def superclass(ctx: EvalContext) -> Dict[str, float]:
   """Superclass accuracy and failed superclass accuracy (needs a fine-to-coarse map)."""
   f2c = _fine_to_coarse(ctx)

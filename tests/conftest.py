@@ -4,7 +4,13 @@ import os
 
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
-  os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=4").strip()
+  _flags = (_flags + " --xla_force_host_platform_device_count=4").strip()
+# XLA:CPU aborts the process when a collective's 4 device threads do not all arrive within 40 s,
+# which a heavily loaded machine can exceed: wait up to 10 minutes instead.
+if "xla_cpu_collective_call_terminate_timeout_seconds" not in _flags:
+  _flags += (" --xla_cpu_collective_timeout_seconds=600"
+             " --xla_cpu_collective_call_terminate_timeout_seconds=600")
+os.environ["XLA_FLAGS"] = _flags
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Offline: never let TFDS reach for the network or GCS.
 os.environ.setdefault("TFDS_DISABLE_GCS", "1")

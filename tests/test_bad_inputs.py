@@ -307,8 +307,8 @@ CASES = [
     ("config/unknown dataset", lambda: trainer.validate_config(_config(dataset="digitz")),
      ValueError, r"Unknown dataset 'digitz'; known datasets: \[.*'digits'"),
     ("config/unknown :arg token", lambda: load_config("digits_ce", "runloca"),
-     ValueError, r"unknown config argument 'runloca' in 'runloca'; this config knows: runlocal, "
-                 r"seed"),
+     ValueError, r"unknown config argument 'runloca' in 'runloca'; this config knows: model, "
+                 r"runlocal, seed"),
     ("config/conv_impl", lambda: trainer.validate_config(_config(conv_impl="fast")),
      ValueError, r"`conv_impl` must be one of \['auto', 'xla', 'matmul'\], got 'fast'"),
     # --- issue 16: the last bad inputs found by fuzzing -----------------------------------------

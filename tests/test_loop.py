@@ -114,7 +114,7 @@ def test_stop_names_the_first_non_finite_step_and_keeps_the_last_good_checkpoint
   with pytest.raises(trainer.NonFiniteLossError) as err:
     t.run()
   msg = str(err.value)
-  assert "non-finite loss or gradient at step 13 (method '_test_bad_step'" in msg, msg
+  assert "non-finite loss or gradient at step 13 (method '_test_bad_step'; loss nan" in msg, msg
   assert "after step 20" in msg and "last good checkpoint (step 10)" in msg, msg
   assert ("'loss': nan" in msg) == bad_input  # NaN parameters: step 20's loss is NaN too
   assert _checkpoints(tmp_path) == [10]

@@ -89,3 +89,20 @@ def test_fierce_entropy_default_temperature_is_one():
   grad = lambda **kw: jax.grad(lambda x: losses.fierce_entropy(x, c, key, **kw))(f)  # noqa: E731
   np.testing.assert_allclose(grad(), grad(temperature=1.0), rtol=1e-6)
   assert not np.allclose(grad(), grad(temperature=2.0), rtol=1e-3)
+
+
+def test_expected_positive_regularizer_with_every_example_masked():
+  """No unmasked example: the mean count of positives is 0 (not 0/0), the penalty (k / C)^2."""
+  logits = np.zeros((3, 5), np.float32)
+  got = losses.expected_positive_regularizer(logits, k=2.0, where=np.zeros(3, bool))
+  np.testing.assert_allclose(np.asarray(got), (2.0 / 5) ** 2, rtol=1e-6)
+
+
+def test_actdiff_gradient_is_finite_at_zero_distance():
+  """Identical features (distance 0): the penalty is 0 and its gradient 0, not NaN (sqrt at 0)."""
+  import jax
+  import jax.numpy as jnp
+  f = jnp.asarray(np.random.RandomState(0).randn(4, 3), jnp.float32)
+  value, grad = jax.value_and_grad(lambda x: jnp.sum(losses.actdiff_penalty(x, f)))(f)
+  assert float(value) == 0.0
+  np.testing.assert_array_equal(np.asarray(grad), np.zeros((4, 3), np.float32))

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from labelwise.data import feed
 from labelwise.train import step as step_lib
 from labelwise.train import trainer
 from tests.helpers import load_config, max_abs_diff
@@ -67,8 +68,8 @@ def test_one_compilation_per_step_function_and_donated_state(parallel, trace_cou
   assert leaves and all(x.is_deleted() for x in leaves)
   assert not any(x.is_deleted() for x in jax.tree_util.tree_leaves(new_state.params))
 
-  # The counter does see a recompilation: a batch of another shape traces the step again. (Under
-  # jit/shard_map the run itself used the step that gathers its batch from the device-resident
+  # The counter does see a recompilation: a batch of another shape traces the step again. (With
+  # the device cache the run itself used the step that gathers its batch from the device-resident
   # split, `train_step_on_data`, so `train_step` was traced just above for the first time.)
   traced = trace_counter["train"]
   assert traced == (1 if t.train_step_on_data is None else 2)
@@ -85,7 +86,7 @@ def test_prefetcher_reads_ahead_while_the_step_runs():
     ready[s].set()
     return {"step": s}
 
-  p = trainer._Prefetcher(make_batch, 0, 6, depth=2)
+  p = feed.Prefetcher(make_batch, 0, 6, depth=2)
   try:
     assert p.next() == (0, {"step": 0})
     # While "step 0" runs (we hold the consumer here), the next two batches are made.
@@ -108,7 +109,7 @@ def test_prefetcher_bounded_depth_and_error_propagation():
     made.append(s)
     return s
 
-  p = trainer._Prefetcher(make_batch, 0, 10, depth=2)
+  p = feed.Prefetcher(make_batch, 0, 10, depth=2)
   try:
     assert p.next() == (0, 0)
     # Never more than `depth` finished batches wait in the queue.

@@ -114,24 +114,36 @@ def make_train_step(method: Method, apply_fn: Callable, tx, *,
   return step
 
 
-#: ``guard`` value while every step so far had a finite loss and gradient norm.
+#: ``guard["step"]`` while every step so far had a finite loss and gradient norm.
 ALL_FINITE = np.iinfo(np.int32).max
+
+
+def new_guard() -> Dict[str, np.ndarray]:
+  """The non-finite guard before any step (host arrays; place it like the state)."""
+  return {"step": np.int32(ALL_FINITE), "loss": np.float32(0), "grad_norm": np.float32(0)}
 
 
 def guard_nonfinite(step_fn):
   """``step(state, batch)`` -> ``step(state, guard, batch) -> (state, guard, metrics)``.
 
-  ``guard`` (int32 scalar, carried through the steps on the device) is the number of the first step
-  (1-based: the value of ``state.step`` after it) whose loss or gradient norm was not finite, or
-  :data:`ALL_FINITE`. The loop reads it only when it syncs with the host, so a non-finite step is
-  found at the next host sync with its exact number. Any leading (e.g. replica) axes of the metrics
-  are reduced: one non-finite value makes the step non-finite.
+  ``guard`` (carried through the steps on the device, see :func:`new_guard`) holds the number of the
+  first step (1-based: the value of ``state.step`` after it) whose loss or gradient norm was not
+  finite, or :data:`ALL_FINITE`, and that step's loss and gradient norm. The loop reads it only when
+  it syncs with the host, so a non-finite step is found at the next sync with its exact number. Any
+  leading (e.g. replica) axes of the metrics are reduced: one non-finite value makes the step
+  non-finite (its loss and gradient norm are those of the first non-finite entry).
   """
   def guarded(state, guard, *inputs):
     new_state, metrics = step_fn(state, *inputs)
-    finite = jnp.all(jnp.isfinite(metrics["loss"])) & jnp.all(jnp.isfinite(metrics["grad_norm"]))
+    loss, norm = jnp.ravel(metrics["loss"]), jnp.ravel(metrics["grad_norm"])
+    bad = ~(jnp.isfinite(loss) & jnp.isfinite(norm))
+    first = jnp.argmax(bad)
+    new = jnp.any(bad) & (guard["step"] == ALL_FINITE)
     done = jnp.max(new_state.step).astype(jnp.int32)
-    return new_state, jnp.where(finite, guard, jnp.minimum(guard, done)), metrics
+    guard = {"step": jnp.where(new, done, guard["step"]),
+             "loss": jnp.where(new, loss[first].astype(jnp.float32), guard["loss"]),
+             "grad_norm": jnp.where(new, norm[first].astype(jnp.float32), guard["grad_norm"])}
+    return new_state, guard, metrics
   return guarded
 
 
@@ -140,6 +152,18 @@ def gather_batch(step_fn):
   def gathered(state, data, idx):
     return step_fn(state, jax.tree_util.tree_map(lambda v: v[idx], data))
   return gathered
+
+
+def _on_device_blocks(fn, stacked):
+  """``fn`` on one device's values -> ``fn`` on its ``[1, ...]`` blocks of stacked arrays.
+
+  ``stacked[i]``: whether argument ``i`` carries the leading device axis (else it is passed whole).
+  Every output gets the leading axis back.
+  """
+  def blocks(*args):
+    args = [jax.tree_util.tree_map(lambda x: x[0], a) if s else a for a, s in zip(args, stacked)]
+    return jax.tree_util.tree_map(lambda x: x[None], fn(*args))
+  return blocks
 
 
 def make_predict_step(apply_fn: Callable):
@@ -153,6 +177,9 @@ class Parallel:
   """Places state and batches on devices and compiles the step for ``config.parallel``.
 
   * ``pmap``: state replicated with a leading device axis; batches reshaped ``[devices, per_device, ...]``.
+    In one process the step is compiled as ``jax.jit(jax.shard_map(...))`` over that stacked layout
+    (what ``jax.pmap`` itself lowers to since JAX 0.8, minus its Python dispatch path: see
+    :attr:`pmap_through_jit`); with several processes it is ``jax.pmap``.
   * ``shard_map``: ``jax.jit(jax.shard_map(step))`` over a 1-D mesh; state replicated, batch sharded.
   * ``jit``: the global-batch step under ``jax.jit`` with a ``NamedSharding`` on the batch.
 
@@ -181,6 +208,23 @@ class Parallel:
     self.stacked = NamedSharding(self.local_mesh, P(AXIS))
 
   @property
+  def pmap_through_jit(self) -> bool:
+    """``parallel="pmap"`` in one process: the step is ``jit(shard_map)`` over the stacked layout.
+
+    Same program, same layout and the same collectives as ``jax.pmap`` (which JAX >= 0.8 also
+    builds from ``jit`` and ``shard_map``), but dispatched through ``jit``'s C++ fast path instead
+    of ``pmap``'s Python wrapper, which flattens and checks every argument leaf on every call
+    (benchmarks/trainer_overhead.py). It also lets the step gather its batch from the
+    device-resident split (``compile_train_step(on_data=True)``).
+    """
+    return self.mode == "pmap" and jax.process_count() == 1
+
+  @property
+  def gathers_in_step(self) -> bool:
+    """Whether ``compile_train_step(on_data=True)`` is available (all but multi-process pmap)."""
+    return self.mode != "pmap" or self.pmap_through_jit
+
+  @property
   def axis_name(self) -> Optional[str]:
     return None if self.mode == "jit" else AXIS
 
@@ -200,8 +244,9 @@ class Parallel:
 
   def get_state(self, state):
     """Device state -> one host copy (numpy leaves)."""
-    if self.mode == "pmap":
-      state = jax.tree_util.tree_map(lambda x: x[0], state)
+    if self.mode == "pmap":  # the first device's copy, without a dispatch per leaf
+      return jax.tree_util.tree_map(lambda x: x[0], jax.device_get(jax.tree_util.tree_map(
+          lambda x: x.addressable_shards[0].data, state)))
     return jax.device_get(state)
 
   # --- batches ---------------------------------------------------------------------------------
@@ -243,16 +288,25 @@ class Parallel:
     if self.replicas:
       step_fn = jax.vmap(step_fn)
     if on_data:
-      if self.mode == "pmap":
-        raise ValueError("compile_train_step(on_data=True): not for parallel='pmap' (pmap takes "
-                         "batches with a leading device axis; gather them separately)")
+      if not self.gathers_in_step:
+        raise ValueError("compile_train_step(on_data=True): not for parallel='pmap' with several "
+                         "processes (jax.pmap takes batches with a leading device axis; gather "
+                         "them separately)")
       step_fn = gather_batch(step_fn)
     carried = 2 if guard else 1  # state (+ guard): replicated, donated
     if guard:
       step_fn = guard_nonfinite(step_fn)
     donate = tuple(range(carried))
-    if self.mode == "pmap":
+    if self.mode == "pmap" and not self.pmap_through_jit:
       return jax.pmap(step_fn, axis_name=AXIS, donate_argnums=donate)
+    if self.mode == "pmap":  # every argument stacked [devices, ...], but the split (replicated)
+      stacked = (True,) * carried + ((False, True) if on_data else (True,))
+      # check_vma=False as in jax.pmap: collectives transpose as under pmap (the gradient of the
+      # per-device parameter copies is summed over the devices), unlike shard_map's typed default.
+      mapped = jax.shard_map(_on_device_blocks(step_fn, stacked), mesh=self.local_mesh,
+                             in_specs=tuple(P(AXIS) if s else P() for s in stacked),
+                             out_specs=P(AXIS), check_vma=False)
+      return jax.jit(mapped, donate_argnums=donate)
     inputs = (P(), self.batch_spec) if on_data else (self.batch_spec,)
     if self.mode == "shard_map":
       mapped = jax.shard_map(step_fn, mesh=self.mesh, in_specs=(P(),) * carried + inputs,
@@ -274,9 +328,7 @@ class Parallel:
 
   def metrics_to_host(self, metrics) -> Dict[str, Any]:
     """Device metrics -> ``{name: float}``, or ``{name: [float per replica]}`` in a sweep."""
-    if self.mode == "pmap":
-      metrics = jax.tree_util.tree_map(lambda x: x[0], metrics)
-    host = jax.device_get(metrics)
+    host = self.get_state(metrics)
     if self.replicas:
       return {k: [float(x) for x in np.asarray(v).reshape(-1)] for k, v in host.items()}
     return {k: float(v) for k, v in host.items()}

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import threading
 import time
 from typing import Any, Dict, Optional
 
@@ -19,6 +17,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from labelwise.data import feed as feed_lib
 from labelwise.data import make_dataset
 from labelwise.data.registry import get_dataset_spec
 from labelwise.eval import evaluators as evaluators_lib
@@ -40,8 +39,10 @@ from labelwise.train.state import create_state, run_hparams
 NAN_POLICIES = ("stop", "skip")
 DTYPES = ("float32", "bfloat16")  # config.dtype: model compute; params and losses float32
 #: at most this many steps are dispatched without a host sync by default (`host_sync_every` = 0):
-#: bounds the work queued on the devices (XLA:CPU collectives on fake devices can stall otherwise).
-MAX_STEPS_IN_FLIGHT = 100
+#: bounds the work queued on the devices. XLA:CPU's collectives on fake CPU devices deadlock with
+#: thousands of unsynchronised steps in flight (seen in benchmarks/trainer_overhead.py: 3 of 4
+#: device threads waited 600 s in one all-reduce).
+MAX_STEPS_IN_FLIGHT = 20
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -105,112 +106,6 @@ def validate_config(config) -> Optional[sweep_lib.Sweep]:
   return sweep
 
 
-class _Prefetcher:
-  """Reads and places the batches of steps ``start..stop-1`` on a background thread (depth 2)."""
-
-  def __init__(self, make_batch, start: int, stop: int, depth: int = 2):
-    self._q: "queue.Queue" = queue.Queue(maxsize=depth)
-    self._stop = threading.Event()
-    def work():
-      try:
-        for s in range(start, stop):
-          if self._stop.is_set():
-            return
-          self._q.put((s, make_batch(s)))
-      except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
-        self._q.put((None, e))
-    self._thread = threading.Thread(target=work, daemon=True)
-    self._thread.start()
-
-  def next(self):
-    step, batch = self._q.get()
-    if step is None:
-      raise batch
-    return step, batch
-
-  def close(self):
-    self._stop.set()
-    while not self._q.empty():
-      self._q.get_nowait()
-
-
-DEVICE_CACHE_MAX_BYTES = 512 * 2**20
-
-
-class _Indices:
-  """A step's example indices, for a step that gathers its batch itself (see ``_DeviceFeed``)."""
-
-  def __init__(self, value: np.ndarray):
-    self.value = value
-
-
-class _DeviceSplit:
-  """The (relabelled) cached training split, placed once on every device, and its batch gather.
-
-  ``gather(data, idx)`` builds a step's batch on the devices with the layout the step takes
-  (``[devices, per-device batch, ...]`` on the local devices under pmap, the batch sharding
-  otherwise); ``index_sharding`` is where the step's indices go for it.
-  """
-
-  def __init__(self, trainer):
-    ds, par = trainer.dataset, trainer.parallel
-    data = trainer.relabel(ds.train.get(np.arange(ds.train.num_examples)))
-    if par.mode == "pmap":  # pmap takes [devices, per-device batch, ...] on the local devices
-      n = len(par.local_devices)
-      if ds.local_batch_size % n:
-        raise ValueError(f"the per-host batch ({ds.local_batch_size}) must be divisible by the "
-                         f"number of local devices ({n}).")
-      place = jax.sharding.NamedSharding(par.local_mesh, jax.sharding.PartitionSpec())
-      out, self.index_sharding = par.stacked, place
-      take = lambda v, idx: par.split_for_pmap(v[idx])  # noqa: E731
-    else:
-      place, out, self.index_sharding = par.replicated, par.batch_sharding, par.batch_sharding
-      take = lambda v, idx: v[idx]  # noqa: E731
-    self.data = jax.device_put(data, place)
-    self.gather = jax.jit(lambda data, idx: jax.tree_util.tree_map(lambda v: take(v, idx), data),
-                          out_shardings=out)
-
-
-class _DeviceFeed:
-  """Training batches gathered on the devices from the cached training split (``_DeviceSplit``).
-
-  Under jit and shard_map a step's ``batch`` is just its indices (``_Indices``) and the compiled
-  step gathers the examples itself (``Parallel.compile_train_step_on_data``): one dispatch and one
-  transfer of ``batch_size`` int32 per step, no thread. Under pmap the split's jitted gather builds
-  the ``[devices, per-device batch, ...]`` batch on the devices first. Either way the batches are the
-  host pipeline's batches exactly (same permutation, same fields; ``gathered`` returns one for
-  inspection).
-  """
-
-  def __init__(self, dataset, parallel, split: _DeviceSplit, start: int, stop: int, replicas):
-    self._dataset, self._parallel, self._split = dataset, parallel, split
-    self._step, self._stop, self._replicas = start, stop, replicas
-
-  def _indices(self, step: int) -> np.ndarray:
-    """This step's example indices: ``[B]``, or ``[R, B]`` (each replica's seed) in a sweep."""
-    return self._replicas.batch(
-        lambda s, seed: self._dataset.local_train_indices(s, seed).astype(np.int32), step)
-
-  def gathered(self, step: int):
-    """The device batch of ``step`` (what the step sees), as the pmap path builds it."""
-    idx = jax.device_put(self._indices(step), self._split.index_sharding)
-    return self._split.gather(self._split.data, idx)
-
-  def next(self):
-    if self._step >= self._stop:
-      raise StopIteration
-    step, self._step = self._step, self._step + 1
-    if self._parallel.mode == "pmap":
-      return step, self.gathered(step)
-    idx = self._indices(step)
-    if self._parallel.mode == "shard_map":  # shard_map needs the indices split over the mesh
-      idx = jax.device_put(idx, self._parallel.batch_sharding)
-    return step, _Indices(idx)
-
-  def close(self):
-    pass
-
-
 class Trainer:
   """One run. ``Trainer(config, workdir).run()`` is ``train_and_evaluate``."""
 
@@ -272,59 +167,39 @@ class Trainer:
     # The compiled steps carry the non-finite guard: (state, guard, batch) -> (state, guard, metrics).
     self.train_step = self.parallel.compile_train_step(step_fn, guard=True)
     self.predict = self.parallel.compile_predict(step_lib.make_predict_step(self.model.apply))
-    self._device_split: Optional[_DeviceSplit] = None  # placed on first use (batch_feed)
-    self.device_cache, self.device_cache_reason = self._use_device_cache()
+    self._device_split: Optional[feed_lib.DeviceSplit] = None  # placed on first use (batch_feed)
+    self.device_cache, self.device_cache_reason = feed_lib.device_cache_choice(
+        config.data.get("device_cache", "auto"), self.dataset)
     self.train_step_on_data = (self.parallel.compile_train_step_on_data(step_fn, guard=True)
-                               if self.device_cache and self.parallel.mode != "pmap" else None)
+                               if self.device_cache and self.parallel.gathers_in_step else None)
 
   def new_guard(self):
     """A fresh non-finite guard on the devices (see ``step.guard_nonfinite``)."""
-    return self.parallel.put_state(np.int32(step_lib.ALL_FINITE))
+    return self.parallel.put_state(step_lib.new_guard())
 
   def apply_train_step(self, dstate, guard, batch):
-    """One compiled step on a batch from :meth:`batch_feed` (device arrays or ``_Indices``):
+    """One compiled step on a batch from :meth:`batch_feed` (device arrays or ``feed.Indices``):
     ``(state, guard, metrics)``, all on the devices (nothing is fetched)."""
-    if isinstance(batch, _Indices):
+    if isinstance(batch, feed_lib.Indices):
       return self.train_step_on_data(dstate, guard, self._device_split.data, batch.value)
     return self.train_step(dstate, guard, batch)
-
-  def _use_device_cache(self):
-    """(on, why): whether training batches are gathered on the devices (``data.device_cache``)."""
-    mode = self.config.data.get("device_cache", "auto")
-    if mode not in ("auto", "on", "off", True, False):
-      raise ValueError(f"config.data.device_cache must be 'auto', 'on' or 'off', got {mode!r}")
-    if mode in ("off", False):
-      return False, "off in the config"
-    ds = self.dataset
-    why_not = None
-    if not ds.train.cached:
-      why_not = (f"the training split ({ds.train.num_examples} examples) is not cached in memory "
-                 f"(data.cache_limit {ds.train.cache_limit})")
-    elif ds.augment and ds.spec.image:
-      why_not = "augmentation runs on the host (data.augment)"
-    elif jax.process_count() > 1:
-      why_not = "several processes (each host reads its own slice)"
-    elif ds.train.cached_bytes() > DEVICE_CACHE_MAX_BYTES and mode == "auto":
-      why_not = (f"the cached split is {ds.train.cached_bytes() / 2**20:.0f} MiB "
-                 f"(> {DEVICE_CACHE_MAX_BYTES / 2**20:.0f} MiB for 'auto')")
-    if why_not is None:
-      return True, "on"
-    if mode in ("on", True):
-      raise ValueError(f"config.data.device_cache='on' is not possible here: {why_not}.")
-    return False, why_not
 
   def batch_feed(self, start: int, stop: int):
     """The training batches of steps ``start..stop-1`` on the devices: ``next() -> (step, batch)``.
 
-    Gathered on the devices from the cached split when ``self.device_cache`` (see ``_DeviceFeed``),
-    otherwise read, placed and prefetched on a background thread (``_Prefetcher``).
+    Gathered on the devices from the cached split when ``self.device_cache``
+    (``data.feed.DeviceFeed``), otherwise read, placed and prefetched on a background thread
+    (``data.feed.Prefetcher``).
     """
     if self.device_cache:
       if self._device_split is None:
-        self._device_split = _DeviceSplit(self)
-      return _DeviceFeed(self.dataset, self.parallel, self._device_split, start, stop,
-                         self.replicas)
-    return _Prefetcher(lambda s: self.parallel.put_batch(self.host_batch(s)), start, stop)
+        ds = self.dataset
+        self._device_split = feed_lib.DeviceSplit(
+            self.relabel(ds.train.get(np.arange(ds.train.num_examples))), self.parallel,
+            ds.local_batch_size)
+      return feed_lib.DeviceFeed(self.dataset, self.parallel, self._device_split, start, stop,
+                                 self.replicas)
+    return feed_lib.Prefetcher(lambda s: self.parallel.put_batch(self.host_batch(s)), start, stop)
 
   # --- data ------------------------------------------------------------------------------------
   def relabel(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -475,16 +350,19 @@ class Trainer:
 
   def _raise_if_nonfinite(self, guard, done: int, dmetrics, last_good: int) -> None:
     """Stop policy: raises :class:`NonFiniteLossError` if a step up to ``done`` was non-finite."""
-    first = int(self.parallel.get_state(guard))
+    guard = self.parallel.get_state(guard)
+    first = int(guard["step"])
     if first == step_lib.ALL_FINITE:
       return
+    loss, norm = float(guard["loss"]), float(guard["grad_norm"])
     metrics = self.parallel.metrics_to_host(dmetrics) if dmetrics is not None else {}
     raise NonFiniteLossError(
-        f"non-finite loss or gradient at step {first} (method {self.config.method!r}; found at "
-        f"the host sync after step {done}, metrics of step {done}: {metrics}); the last good "
-        f"checkpoint (step {last_good}) is kept in {os.path.join(self.workdir, 'checkpoints')}. "
-        f"Lower the learning rate (in a new --workdir: the workdir holds this config's run) or "
-        f"resume with --config.nan_policy=skip.")
+        f"non-finite loss or gradient at step {first} (method {self.config.method!r}; loss "
+        f"{loss}, gradient norm {norm}; found at the host sync after step {done}, metrics of step "
+        f"{done}: {metrics}); the last good checkpoint (step {last_good}) is kept in "
+        f"{os.path.join(self.workdir, 'checkpoints')}. Lower the learning rate (in a new "
+        f"--workdir: the workdir holds this config's run) or resume with "
+        f"--config.nan_policy=skip.")
 
   def run(self) -> Dict[str, Any]:
     """Trains to ``total_steps`` holding the workdir (``train/workdir.py``); the results dict."""

@@ -1,36 +1,60 @@
-"""Method registry: ``get_method(config)`` builds ``config.method``."""
+"""Method registry: ``get_method(config)`` builds ``config.method``.
+
+The built-in methods are listed in :data:`BUILTIN_METHODS` (name -> ``"module:Class"``) and
+imported when first looked up; importing this package imports none of them.
+``@register_method(name)`` adds your own :class:`Method` subclass (and sets its ``name``).
+"""
 
 from __future__ import annotations
 
-from typing import Dict, Type
+from labelwise._registry import Registry
+from labelwise.train.methods.base import HostContext, LossOutput, Method, RunInfo, StepContext
 
-from labelwise.train.methods.base import LossOutput, Method, RunInfo, StepContext
+_M = "labelwise.train.methods"
+BUILTIN_METHODS = {
+    "ce": f"{_M}.ce:CrossEntropy",
+    "actdiff": f"{_M}.attribution:ActDiff",
+    "gradmask": f"{_M}.attribution:GradMask",
+    "rrr": f"{_M}.attribution:RightForTheRightReasons",
+    "classify_masked": f"{_M}.attribution:ClassifyMasked",
+    "adversarial": f"{_M}.attribution:Adversarial",
+    "two_head": f"{_M}.average_k:TwoHead",
+    "assume_negative": f"{_M}.average_k:AssumeNegative",
+    "epr": f"{_M}.average_k:ExpectedPositive",
+    "collision_soft": f"{_M}.collision:CollisionSoft",
+    "shannon_soft": f"{_M}.collision:ShannonSoft",
+    "collision_cluster": f"{_M}.collision:CollisionCluster",
+    "shannon_cluster": f"{_M}.collision:ShannonCluster",
+    "mi_cluster": f"{_M}.collision:MutualInformationCluster",
+    "fierce": f"{_M}.fierce:Fierce",
+    "simloss": f"{_M}.simloss:SimLoss",
+    "label_smoothing": f"{_M}.simloss:LabelSmoothing",
+    "sord": f"{_M}.simloss:SORD",
+    "hierarchical_soft": f"{_M}.simloss:HierarchicalSoft",
+}
 
-METHODS: Dict[str, Type[Method]] = {}
+
+def _check_name(name: str, cls) -> None:
+  if cls.name != name:
+    raise RuntimeError(f"BUILTIN_METHODS[{name!r}] is {cls.__name__}, whose name is {cls.name!r}")
+
+
+#: name -> Method subclass (a read-only mapping; built-ins imported on lookup).
+METHODS = Registry("method", BUILTIN_METHODS, on_load=_check_name)
 
 
 def register_method(name: str):
-  """Class decorator registering a :class:`Method` subclass under ``name``."""
+  """Class decorator registering a :class:`Method` subclass under ``name`` (sets ``cls.name``)."""
   def deco(cls):
-    if name in METHODS:
-      raise ValueError(f"method {name!r} is registered twice")
+    METHODS.register(name, cls)
     cls.name = name
-    METHODS[name] = cls
     return cls
   return deco
 
 
 def get_method(config) -> Method:
-  name = config.method
-  if name not in METHODS:
-    raise ValueError(f"Unknown method {name!r}; known methods: {sorted(METHODS)}.")
-  return METHODS[name](config)
+  return METHODS.lookup(config.method)(config)
 
 
-# Method modules register themselves on import (one line each).
-from labelwise.train.methods import ce  # noqa: E402,F401
-from labelwise.train.methods import attribution  # noqa: E402,F401
-from labelwise.train.methods import average_k  # noqa: E402,F401
-from labelwise.train.methods import collision  # noqa: E402,F401
-from labelwise.train.methods import fierce  # noqa: E402,F401
-from labelwise.train.methods import simloss  # noqa: E402,F401
+__all__ = ["BUILTIN_METHODS", "METHODS", "HostContext", "LossOutput", "Method", "RunInfo",
+           "StepContext", "get_method", "register_method"]

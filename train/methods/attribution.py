@@ -39,7 +39,6 @@ import numpy as np
 
 from labelwise import losses
 from labelwise.eval import metrics as metrics_lib
-from labelwise.train.methods import register_method
 from labelwise.train.methods.base import LossOutput, Method, RunInfo, StepContext
 
 
@@ -94,9 +93,9 @@ class _MaskMethod(Method):
     return LossOutput(loss, metrics, model_state)
 
 
-@register_method("actdiff")
 class ActDiff(_MaskMethod):
   """``CE + lam * ||h(x) - h(shuffle_outside_mask(x))||_2`` (Viviano et al. 2019)."""
+  name = "actdiff"
   defaults = {**_MaskMethod.defaults, "apply_lambda": True}
 
   def loss(self, ctx: StepContext) -> LossOutput:
@@ -143,9 +142,9 @@ class _GradientMethod(_MaskMethod):
     return out
 
 
-@register_method("gradmask")
 class GradMask(_GradientMethod):
   """``CE + lam * sum |d|z_0 - z_1|/dx * (1 - m)|`` (Viviano et al. 2019)."""
+  name = "gradmask"
 
   def score(self, logits, labels):
     return losses.gradmask_score(logits, labels)
@@ -154,9 +153,9 @@ class GradMask(_GradientMethod):
     return losses.gradmask_penalty(grads, masks)
 
 
-@register_method("rrr")
 class RightForTheRightReasons(_GradientMethod):
   """``CE + lam * sum (d sum_k log p_k / dx * (1 - m))^2 + weight_decay * sum theta^2`` (Ross 2017)."""
+  name = "rrr"
   defaults = {**_MaskMethod.defaults, "weight_decay": 0.0}
 
   def validate(self) -> None:
@@ -172,9 +171,9 @@ class RightForTheRightReasons(_GradientMethod):
     return losses.rrr_penalty(grads, masks)
 
 
-@register_method("classify_masked")
 class ClassifyMasked(_MaskMethod):
   """Cross-entropy on ``x * m`` (zero outside the mask) for examples with a mask; raw x at test."""
+  name = "classify_masked"
   defaults = {"mask_fraction": 1.0}
 
   def loss(self, ctx: StepContext) -> LossOutput:
@@ -197,7 +196,6 @@ def _find_head(params, name: str):
   return None
 
 
-@register_method("adversarial")
 class Adversarial(_MaskMethod):
   """CE + a discriminator on the features telling ``x`` from ``x~``, which the encoder must fool.
 
@@ -207,6 +205,7 @@ class Adversarial(_MaskMethod):
   Lempitsky 2015), i.e. it maximizes the discriminator's loss on masked examples. Our reading of the
   authors' optional "adversarial" arm; not part of the committed study.
   """
+  name = "adversarial"
   defaults = {**_MaskMethod.defaults, "lam": 0.1}
 
   def extra_heads(self, info: RunInfo):

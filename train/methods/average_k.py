@@ -22,9 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from labelwise import losses
-from labelwise.eval import average_k as _avgk_eval  # noqa: F401  (registers the evaluator)
 from labelwise.eval import metrics as metrics_lib
-from labelwise.train.methods import register_method
 from labelwise.train.methods.base import LossOutput, Method, RunInfo, StepContext
 
 _EVALUATORS = ("classification", "average_k")
@@ -64,9 +62,9 @@ def _check_k(k, num_classes=None):
   return k
 
 
-@register_method("two_head")
 class TwoHead(Method):
   """``mean_i CE(z^s_i, y_i) + weight * mean_ij BCE(z^m_ij, P_ij)`` with batch pseudo-labels P."""
+  name = "two_head"
   defaults = {"k": 2.0, "weight": 1.0, "include_true": True, "pseudo_labels": "softmax",
               **_LABEL_OPTIONS}
   static_options = _STATIC_K
@@ -115,9 +113,9 @@ class TwoHead(Method):
     return LossOutput(jnp.mean(per_example), metrics, model_state)
 
 
-@register_method("assume_negative")
 class AssumeNegative(Method):
   """One sigmoid head (``logits``), BCE against the one-hot observed label."""
+  name = "assume_negative"
   defaults = dict(_LABEL_OPTIONS)
   evaluators = _EVALUATORS
   average_k_heads = {"multilabel": ("logits", "sigmoid")}
@@ -131,9 +129,9 @@ class AssumeNegative(Method):
     return LossOutput(jnp.mean(per_example), metrics, model_state)
 
 
-@register_method("epr")
 class ExpectedPositive(Method):
   """One sigmoid head: ``mean_i -log sigmoid(z_iy) + weight * EPR(z; K)`` (global batch mean)."""
+  name = "epr"
   defaults = {"k": 2.0, "weight": 1.0, **_LABEL_OPTIONS}
   static_options = _STATIC_K
   evaluators = _EVALUATORS

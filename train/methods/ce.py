@@ -6,13 +6,12 @@ import jax.numpy as jnp
 
 from labelwise import losses
 from labelwise.eval import metrics as metrics_lib
-from labelwise.train.methods import register_method
 from labelwise.train.methods.base import LossOutput, Method, StepContext
 
 
-@register_method("ce")
 class CrossEntropy(Method):
   """``mean_i -log softmax(z_i)[y_i]``."""
+  name = "ce"
   defaults = {}
 
   def loss(self, ctx: StepContext) -> LossOutput:

@@ -44,10 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from labelwise import losses
-from labelwise.eval import clustering as _clustering_eval  # noqa: F401  (registers evaluators)
 from labelwise.eval import metrics as metrics_lib
 from labelwise.losses import collision as collision_lib
-from labelwise.train.methods import register_method
 from labelwise.train.methods.base import HostContext, LossOutput, Method, RunInfo, StepContext
 
 TARGETS = ("soft_label", "mix", "flat", "onehot")
@@ -129,17 +127,17 @@ class _SoftTargets(Method):
     return LossOutput(jnp.mean(per_example), metrics, model_state)
 
 
-@register_method("collision_soft")
 class CollisionSoft(_SoftTargets):
   """``mean_i -log(t_i . softmax(z_i))`` against soft targets."""
+  name = "collision_soft"
 
   def per_example(self, logits, targets):
     return losses.collision_cross_entropy(logits, targets)
 
 
-@register_method("shannon_soft")
 class ShannonSoft(_SoftTargets):
   """``mean_i -t_i . log softmax(z_i)`` against soft targets (baseline)."""
+  name = "shannon_soft"
 
   def per_example(self, logits, targets):
     return losses.softmax_cross_entropy_with_targets(logits, targets)
@@ -266,14 +264,14 @@ class _SelfLabeling(_Clustering):
     return LossOutput(jnp.mean(per_example), metrics, model_state)
 
 
-@register_method("collision_cluster")
 class CollisionCluster(_SelfLabeling):
   """EM pseudo-labels + collision cross-entropy (Zhang & Boykov)."""
+  name = "collision_cluster"
 
 
-@register_method("shannon_cluster")
 class ShannonCluster(_SelfLabeling):
   """Shannon self-labeling: MM pseudo-labels + Shannon cross-entropy (strong fairness only)."""
+  name = "shannon_cluster"
   cross_entropy = "shannon"
 
   def validate(self):
@@ -292,9 +290,9 @@ class ShannonCluster(_SelfLabeling):
     return losses.softmax_cross_entropy_with_targets(logits, targets)
 
 
-@register_method("mi_cluster")
 class MutualInformationCluster(_Clustering):
   """``mean_i H(sigma_i) - marginal_weight * H(mean_i sigma_i)`` over the global batch."""
+  name = "mi_cluster"
   defaults = {"marginal_weight": 1.0, "check_deadlock": True}
 
   def validate(self):

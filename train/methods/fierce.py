@@ -29,9 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from labelwise import losses
-from labelwise.eval import fine_grain as _fine_grain  # noqa: F401  (registers the evaluator)
 from labelwise.eval import metrics as metrics_lib
-from labelwise.train.methods import register_method
 from labelwise.train.methods.base import LossOutput, Method, RunInfo, StepContext
 
 
@@ -47,9 +45,9 @@ def feature_dim_of(config, info: RunInfo) -> int:
   return int(out["features"].shape[-1])
 
 
-@register_method("fierce")
 class Fierce(Method):
   """``CE(coarse) - lambda * H(features)`` with the paper's Gumbel-argmax codebook entropy."""
+  name = "fierce"
   defaults = {"lambda": 1.0, "form": "difference", "temperature": 1.0, "similarity": "cosine",
               "logit_scale": 1.0, "eps": losses.fierce.REFERENCE_EPS, "num_codes": 100,
               "code_init": "uniform", "code_scale": 0.01, "estimator": "codes",

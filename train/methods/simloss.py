@@ -28,8 +28,6 @@ import jax.numpy as jnp
 
 from labelwise import losses
 from labelwise.eval import metrics as metrics_lib
-from labelwise.eval import simloss as _simloss_eval  # noqa: F401  (registers the evaluators)
-from labelwise.train.methods import register_method
 from labelwise.train.methods.base import LossOutput, Method, RunInfo, StepContext
 
 SIMILARITIES = ("ordinal", "superclass", "embedding", "identity")
@@ -70,9 +68,9 @@ def build_similarity(options, info: RunInfo) -> np.ndarray:
   return losses.validate_similarity(np.asarray(s), num_classes=c)
 
 
-@register_method("simloss")
 class SimLoss(Method):
   """``mean_i -log(sum_c S[y_i, c] softmax(z_i)_c)`` with ``S`` from the config (in the buffers)."""
+  name = "simloss"
   defaults = {"similarity": "ordinal", "reduction_factor": 0.5, "lower_bound": 0.5,
               "embeddings": "", "epsilon": 0.0}
   # reduction_factor and lower_bound shape the similarity buffer, built per run (per replica).
@@ -119,9 +117,9 @@ class _SoftTargetMethod(Method):
     return LossOutput(jnp.mean(per_example), {"accuracy": jnp.mean(acc)}, model_state)
 
 
-@register_method("label_smoothing")
 class LabelSmoothing(_SoftTargetMethod):
   """Cross-entropy against ``(1 - alpha) onehot(y) + alpha / C`` (Szegedy et al. 2016)."""
+  name = "label_smoothing"
   defaults = {"alpha": 0.1}
 
   def validate(self):
@@ -132,9 +130,9 @@ class LabelSmoothing(_SoftTargetMethod):
     return losses.smoothed_targets(labels, num_classes, alpha=hparams["alpha"])
 
 
-@register_method("sord")
 class SORD(_SoftTargetMethod):
   """Cross-entropy against SORD targets ``softmax_c(-scale (c - y)^2)`` (Diaz & Marathe 2019)."""
+  name = "sord"
   defaults = {"scale": 1.0}
 
   def validate(self):
@@ -145,9 +143,9 @@ class SORD(_SoftTargetMethod):
     return losses.sord_targets(labels, num_classes, scale=hparams["scale"])
 
 
-@register_method("hierarchical_soft")
 class HierarchicalSoft(_SoftTargetMethod):
   """Cross-entropy against ``softmax_c(-beta d(c, y))``, tree distance 0/1/2 (Bertinetto et al.)."""
+  name = "hierarchical_soft"
   defaults = {"beta": 2.0}
 
   def validate(self):
