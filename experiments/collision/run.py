@@ -367,7 +367,7 @@ def main(argv=None):
   os.makedirs(args.outdir, exist_ok=True)
   soft_seeds, cluster_seeds = list(range(args.soft_seeds)), list(range(args.cluster_seeds))
   record = provenance.collect(
-      configs={"args": {k: v for k, v in vars(args).items() if k != "workdir"},
+      configs={"args": {k: v for k, v in vars(args).items() if k not in ("workdir", "outdir")},
                "select": SELECT, "lr_grid": list(LR_GRID),
                "E1": {noise: {f"{model}/{loss}": soft_config(
                    noise, model, loss, seeds=soft_seeds, steps=args.soft_steps).to_dict()
