@@ -23,12 +23,14 @@ def max_abs_diff(a, b) -> float:
              for x, y in zip(leaves_a, leaves_b))
 
 
-def fake_eval_context(splits, *, config=None, eval_split="test", buffers=None, method=None):
+def fake_eval_context(splits, *, config=None, eval_split="test", buffers=None, method=None,
+                      dataset=None):
   """An ``EvalContext`` whose ``predictions(split)`` are the given ``{split: {name: array}}``."""
   import ml_collections
   from labelwise.eval.evaluators import EvalContext
   config = ml_collections.ConfigDict(config if config is not None
                                      else {"data": {"train_split": "train"}})
   return EvalContext(config=config, params=None, model_state=None, buffers=buffers or {},
-                     model=None, method=method, dataset=None, eval_split=eval_split, workdir=None,
+                     model=None, method=method, dataset=dataset, eval_split=eval_split,
+                     workdir=None,
                      predict_fn=lambda split: splits[split])

@@ -1,5 +1,7 @@
 """Fine-grain metrics (labelwise.eval.fine_grain) against scikit-learn / scipy on small data."""
 
+import types
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -109,9 +111,13 @@ def test_ridge_probe_accuracy_is_sklearn_ridge_on_one_hot_labels():
     fine_grain.fine_grain_metrics(xtr, ytr, xte, yte, probe="lbfgs")
 
 
+_TRAIN_SPLIT = types.SimpleNamespace(train=types.SimpleNamespace(split="train"))
+
+
 def _eval_context(splits, **fine_grain_eval):
   return fake_eval_context(splits, config={"data": {"train_split": "train"},
-                                           "fine_grain_eval": fine_grain_eval})
+                                           "fine_grain_eval": fine_grain_eval},
+                           dataset=_TRAIN_SPLIT)
 
 
 def test_fine_grain_evaluator_scores_the_eval_split():
@@ -160,7 +166,7 @@ def test_fine_grain_evaluator_options_max_train_and_codebook_entropy():
     options = {"similarity": "dot", "logit_scale": 2.0}
   ctx = fake_eval_context(splits, config={"data": {"train_split": "train"},
                                           "fine_grain_eval": {"k": 3}},
-                          buffers={"codes": codes}, method=_Fierce())
+                          buffers={"codes": codes}, method=_Fierce(), dataset=_TRAIN_SPLIT)
   got = fine_grain.fine_grain(ctx)["feature_entropy_bits"]
 
   def entropy(x, similarity):

@@ -191,7 +191,7 @@ def test_nan_policy_skip_keeps_the_state_but_counts_the_step(nan_policy):
 def test_nonfinite_guard_holds_the_first_nonfinite_step(mode):
   """The guard carried through the compiled step is the number of the first step whose loss (or
   gradient norm) was not finite: here a NaN loss with a finite gradient at step 2."""
-  from labelwise.train.step import ALL_FINITE
+  from labelwise.train.step import ALL_FINITE, new_guard
   par = Parallel(mode, jax.devices()[:NUM_DEVICES])
   tx, state = _state({"w": jnp.ones(3)}, {})
   step = par.compile_train_step(
@@ -199,9 +199,9 @@ def test_nonfinite_guard_holds_the_first_nonfinite_step(mode):
   good = _least_squares_batch()
   bad = {**good, "poison": np.ones(8, np.float32)}
   dev_state = par.put_state(state)
-  guard = par.put_state(jnp.asarray(ALL_FINITE, jnp.int32))
+  guard = par.put_state(new_guard())
   seen = []
   for batch in (good, bad, good, bad):
     dev_state, guard, _ = step(dev_state, guard, par.put_batch(batch))
-    seen.append(int(np.max(np.asarray(guard))))
+    seen.append(int(np.max(np.asarray(guard["step"]))))
   assert seen == [ALL_FINITE, 2, 2, 2]
