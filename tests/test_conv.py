@@ -155,42 +155,39 @@ def test_max_pool_matches_flax_values_and_gradients(shape, window, ties):
     max_pool(x, window + (2,))
 
 
+def _shard_map_kernel_grad(conv, w, x, mesh):
+  """pmean(grad(pmean(loss))) of a replicated kernel ``w`` with ``x`` split over ``mesh``."""
+  from jax.sharding import PartitionSpec as P
+
+  def per_device(w, x):
+    g = jax.grad(lambda w: jax.lax.pmean(jnp.sum(conv(x, w, (1, 1), "SAME") ** 2), "data"))(w)
+    return jax.lax.pmean(g, "data")
+  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P("data")),
+                               out_specs=P()))(w, x)
+
+
 def test_kernel_gradient_of_a_replicated_kernel_under_shard_map():
   """A replicated kernel with per-device inputs: the gradient comes back replicated and summed,
   as with lax's convolution (pmean(grad(pmean(loss))) is the project's rule)."""
-  from jax.sharding import PartitionSpec as P
   mesh = jax.make_mesh((2,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
                        devices=jax.devices()[:2])
   x = jax.random.normal(jax.random.PRNGKey(7), (4, 6, 6, 2))
   w = jax.random.normal(jax.random.PRNGKey(8), (3, 3, 2, 3))
 
-  def grads(f):
-    def per_device(w, x):
-      g = jax.grad(lambda w: jax.lax.pmean(jnp.sum(f(x, w, (1, 1), "SAME") ** 2), "data"))(w)
-      return jax.lax.pmean(g, "data")
-    return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P("data")),
-                                 out_specs=P()))(w, x)
-
-  np.testing.assert_allclose(grads(_mine), grads(_xla), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(_shard_map_kernel_grad(_mine, w, x, mesh),
+                             _shard_map_kernel_grad(_xla, w, x, mesh), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("num_devices", [1, 2])
 def test_chunked_kernel_gradient_under_shard_map(num_devices, monkeypatch):
   """The chunks' scan carry varies over the mesh like the data: on one device too (issue 16: the
   README's single-device shard_map command failed with a carry type mismatch)."""
-  from jax.sharding import PartitionSpec as P
   monkeypatch.setattr(conv_lib, "TARGET_ROWS", 36)  # 1 example per chunk: the scan path
   mesh = jax.make_mesh((num_devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
                        devices=jax.devices()[:num_devices])
   x = jax.random.normal(jax.random.PRNGKey(9), (4, 6, 6, 2))
   w = jax.random.normal(jax.random.PRNGKey(10), (3, 3, 2, 3))
 
-  def grads(f):
-    def per_device(w, x):
-      g = jax.grad(lambda w: jax.lax.pmean(jnp.sum(f(x, w, (1, 1), "SAME") ** 2), "data"))(w)
-      return jax.lax.pmean(g, "data")
-    return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P("data")),
-                                 out_specs=P()))(w, x)
-
   assert conv_lib._chunk_size(4 // num_devices, 36) == 1
-  np.testing.assert_allclose(grads(_mine), grads(_xla), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(_shard_map_kernel_grad(_mine, w, x, mesh),
+                             _shard_map_kernel_grad(_xla, w, x, mesh), rtol=1e-5, atol=1e-5)
