@@ -181,7 +181,8 @@ class Trainer:
     """One compiled step on a batch from :meth:`batch_feed` (device arrays or ``feed.Indices``):
     ``(state, guard, metrics)``, all on the devices (nothing is fetched)."""
     if isinstance(batch, feed_lib.Indices):
-      return self.train_step_on_data(dstate, guard, self._device_split.data, batch.value)
+      return self.train_step_on_data(dstate, guard, self._device_split.data, batch.block,
+                                     batch.start)
     return self.train_step(dstate, guard, batch)
 
   def batch_feed(self, start: int, stop: int):
@@ -424,8 +425,8 @@ class Trainer:
         seen += config.batch_size
         done = step + 1
         log_now = done % log_every == 0 or done == total
-        eval_now = eval_every and done % eval_every == 0 and done != total
-        ckpt_now = ckpt_every and done % ckpt_every == 0
+        eval_now = eval_every > 0 and done % eval_every == 0 and done != total
+        ckpt_now = ckpt_every > 0 and done % ckpt_every == 0  # -1: never, 0: only at the end
         stop_now = guard.should_stop(done) and done < total
         if not (log_now or eval_now or ckpt_now or stop_now or done % sync_every == 0):
           continue  # no host sync: the next step is dispatched while this one runs
