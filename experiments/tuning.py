@@ -1,4 +1,4 @@
-"""One study arm through the trainer: a hyperparameter grid x seeds, the point chosen on validation.
+"""One study arm through the trainer: a hyperparameter grid x seeds as one sweep, chosen on validation.
 
 A study declares its arms (a trainer config, a grid of dotted config keys) and calls
 :func:`run_arm` for each; every arm of a comparison gets a grid of the same size (the same tuning
@@ -11,31 +11,37 @@ split, so the test split never takes part in a choice::
     res["selected"]["point"]                  # {"optimizer.learning_rate": 0.001}
     tuning.at_point(res, res["selected"]["point"])   # the replicas (one per seed) of that point
 
-Every run is ``labelwise.train.trainer.train_and_evaluate`` in-process (nothing here trains); a
-run whose workdir already holds its results is read back, not retrained.
+An arm is ONE ``labelwise.train.trainer.train_and_evaluate`` in-process: the grid and the seeds
+become ``config.sweep = "<key>=v1,v2;...;seed=s1,s2,..."`` (every combination a replica of one
+compiled program, :mod:`labelwise.train.sweep`), and ``replicas`` / ``summary`` / ``selected`` are
+read from the sweep's ``results.json`` (nothing here trains). A grid key that a sweep cannot vary
+(it changes shapes or structure: ``batch_size``, a method's static option such as
+``fierce.num_codes``) is not refused: the arm runs one sweep per value (per combination) of its
+structural keys, in ``<workdir>/<key><value>...``, and the choice runs over all of them. An arm
+whose workdir already holds its finished results (same config) is read back, not retrained.
 
-Validation: the dataset's validation split (``Arm.validation``), or else the last
-``VALIDATION_PERCENT`` % of the training split (``train[80%:]``, a fixed part of TFDS's fixed
-shuffled order, not stratified): models then train on ``train[:80%]``. Every run is evaluated on
-the validation split (``val/...``) and the test split (``eval/...``); the choice reads only
-``val/...``.
+Validation: the dataset's own validation split when it has one (``Arm.validation``; the replicas
+are evaluated on it after training, ``val/...``), or else a fixed stratified
+``VALIDATION_FRACTION`` of the training split carved out by the trainer
+(``data.validation_fraction``; the models do not train on it) and the choice made by the trainer's
+``config.sweep_select``. Every replica is evaluated on the validation split (``val/...``) and on the
+test split (``eval/...``); the choice reads only ``val/...``.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import json
-import math
 import os
-from typing import Any, Dict, Iterable, List, Mapping, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
-import numpy as np
-
+from labelwise.train import sweep as sweep_lib
 from labelwise.train.sweep import stats
 
-VALIDATION_PERCENT = 20
+#: the stratified share of the training split held out for the choice (``data.validation_fraction``)
+VALIDATION_FRACTION = 0.2
+STUDY_FILE = "study.json"
 
 
 @dataclasses.dataclass
@@ -48,7 +54,7 @@ class Arm:
   name: str
   config: Any
   grid: Mapping[str, Sequence[float]] = dataclasses.field(default_factory=dict)
-  validation: str = ""  # a validation split of the dataset; "" = the last 20% of train
+  validation: str = ""  # a validation split of the dataset; "" = a stratified 20% of train
 
   def points(self) -> List[Dict[str, float]]:
     keys = list(self.grid)
@@ -57,7 +63,13 @@ class Arm:
   def record(self) -> Dict[str, Any]:
     """The arm as plain data for a provenance record."""
     return {"config": self.config.to_dict(), "grid": {k: list(v) for k, v in self.grid.items()},
-            "validation": self.validation or f"last {VALIDATION_PERCENT}% of the training split"}
+            "validation": self.validation or (
+                f"a stratified {VALIDATION_FRACTION:.0%} of the training split "
+                f"(data.validation_fraction={_fraction(self.config):g})")}
+
+
+def _fraction(config) -> float:
+  return float(config.data.get("validation_fraction", 0.0) or 0.0) or VALIDATION_FRACTION
 
 
 def parse_select(select: str):
@@ -70,8 +82,11 @@ def parse_select(select: str):
 
 
 def set_dotted(config, key: str, value) -> None:
+  """``config[a][b] = value`` for ``key = "a.b"`` (the key must exist; a float stays a float)."""
   node, parts = config, key.split(".")
   for p in parts[:-1]:
+    if p not in node:
+      raise ValueError(f"grid key {key!r} is not a key of the arm's config.")
     node = node[p]
   if parts[-1] not in node:
     raise ValueError(f"grid key {key!r} is not a key of the arm's config.")
@@ -82,62 +97,145 @@ def _key_name(point: Mapping[str, float]) -> str:
   return "_".join(f"{k.split('.')[-1]}{v:g}" for k, v in point.items()) or "default"
 
 
-def _run_one(config, workdir: str) -> Dict[str, float]:
-  """Trains ``config`` in ``workdir`` (or reads it back); test metrics plus ``val/...``."""
-  from labelwise.train import trainer
-  done = os.path.join(workdir, "study.json")
-  if os.path.exists(done):
-    with open(done) as f:
-      return json.load(f)
-  t = trainer.Trainer(config, workdir)
-  results = dict(t.run())
-  t.eval_split = config.data.validation_split
-  results.update({"val/" + k[len("eval/"):]: v for k, v in t.evaluate(t.host_state).items()})
-  with open(done, "w") as f:
-    json.dump(results, f, indent=1, sort_keys=True)
-  return results
+def _text(value) -> str:
+  """A grid value as ``config.sweep`` text that parses back to exactly the same number."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise ValueError(f"grid value {value!r} is not a number.")
+  return str(value) if isinstance(value, int) else repr(float(value))
+
+
+def sweep_spec(grid: Mapping[str, Sequence[float]], seeds: Sequence[int]) -> str:
+  """``config.sweep`` of a grid x seeds: the grid's keys in order, then ``seed`` (varying fastest,
+  so replicas run point by point, the seeds of a point together)."""
+  groups = [f"{k}=" + ",".join(_text(v) for v in vals) for k, vals in grid.items()]
+  return ";".join(groups + ["seed=" + ",".join(str(int(s)) for s in seeds)])
+
+
+def split_grid(config, grid: Mapping[str, Sequence[float]]) -> Tuple[Dict, Dict]:
+  """(the keys a sweep can vary, the structural keys) of ``grid`` for ``config``.
+
+  A key is structural when :func:`labelwise.train.sweep.check_key` refuses it (it changes shapes or
+  structure of the compiled program); such keys get one sweep per value instead.
+  """
+  from labelwise.train import methods as methods_lib
+  method_cls = methods_lib.METHODS[config.method]
+  sweepable, structural = {}, {}
+  for key, vals in grid.items():
+    try:
+      sweep_lib.check_key(config, key, list(vals), method_cls)
+    except sweep_lib.SweepError:
+      structural[key] = vals
+    else:
+      sweepable[key] = vals
+  return sweepable, structural
 
 
 def use_compilation_cache(workdir: str) -> None:
-  """Keeps compiled programs on disk under ``workdir``: the seeds of a grid point (same program,
-  another initial state) compile once."""
+  """Keeps compiled programs on disk under ``workdir``: arms of the same shapes (another split,
+  another structural value of the same size) compile once."""
   import jax
   jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.abspath(workdir), "xla_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-def run_arm(arm: Arm, workdir: str, *, seeds: Iterable[int], select: str) -> Dict[str, Any]:
-  """Trains every point x seed of ``arm``; returns ``{"replicas", "selected"}``.
+def _sweep_config(arm: Arm, fixed: Mapping[str, Any], grid: Mapping[str, Sequence[float]],
+                  seeds: Sequence[int], select: str):
+  config = arm.config.copy_and_resolve_references()
+  for k, v in fixed.items():
+    set_dotted(config, k, v)
+  with config.unlocked():
+    config.sweep = sweep_spec(grid, seeds)
+    if arm.validation:
+      if float(config.data.get("validation_fraction", 0.0) or 0.0):
+        raise ValueError(f"arm {arm.name!r}: `validation={arm.validation!r}` (the dataset's own "
+                         "split) and `data.validation_fraction` (a carved split) exclude each "
+                         "other; set one.")
+      config.data.validation_split = arm.validation
+      config.sweep_select = ""   # chosen here, on the dataset's split (the trainer carves none)
+    else:
+      config.data.validation_fraction = _fraction(config)
+      config.sweep_select = select
+  return config
 
-  ``replicas``: one dict per run with ``"overrides"`` (the grid point and ``seed``) and the run's
-  results (``eval/...`` on the test split, ``val/...`` on the held-out part of training).
-  ``selected``: ``{"by", "point", "val": {metric: stats}}``, the point with the best mean
-  ``select`` metric over seeds (ties: the first in grid order).
+
+def _one_sweep(arm: Arm, config, workdir: str) -> Dict[str, Any]:
+  """Trains one sweep (or reads its finished results back): the trainer's results.json, with
+  ``val/...`` of the dataset's validation split added to every replica for ``Arm.validation``."""
+  from labelwise.train import trainer
+  done = os.path.join(workdir, STUDY_FILE)
+  key = config.to_json_best_effort(sort_keys=True)
+  if os.path.exists(done):
+    with open(done) as f:
+      saved = json.load(f)
+    if saved.get("config") == key:
+      return saved["results"]
+  t = trainer.Trainer(config, workdir)
+  results = dict(t.run())
+  if arm.validation:
+    t.eval_split = arm.validation
+    val = t.evaluate(t.host_state)   # per replica, ``eval/...`` on the validation split
+    results["replicas"] = [
+        {**rep, **{"val/" + k[len("eval/"):]: v for k, v in one.items()}}
+        for rep, one in zip(results["replicas"], val)]
+    results["summary"] = sweep_lib.summarize(sweep_lib.parse(config), results["replicas"])
+  with open(done, "w") as f:
+    json.dump({"config": key, "results": results}, f, indent=1, sort_keys=True)
+  return results
+
+
+def run_arm(arm: Arm, workdir: str, *, seeds: Iterable[int], select: str) -> Dict[str, Any]:
+  """Trains every point x seed of ``arm`` as one sweep; returns ``{"replicas", "selected", ...}``.
+
+  ``replicas``: one dict per run, point by point in grid order and the seeds of a point in order,
+  with ``"overrides"`` (the grid point and ``seed``) and the run's results (``eval/...`` on the test
+  split, ``val/...`` on the validation split). ``summary``: per grid point, mean, std and 95%
+  t-interval over seeds of every metric (the sweep's). ``selected``: ``{"by", "point", "val",
+  "test", "replicas"}``, the point with the best mean ``select`` metric over seeds (ties: the first
+  in grid order), chosen by ``train.sweep.select``. ``sweeps``: the ``config.sweep`` of every sweep
+  run (more than one only when the grid has structural keys, see the module docstring).
   """
-  metric, sign = parse_select(select)
+  parse_select(select)
   seeds = [int(s) for s in seeds]
+  if not seeds:
+    raise ValueError(f"arm {arm.name!r}: `seeds` is empty; give at least one seed.")
+  if "seed" in arm.grid:
+    raise ValueError(f"arm {arm.name!r}: `seed` is not a grid key; pass the seeds as `seeds=`.")
+  sweepable, structural = split_grid(arm.config, arm.grid)
+  fixed_points = [dict(zip(structural, vals))
+                  for vals in itertools.product(*structural.values())] or [{}]
+  by_point: Dict[Tuple, Dict[str, Any]] = {}
+  specs = []
+  for fixed in fixed_points:
+    config = _sweep_config(arm, fixed, sweepable, seeds, select)
+    specs.append(config.sweep)
+    sub = os.path.join(workdir, _key_name(fixed)) if structural else workdir
+    results = _one_sweep(arm, config, sub)
+    for rep in results["replicas"]:
+      overrides = {**fixed, **rep["overrides"]}
+      by_point[_point_key(arm, overrides)] = {**rep, "overrides": overrides}
+  # The replicas in grid order (the structural keys' sweeps interleaved back into it).
+  keys = list(arm.grid)
   replicas = []
   for point in arm.points():
     for seed in seeds:
-      config = copy.deepcopy(arm.config)
-      config.seed = seed
-      if arm.validation:
-        config.data.validation_split = arm.validation
-      else:
-        base = config.data.train_split
-        config.data.train_split = f"{base}[:{100 - VALIDATION_PERCENT}%]"
-        config.data.validation_split = f"{base}[{100 - VALIDATION_PERCENT}%:]"
-      for k, v in point.items():
-        set_dotted(config, k, v)
-      results = _run_one(config, os.path.join(workdir, _key_name(point), f"seed{seed}"))
-      replicas.append({"overrides": {**point, "seed": seed}, **results})
-  best, best_score = None, -math.inf
-  for point in arm.points():
-    score = sign * float(np.mean([r[metric] for r in at_point({"replicas": replicas}, point)]))
-    if score > best_score:
-      best, best_score = point, score
-  val = stats([r[metric] for r in at_point({"replicas": replicas}, best)])
-  return {"replicas": replicas, "selected": {"by": select, "point": best, "val": {metric: val}}}
+      rep = by_point[_point_key(arm, {**point, "seed": seed})]
+      replicas.append({"overrides": {**{k: rep["overrides"][k] for k in keys}, "seed": seed},
+                       **{k: v for k, v in rep.items() if k != "overrides"}})
+  if len(specs) == 1 and not arm.validation:
+    # One sweep, chosen by the trainer (config.sweep_select): its replica order is the grid order.
+    if [r["overrides"] for r in replicas] != [r["overrides"] for r in results["replicas"]]:
+      raise RuntimeError(f"arm {arm.name!r}: the sweep's replicas are not in grid order.")
+    summary, chosen = results["summary"], results["selected"]
+  else:
+    everything = sweep_lib.Sweep(spec=" | ".join(specs), keys=(*keys, "seed"),
+                                 points=tuple(r["overrides"] for r in replicas))
+    summary = sweep_lib.summarize(everything, replicas)
+    chosen = sweep_lib.select(summary, select)
+  return {"replicas": replicas, "summary": summary, "selected": chosen, "sweeps": specs}
+
+
+def _point_key(arm: Arm, overrides: Mapping[str, Any]) -> Tuple:
+  return tuple(float(overrides[k]) for k in (*arm.grid, "seed"))
 
 
 def values(replicas: Sequence[Mapping[str, Any]], key: str) -> List[float]:

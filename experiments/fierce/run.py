@@ -8,10 +8,12 @@ Every model is trained by the trainer (``labelwise.train.trainer.train_and_evalu
 results and writes results.md, results.json and fierce.png.
 
 scikit-learn digits, trained on COARSE labels: (a) halves {0-4} vs {5-9}, (b) parity, (c) pairs
-{0,1},{2,3},...; MLP 64-256-256-64 + linear head, Adam, batch 128. Models train on the first 80% of
-the training split; the last 20% is the validation split on which every arm's hyperparameters are
-chosen (``experiments/tuning.py``); the test split is only reported. Arms, each with the same budget
-of 8 grid points x seeds, chosen by the mean validation fine 5-NN accuracy:
+{0,1},{2,3},...; MLP 64-256-256-64 + linear head, Adam, batch 128. Every arm is ONE trainer sweep
+(its grid x seeds as replicas of one compiled program, ``experiments/tuning.py``); models train on
+the training split less a fixed stratified 20% (``data.validation_fraction``), the validation split
+on which the trainer's ``sweep_select`` chooses every arm's point; the test split is only reported.
+Arms, each with the same budget of 8 grid points x seeds, chosen by the mean validation fine 5-NN
+accuracy (FIERCE keeps the config's learning rate 1e-3, which is in CE's grid):
 
 * CE: learning rate {5e-4, 1e-3, 2e-3, 4e-3} x weight decay {0, 1e-4};
 * label smoothing: alpha {0.05, 0.1, 0.2, 0.3} x learning rate {1e-3, 2e-3};
@@ -99,7 +101,7 @@ def raw_reference(config):
   from labelwise.data import make_dataset
   from labelwise.eval import fine_grain
   c = config.copy_and_resolve_references()
-  c.data.train_split = f"train[:{100 - tuning.VALIDATION_PERCENT}%]"
+  c.data.validation_fraction = tuning.VALIDATION_FRACTION   # the rows the models train on
   ds = make_dataset(c)
   tr = ds.train.get(np.arange(ds.train.num_examples))
   te_split = ds.split(c.data.eval_split)
