@@ -30,6 +30,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from typing import Any, Dict, Iterable, Mapping, Optional
 
 PACKAGES = ("labelwise", "jax", "jaxlib", "flax", "optax", "chex", "orbax-checkpoint",
@@ -37,7 +38,10 @@ PACKAGES = ("labelwise", "jax", "jaxlib", "flax", "optax", "chex", "orbax-checkp
             "ml-collections", "mnist1d", "tensorflow")
 ENV_VARS = ("XLA_FLAGS", "JAX_PLATFORMS", "JAX_ENABLE_X64", "JAX_DEFAULT_MATMUL_PRECISION",
             "TFDS_DATA_DIR", "CUDA_VISIBLE_DEVICES")
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout with links resolved (a worktree imported through a link, ``.pp/labelwise -> ..``,
+# records its real paths), and the path it was imported as.
+_REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+_REPO_AS_IMPORTED = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def package_versions(packages: Iterable[str] = PACKAGES) -> Dict[str, Optional[str]]:
@@ -103,14 +107,19 @@ def devices() -> Dict[str, Any]:
 
 
 def portable(text: str) -> str:
-  """Machine paths in ``text`` made portable: the repository -> ``<repo>``, home -> ``~``.
+  """Machine paths in ``text`` made portable: the repository -> ``<repo>``, home -> ``~``, the
+  temporary directory -> ``<tmp>``.
 
   Records are committed next to tables, so they must not carry this machine's absolute paths.
   """
-  text = text.replace(_REPO, "<repo>")
+  for repo in sorted({_REPO, _REPO_AS_IMPORTED}, key=len, reverse=True):
+    text = text.replace(repo, "<repo>")
   home = os.path.expanduser("~")
   if home and home != "/":
     text = text.replace(home, "~")
+  tmp = tempfile.gettempdir()
+  if tmp and tmp != "/":
+    text = text.replace(tmp.rstrip("/") + "/", "<tmp>/")
   return text
 
 
@@ -126,8 +135,8 @@ def collect(*, configs: Any = None, seeds: Optional[Iterable[int]] = None,
   """
   return {
       "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "command": ([portable(os.path.relpath(sys.argv[0], _REPO)
-                            if os.path.abspath(sys.argv[0]).startswith(_REPO + os.sep)
+      "command": ([portable(os.path.relpath(os.path.realpath(sys.argv[0]), _REPO)
+                            if os.path.realpath(sys.argv[0]).startswith(_REPO + os.sep)
                             else os.path.basename(sys.argv[0]))]
                   + [portable(a) for a in sys.argv[1:]]) if sys.argv else [],
       "seeds": None if seeds is None else [int(s) for s in seeds],

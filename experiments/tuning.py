@@ -1,4 +1,4 @@
-"""One study arm through the trainer: a hyperparameter grid x seeds as one sweep, chosen on validation.
+"""One study arm through the trainer: a grid x seeds as one sweep, the point chosen on validation.
 
 A study declares its arms (a trainer config, a grid of dotted config keys) and calls
 :func:`run_arm` for each; every arm of a comparison gets a grid of the same size (the same tuning
@@ -134,7 +134,8 @@ def use_compilation_cache(workdir: str) -> None:
   """Keeps compiled programs on disk under ``workdir``: arms of the same shapes (another split,
   another structural value of the same size) compile once."""
   import jax
-  jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.abspath(workdir), "xla_cache"))
+  jax.config.update("jax_compilation_cache_dir",
+                    os.path.join(os.path.abspath(workdir), "xla_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 

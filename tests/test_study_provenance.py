@@ -145,3 +145,16 @@ def test_collision_arms_are_one_sweep_and_the_rate_is_chosen_per_level_on_valida
   rows = run.soft_rows_of(results, noise="flat", model="mlp", loss="collision")
   assert [(r["level"], r["lr"]) for r in rows] == [(0.3, 3e-3), (0.5, 1e-3), (0.8, 1e-3)]
   assert rows[2]["acc"] == pytest.approx([1e-3, 0.1 + 1e-3]) and rows[2]["seeds"] == [0, 1]
+
+
+def test_machine_paths_are_made_portable(tmp_path):
+  """The checkout (its real path and the path it was imported through), home and the temporary
+  directory do not reach a committed record."""
+  import os
+  import tempfile
+  text = " ".join([os.path.join(provenance._REPO, "experiments", "fierce"),
+                   os.path.join(provenance._REPO_AS_IMPORTED, "experiments"),
+                   os.path.join(tempfile.gettempdir(), "study_runs", "fierce")])
+  out = provenance.portable(text)
+  assert out == "<repo>/experiments/fierce <repo>/experiments <tmp>/study_runs/fierce"
+  assert provenance._REPO == os.path.realpath(provenance._REPO)

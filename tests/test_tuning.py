@@ -93,7 +93,8 @@ def test_arm_is_one_sweep_and_chooses_as_separate_runs(tmp_path, monkeypatch):
 
 def test_structural_key_runs_one_sweep_per_value(tmp_path, monkeypatch):
   """``batch_size`` cannot vary inside one program: one sweep per batch size, one choice."""
-  arm = tuning.Arm("CE", _digits(), {"batch_size": (16, 32), "optimizer.learning_rate": (1e-4, 3e-2)})
+  arm = tuning.Arm("CE", _digits(),
+                   {"batch_size": (16, 32), "optimizer.learning_rate": (1e-4, 3e-2)})
   assert tuning.split_grid(arm.config, arm.grid) == (
       {"optimizer.learning_rate": (1e-4, 3e-2)}, {"batch_size": (16, 32)})
   calls = []
@@ -161,5 +162,6 @@ def test_sweep_spec_round_trips_the_values():
   grid = {"optimizer.learning_rate": (3e-4, 1e-05, 0.1 + 0.2)}
   c.sweep = tuning.sweep_spec(grid, (3, 1))
   points = sweep_lib.parse(c).points
-  assert [p["optimizer.learning_rate"] for p in points[::2]] == list(grid["optimizer.learning_rate"])
+  lrs = [p["optimizer.learning_rate"] for p in points[::2]]
+  assert lrs == list(grid["optimizer.learning_rate"])   # exactly, not rounded
   assert [p["seed"] for p in points[:2]] == [3, 1]
