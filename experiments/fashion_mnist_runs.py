@@ -73,6 +73,8 @@ def run_one(config, workdir: str) -> Dict[str, float]:
   t0 = time.time()
   t = trainer.Trainer(config, workdir)
   results = dict(t.run())
+  if results.get("preempted"):  # stopped by a signal: no study.json, the next start resumes it
+    raise SystemExit(f"stopped: {workdir} was preempted at step {results['step']}; rerun to resume.")
   t.eval_split = config.data.validation_split
   results.update({"val/" + k[len("eval/"):]: v for k, v in t.evaluate(t.host_state).items()})
   results["seconds"] = time.time() - t0
