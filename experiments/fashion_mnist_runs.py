@@ -83,8 +83,16 @@ def run_one(config, workdir: str) -> Dict[str, float]:
   return results
 
 
-def _points(grid: Mapping[str, Sequence[float]]):
-  return tuning.Arm("", None, grid).points()
+def grid_points(grid) -> list:
+  """A grid's points: the product of a ``{key: values}`` mapping, or a list of ``{key: value}``
+  points as given (e.g. a fraction of a product), all with the same keys."""
+  if isinstance(grid, Mapping):
+    return tuning.Arm("", None, grid).points()
+  points = [dict(p) for p in grid]
+  if not points or any(set(p) != set(points[0]) for p in points):
+    raise ValueError(f"`grid` must be a mapping of keys to values or a non-empty list of points "
+                     f"with the same keys, got {grid!r}.")
+  return points
 
 
 def select(replicas: Sequence[Mapping[str, Any]], keys: Sequence[str], how: str) -> Dict[str, Any]:
@@ -96,15 +104,16 @@ def select(replicas: Sequence[Mapping[str, Any]], keys: Sequence[str], how: str)
   return {"by": how, "point": chosen["point"], "val": chosen["val"]}
 
 
-def run_arm(config, grid: Mapping[str, Sequence[float]], workdir: str, *, seeds: Iterable[int],
+def run_arm(config, grid, workdir: str, *, seeds: Iterable[int],
             select_by: str, tune_seeds: Optional[Iterable[int]] = None,
             log=print) -> Dict[str, Any]:
-  """Every grid point x seed of one arm (``tune_seeds``: the grid on those, the chosen point on
-  every seed); ``{"replicas": [...], "selected": {"by", "point", "val", "tuned_on"}}`` in the
+  """Every grid point (:func:`grid_points`) x seed of one arm (``tune_seeds``: the grid on those,
+  the chosen point on every seed); ``{"replicas": [...], "selected": {"by", "point", "val", "tuned_on"}}`` in the
   format of ``experiments.tuning.run_arm`` (its ``selected``/``at_point``/``values`` read it)."""
   seeds = [int(s) for s in seeds]
   tune = seeds if tune_seeds is None else [int(s) for s in tune_seeds]
-  keys = list(grid)
+  points = grid_points(grid)
+  keys = list(points[0])
 
   def one(point, seed):
     c = copy.deepcopy(config)
@@ -118,7 +127,7 @@ def run_arm(config, grid: Mapping[str, Sequence[float]], workdir: str, *, seeds:
         f"  ({r.get('seconds', 0):.0f} s)")
     return {"overrides": {**point, "seed": seed}, **r}
 
-  replicas = [one(p, s) for p in _points(grid) for s in tune]
+  replicas = [one(p, s) for p in points for s in tune]
   chosen = select(replicas, keys, select_by)
   replicas += [one(chosen["point"], s) for s in seeds if s not in tune]
   if tune_seeds is not None:  # the chosen point's validation statistics over every seed

@@ -87,3 +87,46 @@ def test_attach_and_keep_sections(tmp_path):
   assert md.read_text() == "offline\n\n<!-- m -->\n\npart B\n"
   assert fmr.kept_section(str(md), "<!-- m -->") == "<!-- m -->\n\npart B\n"
   assert fmr.kept_section(str(tmp_path / "none.md"), "<!-- m -->") == ""
+
+
+def test_fierce_part_smoke(tiny_dirs, tmp_path):
+  from labelwise.data.builders import fashion_mnist as fm
+  from labelwise.eval import fine_grain
+  from labelwise.experiments.fierce import fashion_mnist as part
+  from labelwise.experiments.fierce import run
+  arrays, sha, data_dir, files = tiny_dirs
+  out = tmp_path / "out"
+  with accepted(sha) as mp:
+    mp.setattr(fm, "debian_folder", lambda: None)
+    run.main(["--part", "fashion_mnist", "--smoke", "--data_dir", data_dir, "--manual_dir",
+              files, "--out", str(out), "--workdir", str(tmp_path / "runs")])
+  raw = json.loads((out / "results_fashion_mnist.json").read_text())
+  assert list(raw["main"]) == ["hcnn6"] and raw["_meta"]["tune_seeds"] == [0]
+  for name, r in raw["main"]["hcnn6"].items():
+    # The grid on seed 0 only, then the chosen point on seed 1: the same budget for every arm.
+    grid = part.SMOKE_ARMS[name][1]
+    n_points = len(part.fmr.grid_points(grid))
+    seeds = [q["overrides"]["seed"] for q in r["replicas"]]
+    assert seeds == [0] * n_points + [1], name
+    chosen = r["selected"]["point"]
+    best = max(r["replicas"][:n_points], key=lambda q: q["val/fine_knn_accuracy"])
+    assert chosen == {k: v for k, v in best["overrides"].items() if k != "seed"}
+    assert r["replicas"][-1]["overrides"] == {**chosen, "seed": 1}
+    for q in r["replicas"]:
+      for k in ("accuracy", "fine_knn_accuracy", "fine_probe_accuracy"):
+        assert 0.0 <= q[f"eval/{k}"] <= 1.0 and 0.0 <= q[f"val/{k}"] <= 1.0
+    assert ("eval/feature_entropy_bits" in r["replicas"][0]) == (name == "FIERCE")
+  # The coarse accuracy is on the 6 hcnn6 groups; the upper bound trains on the 10 fine classes.
+  assert raw["upper"]["replicas"][0]["eval/num_examples"] == 60
+  # Raw-pixel reference: the same 5-NN on the standardized pixels of the builder's `train` rows
+  # (the smoke run's feature-fit split), read here from the IDX arrays.
+  pix = lambda a: ((a.astype(np.float32) / 255 - fm.MEAN) / fm.STD).reshape(len(a), -1)  # noqa
+  rows = fm.split_indices(arrays["train_labels"])["train"]
+  knn = fine_grain.knn_accuracy(pix(arrays["train_images"][rows]), arrays["train_labels"][rows],
+                                pix(arrays["test_images"]), arrays["test_labels"], k=5)
+  assert raw["raw"]["fine_knn_accuracy"] == pytest.approx(knn, abs=1e-6)
+  md = (out / "results_fashion_mnist.md").read_text()
+  assert "coarse = `hcnn6`" in md and "| FIERCE |" in md and "Paper claim vs. this part" in md
+  assert part.MARKER in (out / "results.md").read_text()
+  run.main(["--part", "fashion_mnist", "--report_only", "--out", str(out)])
+  assert (out / "results_fashion_mnist.md").read_text() == md
