@@ -97,8 +97,9 @@ def make_train_step(method: Method, apply_fn: Callable, tx, *,
         grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     model_state = _pmean(out.model_state, axis_name)
-    metrics = {"loss": loss, **{k: _pmean(jnp.asarray(v, jnp.float32), axis_name)
-                                for k, v in out.metrics.items()}}
+    # one collective for all the method's metrics (a pytree pmean is one all-reduce)
+    metrics = {"loss": loss, **_pmean({k: jnp.asarray(v, jnp.float32)
+                                       for k, v in out.metrics.items()}, axis_name)}
     metrics["grad_norm"] = optax.global_norm(grads)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               model_state=model_state)
