@@ -91,11 +91,20 @@ class Prefetcher:
       self._q.get_nowait()
 
 
-class Indices:
-  """A step's example indices, for a step that gathers its batch itself (see :class:`DeviceFeed`)."""
+#: :class:`DeviceFeed` places the example indices of this many consecutive steps at once.
+BLOCK_STEPS = 64
 
-  def __init__(self, value):
-    self.value = value
+
+class Indices:
+  """A step's batch as example indices, for a step that gathers its batch itself.
+
+  ``block``: the placed indices of the consecutive steps from ``start`` (a placed int32 scalar) that
+  include this one (:func:`labelwise.train.step.gather_batch` reads the row of ``state.step``);
+  ``step``: this step's number (the row is ``step - start``).
+  """
+
+  def __init__(self, block, start, step: int):
+    self.block, self.start, self.step = block, start, step
 
 
 class DeviceSplit:
@@ -125,6 +134,7 @@ class DeviceSplit:
       self.index_sharding = parallel.batch_sharding
       take = lambda v, idx: v[idx]  # noqa: E731
     self.data = jax.device_put(data, place)
+    self.place = place  # of the whole split (and of a block's start step)
     self.gather = jax.jit(lambda data, idx: jax.tree_util.tree_map(lambda v: take(v, idx), data),
                           out_shardings=out)
 
@@ -132,9 +142,10 @@ class DeviceSplit:
 class DeviceFeed:
   """Training batches gathered on the devices from the cached training split (:class:`DeviceSplit`).
 
-  A step's ``batch`` is its indices (:class:`Indices`; ``[devices, per-device batch]`` under pmap)
-  and the compiled step gathers the examples itself (``Parallel.compile_train_step(...,
-  on_data=True)``): one dispatch and one transfer of ``batch_size`` int32 per step, no thread. Under
+  A step's ``batch`` is its indices (:class:`Indices`): the indices of :data:`BLOCK_STEPS`
+  consecutive steps are placed at once and the compiled step picks its own row and gathers the
+  examples itself (``Parallel.compile_train_step(..., on_data=True)``): one dispatch per step, one
+  transfer per block, no thread. Under
   multi-process pmap (``not parallel.gathers_in_step``) the split's jitted gather builds the
   ``[devices, per-device batch, ...]`` batch on the devices first. Either way the batches are the
   host pipeline's batches exactly (``gathered`` returns one for inspection).
@@ -150,6 +161,7 @@ class DeviceFeed:
   def __init__(self, dataset, parallel, split: DeviceSplit, start: int, stop: int, replicas):
     self._dataset, self._parallel, self._split = dataset, parallel, split
     self._step, self._stop, self._replicas = start, stop, replicas
+    self._block = None  # (placed block, placed start, start) of the steps being fed
 
   def _indices(self, step: int) -> np.ndarray:
     """This step's example indices: ``[B]``, or ``[R, B]`` (each replica's seed) in a sweep."""
@@ -161,19 +173,29 @@ class DeviceFeed:
     idx = jax.device_put(self._indices(step), self._split.index_sharding)
     return self._split.gather(self._split.data, idx)
 
+  def _place_block(self, start: int) -> None:
+    """Places the indices of steps ``start..start + BLOCK_STEPS - 1`` (rows past the last step
+    repeat it: every block has one shape, so the step compiles once)."""
+    par = self._parallel
+    rows = [self._indices(s) for s in range(start, min(start + BLOCK_STEPS, self._stop))]
+    rows += [rows[-1]] * (BLOCK_STEPS - len(rows))
+    if par.mode == "pmap":  # [devices, steps, per-device batch] ([devices, steps, R, ...] in a sweep)
+      block = np.stack([np.asarray(par.split_for_pmap(r)) for r in rows], axis=1)
+      block = jax.device_put(block, par.stacked)
+    else:  # [steps, batch] ([steps, R, batch]) sharded over the mesh on the batch axis
+      block = jax.device_put(np.stack(rows), par.block_sharding)
+    self._block = (block, jax.device_put(np.int32(start), self._split.place), start)
+
   def next(self):
     if self._step >= self._stop:
       raise StopIteration
     step, self._step = self._step, self._step + 1
-    par = self._parallel
-    if not par.gathers_in_step:  # multi-process pmap: gather first, then the step
+    if not self._parallel.gathers_in_step:  # multi-process pmap: gather first, then the step
       return step, self.gathered(step)
-    idx = self._indices(step)
-    if par.mode == "pmap":  # [devices, per-device batch] indices ([devices, R, ...] in a sweep)
-      idx = jax.device_put(np.asarray(par.split_for_pmap(idx)), par.stacked)
-    elif par.mode == "shard_map":  # shard_map needs the indices split over the mesh
-      idx = jax.device_put(idx, par.batch_sharding)
-    return step, Indices(idx)
+    if self._block is None or step >= self._block[2] + BLOCK_STEPS:
+      self._place_block(step)
+    block, start, _ = self._block
+    return step, Indices(block, start, step)
 
   def close(self):
     pass

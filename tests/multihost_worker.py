@@ -191,7 +191,7 @@ def assert_multiprocess_matches(config, tmp_path, *, num_processes: int = 2,
                                       use_env=use_env)
   ref = trainer.Trainer(config, str(tmp_path / "single"))
   ref_results = ref.run()
-  assert int(multi_state.step) == int(ref.host_state.step)
+  np.testing.assert_array_equal(np.asarray(multi_state.step), np.asarray(ref.host_state.step))
   for name in ("params", "model_state", "buffers", "opt_state"):
     a = jax.tree_util.tree_leaves(getattr(ref.host_state, name))
     b = jax.tree_util.tree_leaves(getattr(multi_state, name))
@@ -202,7 +202,21 @@ def assert_multiprocess_matches(config, tmp_path, *, num_processes: int = 2,
     for x, y in zip(a, b):
       np.testing.assert_allclose(np.asarray(y, np.float64), np.asarray(x, np.float64), **tol,
                                  err_msg=f"{name} differ")
-  assert sorted(multi_results) == sorted(ref_results), (sorted(multi_results), sorted(ref_results))
-  for k, v in ref_results.items():
-    assert abs(float(multi_results[k]) - float(v)) <= atol, (k, multi_results[k], v)
+  _assert_results_close(multi_results, ref_results, atol)
   return multi_results, ref_results
+
+
+def _assert_results_close(got, want, atol: float, where: str = "results.json") -> None:
+  """Same structure; numbers within ``atol`` (a sweep's replicas and summary too), the rest equal."""
+  if isinstance(want, dict):
+    assert isinstance(got, dict) and sorted(got) == sorted(want), (where, sorted(got), sorted(want))
+    for k in want:
+      _assert_results_close(got[k], want[k], atol, f"{where}[{k!r}]")
+  elif isinstance(want, (list, tuple)):
+    assert isinstance(got, (list, tuple)) and len(got) == len(want), (where, got, want)
+    for i, (g, w) in enumerate(zip(got, want)):
+      _assert_results_close(g, w, atol, f"{where}[{i}]")
+  elif isinstance(want, (int, float)) and not isinstance(want, bool) and want is not None:
+    assert abs(float(got) - float(want)) <= atol, (where, got, want)
+  else:
+    assert got == want, (where, got, want)

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from labelwise.data import feed as feed_lib
 from labelwise.train import trainer
 from labelwise.train.writers import read_metrics
 from tests.helpers import load_config
@@ -48,14 +49,20 @@ def test_device_batches_equal_host_batches(tmp_path, overrides):
   assert t._device_split.gather._cache_size() == 1
 
 
-@pytest.mark.parametrize("parallel,devices", [("pmap", 2), ("shard_map", 2), ("jit", 1)])
-def test_device_feed_trains_bit_identically_to_the_host_feed(tmp_path, parallel, devices):
-  """The step gathers its batch from the device-resident split (one dispatch per step), in all
-  three modes (pmap: one process, see ``Parallel.pmap_through_jit``)."""
+@pytest.mark.parametrize("parallel,devices,block,sweep", [
+    ("pmap", 2, 64, ""), ("shard_map", 2, 64, ""), ("jit", 1, 64, ""),
+    ("pmap", 2, 5, ""), ("shard_map", 1, 5, "seed=0,1"), ("jit", 2, 5, "seed=3,1")])
+def test_device_feed_trains_bit_identically_to_the_host_feed(tmp_path, monkeypatch, parallel,
+                                                             devices, block, sweep):
+  """The step gathers its batch from the device-resident split (one dispatch per step, the
+  indices of ``block`` steps placed at once: 12 steps are one padded block, or 3 blocks with a
+  padded last one), in all three modes (pmap: one process, see ``Parallel.pmap_through_jit``),
+  single runs and sweeps."""
+  monkeypatch.setattr(feed_lib, "BLOCK_STEPS", block)
   runs = {}
   for mode in ("on", "off"):
-    t = trainer.Trainer(_cfg(data__device_cache=mode, parallel=parallel, num_devices=devices),
-                        str(tmp_path / mode))
+    t = trainer.Trainer(_cfg(data__device_cache=mode, parallel=parallel, num_devices=devices,
+                             sweep=sweep), str(tmp_path / mode))
     assert t.device_cache == (mode == "on")
     assert (t.train_step_on_data is not None) == (mode == "on")
     results = t.run()

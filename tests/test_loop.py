@@ -11,6 +11,7 @@ import pytest
 
 from labelwise.train import methods as methods_lib
 from labelwise.train import step as step_lib
+from labelwise.data import feed as feed_lib
 from labelwise.train import trainer
 from labelwise.train.methods.ce import CrossEntropy
 from labelwise.train.writers import read_metrics
@@ -83,6 +84,13 @@ def _checkpoints(workdir):
 def _logged(workdir):
   return [{k: v for k, v in m.items() if k != "train/examples_per_sec"}
           for m in read_metrics(str(workdir))]
+
+
+@pytest.fixture(autouse=True)
+def small_index_blocks(monkeypatch):
+  """The device feed places the indices of 4 steps at a time: the runs below cross many blocks,
+  and a resumed run starts its first block mid-way (at step 15)."""
+  monkeypatch.setattr(feed_lib, "BLOCK_STEPS", 4)
 
 
 @pytest.fixture(autouse=True)
@@ -170,6 +178,21 @@ def test_host_update_runs_only_at_its_steps_and_metrics_are_fetched_only_to_log(
   assert host_calls == {10: 2.0, 20: 3.0}  # the buffers it returned are the step's buffers
   assert len(fetched) == 2 and results["step"] == 20  # metrics of the 2 log steps only
   assert traces[0] == 1
+
+
+def test_the_state_is_fetched_only_at_the_end_without_checkpoints_or_evals(tmp_path, monkeypatch):
+  """``checkpoint_every=-1`` and ``eval_every=-1`` (never) fetch nothing between syncs: the train
+  state once, at the end; the non-finite guard at every host sync (every 10 steps)."""
+  fetched = []
+  real = step_lib.Parallel.get_state
+  monkeypatch.setattr(step_lib.Parallel, "get_state",
+                      lambda self, x: fetched.append(type(x).__name__) or real(self, x))
+  t = trainer.Trainer(_cfg(total_steps=20, checkpoint_every=-1, eval_every=-1, log_every=20),
+                      str(tmp_path))
+  t.run()
+  assert fetched.count("TrainState") == 1, fetched
+  assert fetched.count("ArrayImpl") == 2, fetched  # the guard's step at the syncs 10 and 20
+  assert fetched.count("dict") == 1, fetched  # step 20's metrics, to log
 
 
 def test_host_sync_every_must_be_non_negative(tmp_path):

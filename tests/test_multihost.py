@@ -95,6 +95,16 @@ def test_two_processes_train_like_one(parallel, tmp_path):
 
 
 @pytest.mark.slow
+def test_two_process_sweep_trains_like_one_process(tmp_path):
+  """A sweep (2 seeds x 2 learning rates, replicas vmapped inside the step) on 2 processes x 2
+  devices: the stacked state and every number of results.json (replicas, summary) as on 1 x 4."""
+  multi, _ = assert_multiprocess_matches(
+      _config("shard_map", sweep="seed=0,1;optimizer.learning_rate=0.05,0.02"), tmp_path)
+  assert [r["overrides"] for r in multi["replicas"]] == [
+      {"seed": s, "optimizer.learning_rate": lr} for s in (0, 1) for lr in (0.05, 0.02)]
+
+
+@pytest.mark.slow
 def test_two_processes_batchnorm_statistics_span_processes(tmp_path):
   """Cross-device BatchNorm (ResNet): batch statistics averaged over the devices of both processes
   give the same parameters and running statistics as one process."""

@@ -97,8 +97,9 @@ def make_train_step(method: Method, apply_fn: Callable, tx, *,
         grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     model_state = _pmean(out.model_state, axis_name)
-    metrics = {"loss": loss, **{k: _pmean(jnp.asarray(v, jnp.float32), axis_name)
-                                for k, v in out.metrics.items()}}
+    # one collective for all the method's metrics (a pytree pmean is one all-reduce)
+    metrics = {"loss": loss, **_pmean({k: jnp.asarray(v, jnp.float32)
+                                       for k, v in out.metrics.items()}, axis_name)}
     metrics["grad_norm"] = optax.global_norm(grads)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               model_state=model_state)
@@ -148,8 +149,16 @@ def guard_nonfinite(step_fn):
 
 
 def gather_batch(step_fn):
-  """``step(state, batch)`` -> ``step(state, data, indices)`` on ``data[indices]`` (every field)."""
-  def gathered(state, data, idx):
+  """``step(state, batch)`` -> ``step(state, data, block, start)`` on ``data[block[i]]``.
+
+  ``block`` holds the example indices of a run of consecutive steps (``[steps, ...batch axes]``)
+  starting at step ``start``; the step reads its own row, ``i = state.step - start``, so the same
+  placed block serves every step it covers and a step needs no transfer from the host. (In a sweep
+  every replica's ``state.step`` is the same; the first is used.)
+  """
+  def gathered(state, data, block, start):
+    i = jnp.ravel(state.step)[0].astype(jnp.int32) - start
+    idx = jax.lax.dynamic_index_in_dim(block, i, axis=0, keepdims=False)
     return step_fn(state, jax.tree_util.tree_map(lambda v: v[idx], data))
   return gathered
 
@@ -201,6 +210,9 @@ class Parallel:
     # the batch axis is sharded over the devices (after the replica axis in a sweep)
     self.batch_spec = P(None, AXIS) if self.replicas else P(AXIS)
     self.batch_sharding = NamedSharding(self.mesh, self.batch_spec)
+    # a block of steps' example indices (compile_train_step(on_data=True)): steps, then the batch
+    self.block_spec = P(None, *self.batch_spec)
+    self.block_sharding = NamedSharding(self.mesh, self.block_spec)
     self.eval_sharding = NamedSharding(self.mesh, P(AXIS))
     # pmap: arrays with a leading axis over this host's devices.
     self.local_mesh = Mesh(np.asarray(self.local_devices), (AXIS,),
@@ -276,10 +288,12 @@ class Parallel:
   def compile_train_step(self, step_fn, *, guard: bool = False, on_data: bool = False):
     """The compiled, state-donating form of the per-device ``step_fn(state, batch)``.
 
-    ``on_data``: ``(state, data, indices)`` with the batch gathered inside the step (jit and
-    shard_map only): ``data`` is a training split already on the devices (replicated),
-    ``indices`` this step's example indices (the batch axis), so a step is one dispatch and one
-    transfer of ``batch_size`` int32; under shard_map each device gathers its own slice.
+    ``on_data``: ``(state, data, block, start)`` with the batch gathered inside the step (all but
+    multi-process pmap): ``data`` is a training split already on the devices (replicated),
+    ``block`` the example indices of consecutive steps from ``start`` (:func:`gather_batch`;
+    steps first, then the batch axes: ``[steps, batch]``, ``[steps, R, batch]`` in a sweep,
+    sharded on the batch axis; under pmap ``[devices, steps, ..., batch / devices]``), so a step
+    is one dispatch and no transfer; under shard_map and pmap each device gathers its own slice.
     ``guard``: the step also carries the non-finite guard (:func:`guard_nonfinite`) as its
     second argument and second output (donated like the state).
     In a sweep (``replicas``) the step is vmapped over the replica axis of the state and of the
@@ -300,19 +314,20 @@ class Parallel:
     if self.mode == "pmap" and not self.pmap_through_jit:
       return jax.pmap(step_fn, axis_name=AXIS, donate_argnums=donate)
     if self.mode == "pmap":  # every argument stacked [devices, ...], but the split (replicated)
-      stacked = (True,) * carried + ((False, True) if on_data else (True,))
+      stacked = (True,) * carried + ((False, True, False) if on_data else (True,))
       # check_vma=False as in jax.pmap: collectives transpose as under pmap (the gradient of the
       # per-device parameter copies is summed over the devices), unlike shard_map's typed default.
       mapped = jax.shard_map(_on_device_blocks(step_fn, stacked), mesh=self.local_mesh,
                              in_specs=tuple(P(AXIS) if s else P() for s in stacked),
                              out_specs=P(AXIS), check_vma=False)
       return jax.jit(mapped, donate_argnums=donate)
-    inputs = (P(), self.batch_spec) if on_data else (self.batch_spec,)
+    inputs = (P(), self.block_spec, P()) if on_data else (self.batch_spec,)
     if self.mode == "shard_map":
       mapped = jax.shard_map(step_fn, mesh=self.mesh, in_specs=(P(),) * carried + inputs,
                              out_specs=(P(),) * (carried + 1))
       return jax.jit(mapped, donate_argnums=donate)
-    shardings = {P(): self.replicated, self.batch_spec: self.batch_sharding}
+    shardings = {P(): self.replicated, self.batch_spec: self.batch_sharding,
+                 self.block_spec: self.block_sharding}
     return jax.jit(step_fn, in_shardings=(self.replicated,) * carried + tuple(
         shardings[spec] for spec in inputs), out_shardings=(self.replicated,) * (carried + 1),
                    donate_argnums=donate)

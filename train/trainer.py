@@ -181,7 +181,8 @@ class Trainer:
     """One compiled step on a batch from :meth:`batch_feed` (device arrays or ``feed.Indices``):
     ``(state, guard, metrics)``, all on the devices (nothing is fetched)."""
     if isinstance(batch, feed_lib.Indices):
-      return self.train_step_on_data(dstate, guard, self._device_split.data, batch.value)
+      return self.train_step_on_data(dstate, guard, self._device_split.data, batch.block,
+                                     batch.start)
     return self.train_step(dstate, guard, batch)
 
   def batch_feed(self, start: int, stop: int):
@@ -350,10 +351,10 @@ class Trainer:
 
   def _raise_if_nonfinite(self, guard, done: int, dmetrics, last_good: int) -> None:
     """Stop policy: raises :class:`NonFiniteLossError` if a step up to ``done`` was non-finite."""
-    guard = self.parallel.get_state(guard)
-    first = int(guard["step"])
+    first = int(np.asarray(self.parallel.get_state(guard["step"])))  # one transfer while finite
     if first == step_lib.ALL_FINITE:
       return
+    guard = self.parallel.get_state(guard)
     loss, norm = float(guard["loss"]), float(guard["grad_norm"])
     metrics = self.parallel.metrics_to_host(dmetrics) if dmetrics is not None else {}
     raise NonFiniteLossError(
@@ -424,8 +425,8 @@ class Trainer:
         seen += config.batch_size
         done = step + 1
         log_now = done % log_every == 0 or done == total
-        eval_now = eval_every and done % eval_every == 0 and done != total
-        ckpt_now = ckpt_every and done % ckpt_every == 0
+        eval_now = eval_every > 0 and done % eval_every == 0 and done != total
+        ckpt_now = ckpt_every > 0 and done % ckpt_every == 0  # -1: never, 0: only at the end
         stop_now = guard.should_stop(done) and done < total
         if not (log_now or eval_now or ckpt_now or stop_now or done % sync_every == 0):
           continue  # no host sync: the next step is dispatched while this one runs
