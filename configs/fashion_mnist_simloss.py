@@ -10,8 +10,10 @@ Shirt}, shoes {Sandal, Sneaker, Ankle boot}; the other four groups have one clas
 
 Arguments: ``method`` (simloss | ce | label_smoothing | hierarchical_soft), ``r`` (default 0.1;
 study grid with small values, e.g. 0.01, 0.05, 0.1, 0.3, 0.5), ``seed``, ``runlocal``. Model and
-budget as configs/fashion_mnist_ce.py. Evaluators: classification + superclass (superclass
-accuracy, failed-superclass accuracy on ``test``).
+budget as configs/fashion_mnist_ce.py. Evaluators: classification, superclass (superclass
+accuracy, failed-superclass accuracy), hierarchy (mistake severity: mean height of the lowest common
+ancestor of prediction and label in H-CNN's tree, classes - ``hcnn6`` - ``clothes_goods`` - root,
+over the mistakes) and confusion (``confusion_test.json`` in the workdir), on ``test``.
 """
 
 from labelwise.configs import common, fashion_mnist_common, hierarchy_simloss
@@ -26,7 +28,8 @@ def get_config(arg=None):
     raise ValueError(f"`method` must be one of {list(METHODS)}, got {c.method!r}.")
   fashion_mnist_common.two_conv_cnn(c)
   c.data.coarse = "hcnn6"
-  c.evaluators = ("classification", "superclass")
+  c.evaluators = ("classification", "superclass", "hierarchy", "confusion")
+  c.hierarchy_eval = dict(levels=("hcnn6", "clothes_goods"))   # H-CNN's 3-level tree
   hierarchy_simloss.apply_arms(c, args, r=0.1)
   if "seed" in args:
     c.seed = int(args["seed"])

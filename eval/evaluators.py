@@ -28,6 +28,8 @@ BUILTIN_EVALUATORS = {
     "attribution": f"{_E}.saliency:attribution_evaluator",
     "ordinal": f"{_E}.simloss:ordinal",
     "superclass": f"{_E}.simloss:superclass",
+    "hierarchy": f"{_E}.simloss:hierarchy",
+    "confusion": f"{_E}.simloss:confusion",
 }
 #: name -> evaluator function (a read-only mapping; built-ins imported on lookup).
 EVALUATORS = Registry("evaluator", BUILTIN_EVALUATORS)

@@ -10,9 +10,16 @@ Metrics are plain array functions (numpy or jax arrays in). Predictions are the 
   misclassified examples only.
 * ``num_predicted_classes``: how many distinct classes the model predicts at all (SimLoss with an
   ordinal matrix tends to avoid the edge classes).
+* ``mistake_heights`` / ``mistake_severity``: in a class tree given by fine-to-coarse maps (finest
+  grouping first), the height of the lowest common ancestor of prediction and label (0 when
+  correct, 1 inside the finest group, ..., ``len(levels) + 1`` when only the root is shared); the
+  severity is its mean over the mistakes ("Making Better Mistakes", Bertinetto et al., CVPR 2020).
+* ``confusion_matrix``: counts ``[C, C]``, rows the label, columns the prediction.
 
-Evaluators: ``ordinal`` (MAE, MSE, failure severity, distinct predictions) and ``superclass``
-(superclass accuracy, failed superclass accuracy), on ``config.data.eval_split``. The superclass map
+Evaluators: ``ordinal`` (MAE, MSE, failure severity, distinct predictions), ``superclass``
+(superclass accuracy, failed superclass accuracy), ``hierarchy`` (mistake severity in the tree of
+``config.hierarchy_eval.levels``) and ``confusion`` (writes the confusion matrix of the split as
+``confusion_<split>.json`` into the run's folder), on ``config.data.eval_split``. The superclass map
 comes from the run's dataset (``data.coarse``, or the dataset's own map) or from the method.
 """
 
@@ -92,6 +99,62 @@ def num_predicted_classes(logits: ArrayLike, *, where: Optional[ArrayLike] = Non
   return int(np.unique(pred[_where(where, len(pred))]).size)
 
 
+def check_hierarchy(levels, num_classes: int) -> list:
+  """``levels`` (fine-to-coarse maps, finest grouping first) as int arrays; a ``ValueError`` unless
+  each is ``[num_classes]`` of ints >= 0 and each grouping refines the next (a tree)."""
+  out = []
+  for k, m in enumerate(levels):
+    m = np.asarray(m)
+    if m.shape != (num_classes,) or not np.issubdtype(m.dtype, np.integer) or m.min() < 0:
+      raise ValueError(f"`levels[{k}]` must map each of the {num_classes} classes to a group "
+                       f"index >= 0 (ints, shape ({num_classes},)), got {m.tolist()}.")
+    out.append(m.astype(np.int64))
+  for k in range(len(out) - 1):
+    fine, coarse = out[k], out[k + 1]
+    for g in np.unique(fine):
+      parents = np.unique(coarse[fine == g])
+      if len(parents) > 1:
+        raise ValueError(f"`levels` is not a tree: group {int(g)} of levels[{k}] lies in groups "
+                         f"{parents.tolist()} of levels[{k + 1}]; each grouping must refine the "
+                         "next (finest first).")
+  return out
+
+
+def mistake_heights(logits: ArrayLike, labels: ArrayLike, levels) -> np.ndarray:
+  """Per-example height of the lowest common ancestor of prediction and label ``[batch]``.
+
+  ``h = [pred != y] + sum_k [levels[k][pred] != levels[k][y]]``: 0 when correct, 1 when the
+  prediction is in the label's finest group, ..., ``len(levels) + 1`` when only the root is shared.
+
+  >>> import numpy as np
+  >>> logits = np.eye(4, dtype=np.float32)[[0, 1, 2, 3]]
+  >>> mistake_heights(logits, np.array([0, 0, 0, 0]), [[0, 0, 1, 2], [0, 0, 0, 1]]).tolist()
+  [0.0, 1.0, 2.0, 3.0]
+  """
+  _check_inputs(logits, labels)
+  maps = check_hierarchy(levels, np.shape(logits)[-1])
+  pred, y = _pred(logits), np.asarray(labels)
+  h = (pred != y).astype(np.float32)
+  for m in maps:
+    h += (m[pred] != m[y]).astype(np.float32)
+  return h
+
+
+def mistake_severity(logits: ArrayLike, labels: ArrayLike, levels, *,
+                     where: Optional[ArrayLike] = None) -> float:
+  """Mean :func:`mistake_heights` over the misclassified (kept) examples (NaN when there is none)."""
+  h = mistake_heights(logits, labels, levels)
+  wrong = (h > 0) & _where(where, len(h))
+  return float(h[wrong].mean()) if wrong.any() else float("nan")
+
+
+def confusion_matrix(logits: ArrayLike, labels: ArrayLike) -> np.ndarray:
+  """Counts ``[C, C]`` (int64): entry ``[i, j]`` = examples of label ``i`` predicted as ``j``."""
+  _check_inputs(logits, labels)
+  c = np.shape(logits)[-1]
+  return np.bincount(np.asarray(labels) * c + _pred(logits), minlength=c * c).reshape(c, c)
+
+
 def ordinal_metrics(logits: ArrayLike, labels: ArrayLike) -> Dict[str, float]:
   """``{mae, mse, failure_severity, num_predicted_classes}`` over all examples."""
   return {"mae": float(np.mean(ordinal_absolute_error(logits, labels))),
@@ -116,6 +179,19 @@ def _fine_to_coarse(ctx: EvalContext) -> Optional[np.ndarray]:
   return None if f2c is None else np.asarray(f2c)
 
 
+def _levels(ctx: EvalContext) -> list:
+  names = tuple((ctx.config.get("hierarchy_eval") or {}).get("levels", ()) or ())
+  if not names:
+    f2c = _fine_to_coarse(ctx)
+    if f2c is None:
+      raise ValueError("the `hierarchy` evaluator needs a class tree: set "
+                       "`hierarchy_eval.levels` (coarse-map names of the dataset, finest first, "
+                       "e.g. ('hcnn6', 'clothes_goods')) or `data.coarse`.")
+    return [f2c]
+  from labelwise.data.registry import fine_to_coarse_map
+  return [fine_to_coarse_map(ctx.dataset.spec, name) for name in names]
+
+
 def _fine_labels(p: Dict[str, np.ndarray]) -> np.ndarray:
   # Training on coarse labels keeps the fine one as `fine_label`; these metrics are on fine classes.
   return p["fine_label"] if "fine_label" in p else p["label"]
@@ -135,3 +211,27 @@ def superclass(ctx: EvalContext) -> Dict[str, float]:
                      "(e.g. 'dataset') or use a dataset that has one.")
   p = ctx.predictions()
   return superclass_metrics(p["logits"], _fine_labels(p), f2c)
+
+
+def hierarchy(ctx: EvalContext) -> Dict[str, float]:
+  """Mistake severity (mean LCA height over the mistakes) in the tree of ``hierarchy_eval.levels``
+  (default: the run's fine-to-coarse map only, so the severity is 1 + the share of mistakes that
+  leave the superclass)."""
+  p = ctx.predictions()
+  return {"mistake_severity": mistake_severity(p["logits"], _fine_labels(p), _levels(ctx))}
+
+
+def confusion(ctx: EvalContext) -> Dict[str, float]:
+  """The confusion matrix of the split, written as ``confusion_<split>.json`` (``{"split",
+  "matrix"}``, rows the label) into the run's folder when it has one; returns the number of
+  distinct predicted classes."""
+  import json
+  import os
+  import re
+  p = ctx.predictions()
+  m = confusion_matrix(p["logits"], _fine_labels(p))
+  if ctx.workdir:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", ctx.eval_split)
+    with open(os.path.join(ctx.workdir, f"confusion_{name}.json"), "w") as f:
+      json.dump({"split": ctx.eval_split, "matrix": m.tolist()}, f)
+  return {"num_predicted_classes": float(np.count_nonzero(m.sum(0)))}

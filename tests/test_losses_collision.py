@@ -291,6 +291,99 @@ def test_em_classic_kkt_at_convergence():
   assert np.max(np.sum(y * np.abs(w - wbar), 1) / wbar[:, 0]) < 2e-2
 
 
+# ------------------------------------------------------------------------------------------------
+# The backtracking safeguard of the classic-fairness EM (_backtrack)
+# ------------------------------------------------------------------------------------------------
+
+
+def np_backtrack(objective, y, proposal, max_halvings=30):
+  """Independent reference: alpha = 1, 1/2, 1/4, ... (at most ``max_halvings`` halvings), the first
+  with F(y + alpha d) <= F(y) is taken; none: y is kept. Returns (point, alpha)."""
+  y = np.asarray(y, np.float64)
+  d = np.asarray(proposal, np.float64) - y
+  f = objective(y)
+  alpha = 1.0
+  for _ in range(max_halvings + 1):
+    if objective(y + alpha * d) <= f:
+      return y + alpha * d, alpha
+    alpha /= 2.0
+  return y, 0.0
+
+
+def _jit_backtrack(objective, max_halvings=None):
+  """The line search under jit; ``max_halvings=None``: its default (30, which the EM uses)."""
+  kw = {} if max_halvings is None else {"max_halvings": max_halvings}
+  return jax.jit(lambda y, f, p: C._backtrack(objective, y, f, p, **kw))
+
+
+@pytest.mark.parametrize("p, alpha", [
+    (1.5, 1.0),            # the full step decreases F: taken as is
+    (10.0, 0.125),         # overshoots: 1, 1/2, 1/4 increase F, 1/8 is the first that does not
+    (-3.0, 0.0),           # an ascent direction: no alpha works, y is kept
+    (1.5 * 2.0 ** 30, 2.0 ** -30),   # accepted at the 30th (last) halving
+    (1.5 * 2.0 ** 31, 0.0),          # would need a 31st halving: y is kept
+])
+def test_backtrack_halves_until_the_objective_does_not_increase(p, alpha):
+  """F(y) = y (y - 2) from y = 0 toward ``p``: F(alpha p) <= F(0) = 0 iff 0 <= alpha p <= 2, so
+  the accepted alpha is the first power of 1/2 at or below 2/p (hand numbers; the sign of F is
+  exact in float32, so rounding accepts nothing it should not).
+  A factor other than 1/2 (e.g. the mutant -1/2: 1, -1/2, 1/4, -1/8, ...), another acceptance
+  test or another number of halvings takes another point (checked: `alpha * -0.5` gives 0.625
+  instead of 1.25 for p = 10; `k <= max_halvings` accepts the last row's 2^-31)."""
+  objective = lambda y: jnp.sum(y * (y - 2.0))
+  y = jnp.zeros((1,), jnp.float32)
+  proposal = jnp.full((1,), p, jnp.float32)
+  got = _jit_backtrack(objective)(y, objective(y), proposal)
+  np.testing.assert_array_equal(np.asarray(got), np.float32([alpha * p]))
+  ref, ref_alpha = np_backtrack(lambda v: float(np.sum(v * (v - 2.0))), [0.0], [p])
+  assert ref_alpha == alpha
+  np.testing.assert_array_equal(np.asarray(got), ref.astype(np.float32))
+
+
+def test_backtrack_accepts_an_equal_objective_and_counts_halvings():
+  """Acceptance is F(try) <= F(y), not <: a flat objective takes the full step (with < it would
+  halve 30 times and keep y). ``max_halvings`` bounds the halvings: with 3, alpha = 1/8 is the
+  last one tried (p = 10 above is accepted at 1/8, p = 20 needs 1/16 and keeps y)."""
+  flat = lambda y: jnp.sum(y * 0.0)
+  y = jnp.asarray([0.2, 0.8], jnp.float32)
+  proposal = jnp.asarray([0.9, 0.1], jnp.float32)
+  full_step = np.asarray(y) + np.float32(1.0) * (np.asarray(proposal) - np.asarray(y))
+  np.testing.assert_array_equal(np.asarray(_jit_backtrack(flat)(y, flat(y), proposal)), full_step)
+  quad = lambda v: jnp.sum(v * (v - 2.0))
+  y0 = jnp.zeros((1,), jnp.float32)
+  np.testing.assert_array_equal(
+      np.asarray(_jit_backtrack(quad, 3)(y0, quad(y0), jnp.full((1,), 10.0, jnp.float32))),
+      np.float32([1.25]))
+  np.testing.assert_array_equal(
+      np.asarray(_jit_backtrack(quad, 3)(y0, quad(y0), jnp.full((1,), 20.0, jnp.float32))),
+      np.float32([0.0]))
+
+
+def test_backtrack_on_the_classic_objective_matches_numpy():
+  """The safeguard on the classic self-labeling objective itself, from y = sigma toward a proposal
+  that overshoots (every row put on the one cluster that the predictions like least: the full step
+  raises F): the accepted point and step equal the numpy line search on ``np_objective``, and F
+  does not increase. (The multiplicative classic step did not overshoot in 300 random problems
+  tried, so the EM alone does not exercise the halving.)"""
+  sigma = random_probs(41, 12, 4, scale=2.0)
+  lam = 2.0
+  worst = np.argmin(sigma.mean(0))
+  # mostly on the worst cluster, a little elsewhere so the collision term stays finite
+  proposal = np.full_like(sigma, 0.02)
+  proposal[:, worst] = 1.0 - 0.02 * 3
+  sig = jnp.asarray(sigma)
+  w = jnp.ones((12,), jnp.float32)
+  objective = lambda y: C._objective(sig, y, w, 12.0, jnp.float32(lam), "classic", "collision",
+                                     None)
+  ref, ref_alpha = np_backtrack(lambda v: np_objective(sigma, v, lam, "classic"), sigma, proposal)
+  assert 0.0 < ref_alpha < 0.5, ref_alpha  # it did backtrack, at least twice, and found a step
+  y0 = jnp.asarray(sigma)
+  got = np.asarray(_jit_backtrack(objective)(y0, objective(y0), jnp.asarray(proposal)))
+  np.testing.assert_allclose(got, ref, atol=1e-6)
+  assert np_objective(sigma, got, lam, "classic") <= np_objective(sigma, sigma, lam,
+                                                                  "classic") + 1e-6
+
+
 def test_strong_fairness_keeps_every_cluster_populated():
   # Every example prefers cluster 0 (and never 3): without fairness clusters empty, with it not.
   rng = np.random.default_rng(18)

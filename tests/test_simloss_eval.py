@@ -98,3 +98,75 @@ def test_age_folder_builder_on_a_tiny_generated_folder(tmp_path, monkeypatch):
   assert labels == [0] * 6 + [29] * 7 + [89] * 7
   with pytest.raises(ValueError, match="no images"):
     so.list_age_folder(str(tmp_path / "tfds"))
+
+
+H_CNN_TREE = ([0, 1, 0, 2, 3, 5, 0, 5, 4, 5], [0, 0, 0, 0, 0, 1, 0, 1, 1, 1])  # hcnn6, clothes_goods
+
+
+def test_mistake_heights_hand_numbers_in_the_h_cnn_tree():
+  # label Shirt (6): Shirt 0, T-shirt 1 (same hcnn6 group), Coat 2 (clothes side), Bag 3 (goods);
+  # label Sneaker (7): Ankle boot 1, Trouser 3.
+  labels = np.array([6, 6, 6, 6, 7, 7])
+  pred = np.array([6, 0, 4, 8, 9, 1])
+  z = _onehot_logits(pred, 10)
+  np.testing.assert_array_equal(metrics.mistake_heights(z, labels, H_CNN_TREE),
+                                [0, 1, 2, 3, 1, 3])
+  assert metrics.mistake_severity(z, labels, H_CNN_TREE) == pytest.approx((1 + 2 + 3 + 1 + 3) / 5)
+  keep = np.array([1, 1, 1, 0, 1, 0], bool)
+  assert metrics.mistake_severity(z, labels, H_CNN_TREE, where=keep) == pytest.approx(4 / 3)
+  assert np.isnan(metrics.mistake_severity(z[:1], labels[:1], H_CNN_TREE))
+  # One level: 1 + the share of mistakes outside the superclass (1 - failed superclass accuracy).
+  one = metrics.mistake_severity(z, labels, H_CNN_TREE[:1])
+  assert one == pytest.approx(2 - metrics.failed_superclass_accuracy(z, labels, H_CNN_TREE[0]))
+
+
+def test_mistake_heights_refuse_what_is_not_a_tree():
+  z = _onehot_logits([0, 1], 4)
+  with pytest.raises(ValueError, match=r"not a tree: group 1 of levels\[0\] lies in groups "
+                                       r"\[0, 1\] of levels\[1\]"):
+    metrics.mistake_heights(z, np.array([0, 1]), [[0, 1, 1, 2], [0, 0, 1, 1]])
+  with pytest.raises(ValueError, match=r"`levels\[0\]` must map each of the 4 classes"):
+    metrics.mistake_heights(z, np.array([0, 1]), [[0, 1, 1]])
+  with pytest.raises(ValueError, match=r"`levels\[1\]` must map"):
+    metrics.mistake_heights(z, np.array([0, 1]), [[0, 0, 1, 1], [0.0, 0.0, 0.0, 0.0]])
+
+
+def test_confusion_matrix_against_a_loop():
+  rng = np.random.RandomState(0)
+  logits = rng.randn(200, 7).astype(np.float32)
+  labels = rng.randint(0, 7, 200)
+  m = metrics.confusion_matrix(logits, labels)
+  ref = np.zeros((7, 7), int)
+  for y, p in zip(labels, logits.argmax(1)):
+    ref[y, p] += 1
+  np.testing.assert_array_equal(m, ref)
+  assert np.trace(m) / 200 == pytest.approx(np.mean(logits.argmax(1) == labels))
+
+
+def test_hierarchy_and_confusion_evaluators(tmp_path):
+  import json
+
+  import ml_collections
+
+  from labelwise.data.registry import get_dataset_spec
+  from labelwise.eval import evaluators
+  from tests.helpers import fake_eval_context
+  labels = np.array([6, 6, 6, 6, 7, 7])
+  split = {"logits": _onehot_logits([6, 0, 4, 8, 9, 1], 10), "label": labels}
+
+  class _Data:
+    spec = get_dataset_spec("fashion_mnist")
+    coarse_map = np.asarray(H_CNN_TREE[0])
+
+  config = {"data": {"train_split": "train"}, "hierarchy_eval": {"levels": ("hcnn6",
+                                                                            "clothes_goods")}}
+  ctx = fake_eval_context({"test": split}, config=config, dataset=_Data())
+  assert evaluators.get_evaluator("hierarchy")(ctx) == {"mistake_severity": pytest.approx(2.0)}
+  ctx.config = ml_collections.ConfigDict({"data": {"train_split": "train"}})  # default: coarse map
+  assert evaluators.get_evaluator("hierarchy")(ctx)["mistake_severity"] == pytest.approx(
+      (1 + 2 + 2 + 1 + 2) / 5)
+  ctx.workdir = str(tmp_path)
+  assert evaluators.get_evaluator("confusion")(ctx) == {"num_predicted_classes": 6.0}
+  saved = json.loads((tmp_path / "confusion_test.json").read_text())
+  assert saved["split"] == "test"
+  np.testing.assert_array_equal(saved["matrix"], metrics.confusion_matrix(split["logits"], labels))

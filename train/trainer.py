@@ -351,10 +351,10 @@ class Trainer:
 
   def _raise_if_nonfinite(self, guard, done: int, dmetrics, last_good: int) -> None:
     """Stop policy: raises :class:`NonFiniteLossError` if a step up to ``done`` was non-finite."""
-    guard = self.parallel.get_state(guard)
-    first = int(guard["step"])
+    first = int(np.asarray(self.parallel.get_state(guard["step"])))  # one transfer while finite
     if first == step_lib.ALL_FINITE:
       return
+    guard = self.parallel.get_state(guard)
     loss, norm = float(guard["loss"]), float(guard["grad_norm"])
     metrics = self.parallel.metrics_to_host(dmetrics) if dmetrics is not None else {}
     raise NonFiniteLossError(

@@ -2,6 +2,8 @@ r"""FIERCE offline study: does entropic feature regularization keep fine-grain i
 
     python experiments/fierce/run.py                 # the study (5 seeds, see --help for its size)
     python experiments/fierce/run.py --smoke --out runs/fierce_smoke   # one point per arm, 5 steps
+    python experiments/fierce/run.py --part fashion_mnist   # the Fashion-MNIST part (its own
+                                  # options: experiments/fierce/fashion_mnist.py, --help)
 
 Every model is trained by the trainer (``labelwise.train.trainer.train_and_evaluate``) from
 ``configs/digits_fierce.py``; this script only declares the arms, their grids and seeds, reads the
@@ -112,6 +114,12 @@ def raw_reference(config):
 
 
 def main(argv=None):
+  part = argparse.ArgumentParser(add_help=False)
+  part.add_argument("--part", choices=("offline", "fashion_mnist"), default="offline")
+  known, argv = part.parse_known_args(sys.argv[1:] if argv is None else argv)
+  if known.part == "fashion_mnist":
+    from labelwise.experiments.fierce import fashion_mnist
+    return fashion_mnist.main(argv)
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--seeds", type=int, default=5)
   ap.add_argument("--steps", type=int, default=500)
@@ -329,9 +337,14 @@ def write_markdown(res, out, record):
             "on fine 5-NN / probe; +0.1-0.2 global Spearman in the 1-D bottleneck with worse "
             "within-class ordering.", "", "![fine 5-NN per arm](fierce.png)"]
   md_path = os.path.join(out, "results.md")
+  from labelwise.experiments import fashion_mnist_runs
+  from labelwise.experiments.fierce import fashion_mnist
+  kept = fashion_mnist_runs.kept_section(md_path, fashion_mnist.MARKER)  # the other part's
   with open(md_path, "w") as f:
     f.write("\n".join(lines))
     f.write(provenance.footer(record, md_path))
+    if kept:
+      f.write("\n" + kept)
 
 
 def _mean(r, key):

@@ -3,6 +3,8 @@ r"""SimLoss study (Kobs et al., ISMIS 2020): similarity influence r against CE a
     python experiments/simloss/run.py                 # the study (5 seeds; see the docstring below)
     python experiments/simloss/run.py --smoke --out runs/simloss_smoke   # CE and SimLoss r=0.9 only,
                                                                           # 30 steps (used by a test)
+    python experiments/simloss/run.py --part fashion_mnist   # the Fashion-MNIST part (its own
+                                  # options: experiments/simloss/fashion_mnist.py, --help)
 
 Every model is trained by the trainer (``labelwise.train.trainer.train_and_evaluate``) from
 ``configs/diabetes_simloss.py`` (E1) and ``configs/hierarchy_simloss.py`` (E2), MLP with one hidden
@@ -91,6 +93,13 @@ def make_config(experiment: str, arg: str, *, steps: int = 0):
 
 
 def main(argv=None):
+  part = argparse.ArgumentParser(add_help=False)
+  part.add_argument("--part", choices=("offline", "fashion_mnist"), default="offline")
+  known, rest = part.parse_known_args(sys.argv[1:] if argv is None else argv)
+  if known.part == "fashion_mnist":
+    from labelwise.experiments.simloss import fashion_mnist
+    return fashion_mnist.main(rest)
+  argv = rest
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default=HERE)
   parser.add_argument("--seeds", type=int, default=5)
@@ -402,9 +411,14 @@ def write_report(res, out, record):
       "![metric vs r](simloss.png)",
   ]
   md_path = os.path.join(out, "results.md")
+  from labelwise.experiments import fashion_mnist_runs
+  from labelwise.experiments.simloss import fashion_mnist
+  kept = fashion_mnist_runs.kept_section(md_path, fashion_mnist.MARKER)  # the other part's
   with open(md_path, "w") as f:
     f.write("\n".join(md))
     f.write(provenance.footer(record, md_path))
+    if kept:
+      f.write("\n" + kept)
 
 
 if __name__ == "__main__":
