@@ -25,7 +25,7 @@ comes from the run's dataset (``data.coarse``, or the dataset's own map) or from
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 from jax.typing import ArrayLike
@@ -99,7 +99,7 @@ def num_predicted_classes(logits: ArrayLike, *, where: Optional[ArrayLike] = Non
   return int(np.unique(pred[_where(where, len(pred))]).size)
 
 
-def check_hierarchy(levels, num_classes: int) -> list:
+def check_hierarchy(levels: Sequence[ArrayLike], num_classes: int) -> list:
   """``levels`` (fine-to-coarse maps, finest grouping first) as int arrays; a ``ValueError`` unless
   each is ``[num_classes]`` of ints >= 0 and each grouping refines the next (a tree)."""
   out = []
@@ -120,7 +120,8 @@ def check_hierarchy(levels, num_classes: int) -> list:
   return out
 
 
-def mistake_heights(logits: ArrayLike, labels: ArrayLike, levels) -> np.ndarray:
+def mistake_heights(logits: ArrayLike, labels: ArrayLike,
+                    levels: Sequence[ArrayLike]) -> np.ndarray:
   """Per-example height of the lowest common ancestor of prediction and label ``[batch]``.
 
   ``h = [pred != y] + sum_k [levels[k][pred] != levels[k][y]]``: 0 when correct, 1 when the
@@ -140,7 +141,7 @@ def mistake_heights(logits: ArrayLike, labels: ArrayLike, levels) -> np.ndarray:
   return h
 
 
-def mistake_severity(logits: ArrayLike, labels: ArrayLike, levels, *,
+def mistake_severity(logits: ArrayLike, labels: ArrayLike, levels: Sequence[ArrayLike], *,
                      where: Optional[ArrayLike] = None) -> float:
   """Mean :func:`mistake_heights` over the misclassified (kept) examples (NaN when there is none)."""
   h = mistake_heights(logits, labels, levels)
