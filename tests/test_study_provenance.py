@@ -83,15 +83,17 @@ def test_average_k_study_records_provenance(tmp_path):
 
 
 def test_attribution_study_records_provenance_and_reused_runs(tmp_path):
-  args = ["--only", "ce", "--seeds", "0", "--steps", "4", "--workdir", str(tmp_path / "runs"),
+  args = ["--smoke", "--only", "ce", "--workdir", str(tmp_path / "runs"),
           "--out", str(tmp_path / "out")]
   _run_script("attribution", args)
-  _, prov = _check(tmp_path / "out", seeds=[0], args_key="steps", args_value=4)
-  assert prov["configs"]["ce"]["method"] == "ce" and prov["extra"]["reused_runs"] == 0
-  # A second call finds the finished run in the workdir; the record says it was not retrained.
+  _, prov = _check(tmp_path / "out", seeds=[0, 1], args_key="steps", args_value=4)
+  assert prov["configs"]["arms"]["ce"]["config"]["method"] == "ce"
+  assert prov["configs"]["arms"]["ce"]["validation"] == "valid_id"
+  assert prov["extra"]["reused_arms"] == []
+  # A second call finds the finished sweep in the workdir; the record says it was not retrained.
   _run_script("attribution", args)
-  md, prov = _check(tmp_path / "out", seeds=[0], args_key="steps", args_value=4)
-  assert prov["extra"]["reused_runs"] == 1 and "not retrained" in prov["extra"]["note"]
+  md, prov = _check(tmp_path / "out", seeds=[0, 1], args_key="steps", args_value=4)
+  assert prov["extra"]["reused_arms"] == ["ce"] and "not retrained" in prov["extra"]["note"]
 
 
 def test_collision_report_keeps_the_hand_written_reading(tmp_path):
