@@ -98,3 +98,29 @@ def test_bad_variant_is_refused(tmp_path):
   from labelwise.experiments.average_k import run
   with pytest.raises(ValueError, match="--variants"):
     run.main(["--quick", "--variants", "softmax", "--out", str(tmp_path)])
+
+
+def test_edge_check_tries_the_value_beyond_the_chosen_end(quick, tmp_path):
+  """With 2-point grids every choice lies at an end: --edge_check trains the value beyond it."""
+  import shutil
+  run, _, out, runs = quick
+  mine = tmp_path / "out"
+  shutil.copytree(out, mine)
+  res = run.main(["--edge_check", "--out", str(mine), "--workdir", str(runs)])
+  raw = json.loads((mine / "results.json").read_text())
+  assert raw["edge_checks"] == json.loads(json.dumps(res["edge_checks"]))
+  assert sorted(raw["edge_checks"]) == sorted(raw["arms"])
+  md = (mine / "results.md").read_text()
+  assert "## Choices at a grid end" in md
+  moved = 0
+  for name, arm in raw["arms"].items():
+    (key, grid), = run.GRIDS[arm["variant"]].items()
+    chosen = arm["selected"]["K2"]["point"][key]
+    want = run.BEYOND[key][0] if chosen == grid[0] else run.BEYOND[key][1]
+    check = raw["edge_checks"][name]
+    assert {r["overrides"][key] for r in check["replicas"]} == {want}
+    assert [r["overrides"]["seed"] for r in check["replicas"]] == [0, 1]
+    head = run.SELECT_HEAD[arm["variant"]]
+    beyond = np.mean([r[f"val/avgk/{head}/K2/accuracy"] for r in check["replicas"]])
+    moved += beyond > arm["selected"]["K2"]["val_mean"]
+  assert f"would move beyond the grid in {moved} of 2 such cells" in md

@@ -63,6 +63,8 @@ GRIDS = {
 OLD_POINT = {"ce": {LR: 1e-3}, "assume_negative": {LR: 1e-3}, "two_head": {"two_head.weight": 1.0},
              "two_head_a": {"two_head.weight": 1.0}, "oracle": {"two_head.weight": 1.0},
              "epr": {"epr.weight": 100.0}}
+#: one value beyond each end of a grid (``--edge_check``: tried where the choice fell on that end)
+BEYOND = {LR: (1e-4, 3e-2), "two_head.weight": (0.3, 100.0), "epr.weight": (3.0, 1000.0)}
 #: the head each variant is chosen by (its average-K scores)
 SELECT_HEAD = {"ce": "softmax", "assume_negative": "multilabel", "two_head": "multilabel",
                "two_head_a": "multilabel", "epr": "multilabel", "oracle": "multilabel"}
@@ -131,7 +133,7 @@ def compact(res, variant, ks):
     selected[_tag(k)] = {"by": by, "point": point,
                          "val_mean": chosen["val"][metric]["mean"],
                          "at_edge": {key: point[key] in (min(v), max(v)) for key, v in
-                                     _grid_of(reps, grid_keys).items() if len(v) > 2},
+                                     _grid_of(reps, grid_keys).items() if len(v) >= 2},
                          "val_means": [{"point": s["point"],
                                         "mean": s["metrics"][metric]["mean"]}
                                        for s in res["summary"]]}
@@ -164,6 +166,10 @@ def main(argv=None):
                            "test[:2000]")
   parser.add_argument("--workdir", default="runs/average_k_study", help="trainer runs (reused)")
   parser.add_argument("--out", default=HERE)
+  parser.add_argument("--edge_check", action="store_true",
+                      help="after a run: for every cell whose choice lies at a grid end, train the "
+                           "value beyond that end (same seeds) and report whether the validation "
+                           "choice would move; adds to --out/results.json")
   parser.add_argument("--report_only", action="store_true",
                       help="rewrite results.md and the plot from --out/results.json, no training")
   args = parser.parse_args(argv)
@@ -174,6 +180,8 @@ def main(argv=None):
       res = json.load(f)
     write_report(res, args.out, provenance.load(md_path))
     return res
+  if args.edge_check:
+    return edge_check(args, md_path)
   if args.quick:
     args.n_train, args.ks, args.seeds, args.steps = [1000], [2.0], 2, 10
     args.variants = args.variants or ["ce", "two_head"]
@@ -228,6 +236,55 @@ def main(argv=None):
                                                            "quick": bool(args.quick)})
   write_report(res, args.out, record)
   print(f"done in {res['_meta']['seconds']:.0f}s -> {md_path}")
+  return res
+
+
+def edge_values(arm):
+  """``{grid key: [values beyond the grid's ends where some K's choice lies on that end]}``."""
+  out = {}
+  for s in arm["selected"].values():
+    for key, at in s["at_edge"].items():
+      if not at:
+        continue
+      grid = sorted({r["overrides"][key] for r in arm["replicas"]})
+      beyond = BEYOND[key][0] if s["point"][key] == grid[0] else BEYOND[key][1]
+      out.setdefault(key, [])
+      if beyond not in out[key]:
+        out[key].append(beyond)
+  return {k: sorted(v) for k, v in out.items()}
+
+
+def edge_check(args, md_path):
+  """Trains the values beyond the grid ends that won (one sweep per arm, the run's seeds)."""
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  with open(os.path.join(args.out, "results.json")) as f:
+    res = json.load(f)
+  meta = res["_meta"]
+  t0 = time.time()
+  tuning.use_compilation_cache(args.workdir)
+  res["edge_checks"] = res.get("edge_checks", {})
+  for name, arm in res["arms"].items():
+    grid = edge_values(arm)
+    if not grid:
+      continue
+    v, n, k_train = arm["variant"], arm["n_train"], arm["k_train"]
+    ks = meta["ks"] if k_train is None else [k_train]
+    cfg = make_config(v, meta["ks"][-1] if k_train is None else k_train, n, meta["steps"],
+                      quick=meta["quick"])
+    extra = tuning.Arm(name + "|beyond", cfg, grid, meta["validation"])
+    wd = os.path.join(args.workdir, f"n{n}",
+                      v + ("" if k_train is None else f"_K{k_train:g}") + "_beyond")
+    out = tuning.run_arm(extra, wd, seeds=meta["seeds"], select=select_key(v, ks[0]))
+    res["edge_checks"][name] = compact(out, v, ks)
+    print(f"{name:28s} beyond: {_grid_text(v, grid)} ({time.time() - t0:.0f}s)", flush=True)
+  meta["edge_check_seconds"] = time.time() - t0
+  with open(os.path.join(args.out, "results.json"), "w") as f:
+    json.dump(res, f, indent=None, separators=(",", ":"))
+  record = provenance.write(md_path, record=provenance.load(md_path),
+                            extra={"edge_check_seconds": meta["edge_check_seconds"],
+                                   "edge_check_commit": provenance.git_info().get("commit")})
+  write_report(res, args.out, record)
   return res
 
 
@@ -293,6 +350,57 @@ def main_table(res, k):
   return lines
 
 
+def arm_label(arm):
+  k = arm["k_train"]
+  return (f"{_short(arm['variant'])}, n_train {arm['n_train']}"
+          + ("" if k is None else f", trained at K {k:g}"))
+
+
+def edge_lines(res):
+  """Cells chosen at a grid end: the value beyond that end, on validation (and test, reading)."""
+  checks = res.get("edge_checks") or {}
+  cells = [(name, tag) for name, arm in res["arms"].items()
+           for tag, s in arm["selected"].items() if any(s["at_edge"].values())]
+  if not cells:
+    return []
+  npts = _points(next(iter(res["_meta"]["grids"].values())))
+  head = (f"{len(cells)} of {sum(len(a['selected']) for a in res['arms'].values())} cells chose "
+          "a value at an end of its grid.")
+  if not checks:
+    return ["## Choices at a grid end", "", head + " The values beyond those ends were not tried "
+            "(`--edge_check` not run).", ""]
+  lines = ["## Choices at a grid end", "",
+           head + " `--edge_check` trained the value beyond that end with the same seeds (one "
+           f"more sweep per arm, outside the {npts}-point budget, so the main tables keep the "
+           f"{npts}-point choice). Mean validation average-K accuracy (%) of the chosen value vs "
+           "the value beyond, and their mean test micro regret (%, reading only):", "",
+            "| cell | K | chosen: val / test regret | beyond: val / test regret | choice |",
+            "|---|---|---|---|---|"]
+  moved = 0
+  for name, tag in cells:
+    arm, beyond = res["arms"][name], checks.get(name)
+    s = arm["selected"][tag]
+    head = SELECT_HEAD[arm["variant"]]
+    reg = lambda a, p: 100 * np.mean(values(at_point(a, p), f"eval/avgk/{head}/{tag}/regret"))  # noqa: E731,E501
+    row = (f"| {arm_label(arm)} | {tag[1:]} | {tuning.point_label(s['point'])}: {100 * s['val_mean']:.2f} / "
+           f"{reg(arm, s['point']):.2f} | ")
+    if beyond is None:
+      lines.append(row + "not run | — |")
+      continue
+    key = next(k for k, e in s["at_edge"].items() if e)
+    grid = sorted({r["overrides"][key] for r in arm["replicas"]})
+    want = BEYOND[key][0] if s["point"][key] == grid[0] else BEYOND[key][1]
+    q = next(q for q in beyond["selected"][tag]["val_means"] if q["point"][key] == want)
+    better = q["mean"] > s["val_mean"]
+    moved += better
+    lines.append(row + f"{tuning.point_label(q['point'])}: {100 * q['mean']:.2f} / "
+                 f"{reg(beyond, q['point']):.2f} | "
+                 + ("would move (beyond is better on validation)" if better else "stays") + " |")
+  lines += ["", f"The validation choice would move beyond the grid in {moved} of {len(cells)} "
+            "such cells.", ""]
+  return lines
+
+
 def grid_lines(res):
   """Every grid point's mean validation accuracy (the choice) and test regret, per arm and K."""
   lines = ["## Every grid point", "",
@@ -306,7 +414,7 @@ def grid_lines(res):
         reg = np.mean(values(at_point(arm, q["point"]), f"eval/avgk/{head}/{tag}/regret"))
         text = f"{tuning.point_label(q['point'])}: {100 * q['mean']:.2f} / {100 * reg:.2f}"
         cells.append(f"**{text}**" if q["point"] == s["point"] else text)
-      lines.append(f"- {name} at {tag}: " + "; ".join(cells))
+      lines.append(f"- {arm_label(arm)} at K = {tag[1:]}: " + "; ".join(cells))
   lines.append("")
   return lines
 
@@ -517,6 +625,7 @@ def write_report(res, out, record):
     lines += main_table(res, k)
   lines += claim_lines(res)
   lines += old_lines(res)
+  lines += edge_lines(res)
   lines += grid_lines(res)
   path = os.path.join(out, "results.md")
   with open(path, "w") as f:
