@@ -367,7 +367,9 @@ def section(res, record, md_path) -> str:
       "4,300 steps on all 55,000); the full-data CE anchors are "
       f"{CE_ANCHOR} (2-conv CNN, the dataset's benchmark table) and our {CE_FULL} "
       f"(configs/fashion_mnist_ce.py), so the shortened CE's {ce_acc:.4f} is "
-      f"{CE_FULL - ce_acc:.3f} below its full-budget value. Each (point, seed) is its own run "
+      f"{CE_FULL - ce_acc:.3f} below its full-budget value: this part is a **budgeted "
+      "comparison** (every arm the same short budget), not the converged baseline. Each (point, "
+      "seed) is its own run "
       "(see experiments/fashion_mnist_runs.py for why not a sweep); every arm has "
       f"{len(_points(res['CE']))} grid points x {meta['seeds']} seeds; the choice is on `validation`, test is only reported.", "",
       table(res), verdicts(res),
