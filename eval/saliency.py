@@ -16,6 +16,7 @@ Used to diagnose attribution-controlled training (ActDiff, GradMask, RRR; Vivian
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Callable, Dict, Mapping, Optional, Sequence
 
@@ -291,6 +292,21 @@ def _chunked(fn, arrays, size=128):
   return np.concatenate(outs) if outs else np.zeros((0,))
 
 
+@functools.lru_cache(maxsize=32)
+def _saliency_fns(model, blur_sigma: float, ig_steps: int):
+  """Jitted ``(variables, x, y) -> [B, H, W]`` maps (input gradient, integrated gradients) of
+  ``model``'s logits; cached per (model, options), so every model of that definition (the replicas
+  of a sweep, the runs of a study) reuses one compilation per input shape."""
+  def logits(variables):
+    return lambda v: model.apply(variables, v, train=False)["logits"]
+
+  grad = jax.jit(lambda variables, x, y: input_gradient_saliency(
+      logits(variables), x, y, blur_sigma=blur_sigma))
+  ig = jax.jit(lambda variables, x, y: integrated_gradients_saliency(
+      logits(variables), x, y, steps=ig_steps, blur_sigma=blur_sigma))
+  return grad, ig
+
+
 def attribution_evaluator(ctx: EvalContext) -> Dict[str, float]:
   """Accuracy and ROC AUC on every non-train split; saliency-vs-mask metrics on the shifted split.
 
@@ -298,9 +314,19 @@ def attribution_evaluator(ctx: EvalContext) -> Dict[str, float]:
   ``saliency/<kind>_<metric>`` (kind ``grad`` = |d z_y / dx|, ``ig`` = integrated gradients;
   metric ``iou``, ``iop``, ``iot``, ``mass`` = mass fraction inside the mask) on
   ``config.attribution_eval.split`` (default: the first split whose name contains ``shift``, else the
-  eval split). Writes ``saliency_<split>.png`` to the workdir. Options under
-  ``config.attribution_eval``: ``split``, ``ig_steps`` (32), ``blur_sigma`` (0), ``max_examples``
-  for the saliency metrics (256), ``picture_examples`` (8).
+  eval split). Writes ``saliency_<split>.png`` to the workdir, and ``saliency_<split>.npz`` (the
+  pictured examples: ``input``, ``mask``, ``label``, ``grad`` and ``ig`` maps) so that a study can
+  draw its own grid without computing the maps again. Options under ``config.attribution_eval``:
+  ``split``, ``ig_steps`` (32), ``blur_sigma`` (0), ``max_examples`` for the saliency metrics (256),
+  ``picture_examples`` (8), ``save_png`` (True; False writes only the npz, e.g. for the many
+  replicas of a study, which draws its own grid).
+
+  The saliency metrics are computed once per model: only in the evaluation on the run's eval split
+  (``config.data.eval_split``). A second pass over the same model with another eval split (the
+  validation pass of a sweep choice, ``val/...``) reports the per-split accuracies and AUCs but not
+  the saliency keys, which do not depend on the eval split. The saliency maps are jitted once per
+  (model, options, shapes) with the variables as an argument, so the replicas of a sweep share one
+  compilation.
   """
   opts = dict(ctx.config.get("attribution_eval", None) or {})
   spec = ctx.dataset.spec
@@ -310,6 +336,10 @@ def attribution_evaluator(ctx: EvalContext) -> Dict[str, float]:
     p = ctx.predictions(split)
     out[f"{split}/accuracy"] = float(np.mean(p["logits"].argmax(-1) == p["label"]))
     out[f"{split}/auc"] = multiclass_auc(p["logits"], p["label"])
+  data_cfg = ctx.config.get("data", None)
+  main_split = data_cfg.get("eval_split", "test") if data_cfg is not None else ctx.eval_split
+  if ctx.eval_split != main_split:
+    return out   # a second pass over the same model (validation): saliency only in the main one
   sal_split = opts.get("split") or next((s for s in splits if "shift" in s), ctx.eval_split)
   data = ctx.dataset.split(sal_split).all()
   if "mask" not in data:
@@ -317,13 +347,13 @@ def attribution_evaluator(ctx: EvalContext) -> Dict[str, float]:
   n = min(int(opts.get("max_examples", 256)), len(data["label"]))
   x, m, y = data["input"][:n], np.asarray(data["mask"])[:n], data["label"][:n]
   variables = {"params": ctx.params, **(ctx.model_state or {})}
-  apply = lambda v: ctx.model.apply(variables, v, train=False)["logits"]
-  sigma = float(opts.get("blur_sigma", 0.0))
-  steps = int(opts.get("ig_steps", 32))
-  grad_fn = jax.jit(lambda v, t: input_gradient_saliency(apply, v, t, blur_sigma=sigma))
-  ig_fn = jax.jit(lambda v, t: integrated_gradients_saliency(apply, v, t, steps=steps,
-                                                             blur_sigma=sigma))
-  maps = {"grad": _chunked(grad_fn, (x, y)), "ig": _chunked(ig_fn, (x, y))}
+  fns_args = (ctx.model, float(opts.get("blur_sigma", 0.0)), int(opts.get("ig_steps", 32)))
+  try:
+    grad_fn, ig_fn = _saliency_fns(*fns_args)
+  except TypeError:   # a model object that cannot be hashed: compiled for this call only
+    grad_fn, ig_fn = _saliency_fns.__wrapped__(*fns_args)
+  maps = {"grad": _chunked(functools.partial(grad_fn, variables), (x, y)),
+          "ig": _chunked(functools.partial(ig_fn, variables), (x, y))}
   for kind, smap in maps.items():
     ov = saliency_overlap(smap, m)
     out[f"saliency/{kind}_iou"] = float(np.nanmean(ov["iou"]))
@@ -332,6 +362,9 @@ def attribution_evaluator(ctx: EvalContext) -> Dict[str, float]:
     out[f"saliency/{kind}_mass"] = float(np.nanmean(ov["mass_fraction"]))
   if ctx.workdir:
     k = int(opts.get("picture_examples", 8))
-    save_saliency_grid(os.path.join(ctx.workdir, f"saliency_{sal_split}.png"), x[:k], m[:k],
-                       {"|dz_y/dx|": maps["grad"][:k], "IG": maps["ig"][:k]}, labels=y[:k])
+    if opts.get("save_png", True):
+      save_saliency_grid(os.path.join(ctx.workdir, f"saliency_{sal_split}.png"), x[:k], m[:k],
+                         {"|dz_y/dx|": maps["grad"][:k], "IG": maps["ig"][:k]}, labels=y[:k])
+    np.savez_compressed(os.path.join(ctx.workdir, f"saliency_{sal_split}.npz"), input=x[:k],
+                        mask=m[:k], label=y[:k], grad=maps["grad"][:k], ig=maps["ig"][:k])
   return out

@@ -1,0 +1,197 @@
+"""The attribution study (experiments/attribution/run.py) through the trainer, and the attribution
+evaluator's once-per-model saliency.
+
+The smoke version trains CE and ActDiff (2 grid points x 2 seeds each, 4 steps) and the ActDiff
+masked-fraction arm through ``tuning.run_arm``; the test reads back what it wrote and recomputes
+the choice from the replicas' validation losses.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+
+def _mean_by_point(replicas, key):
+  """{grid point (sorted tuple, seed dropped): mean of ``key`` over its seeds}, in first-seen order."""
+  groups = {}
+  for q in replicas:
+    point = tuple(sorted((k, v) for k, v in q["overrides"].items() if k != "seed"))
+    groups.setdefault(point, []).append(q[key])
+  return {p: float(np.mean(v)) for p, v in groups.items()}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+  from labelwise.experiments.attribution import run
+  tmp = tmp_path_factory.mktemp("attr")
+  out, runs = tmp / "out", tmp / "runs"
+  res = run.main(["--smoke", "--out", str(out), "--workdir", str(runs)])
+  return run, res, out, runs
+
+
+def test_smoke_outputs_parse_and_the_choice_is_the_best_validation_mean(smoke):
+  run, res, out, _ = smoke
+  raw = json.loads((out / "results.json").read_text())
+  assert set(raw["arms"]) == {"ce", "actdiff"} and raw["select"] == "val/loss:min"
+  for arm, grid in (("ce", {"optimizer.learning_rate": [1e-3, 3e-3]}),
+                    ("actdiff", {"actdiff.lam": [0.1, 1.0]})):
+    r = raw["arms"][arm]
+    assert r["grid"] == grid
+    # 2 points x 2 seeds, in grid order, each with validation and test metrics.
+    assert [q["overrides"]["seed"] for q in r["replicas"]] == [0, 1, 0, 1]
+    for q in r["replicas"]:
+      assert np.isfinite(q["val/loss"]) and 0.0 <= q["eval/test_shift/auc"] <= 1.0
+      assert 0.0 <= q["eval/saliency/grad_iou"] <= 1.0
+      # saliency once per model: in the final evaluation, not in the validation pass
+      assert not any(k.startswith("val/saliency/") for k in q)
+    means = _mean_by_point(r["replicas"], "val/loss")
+    best = min(means, key=means.get)
+    assert dict(best) == r["selected"]["point"], (arm, means)
+    assert r["selected"]["val"]["val/loss"]["mean"] == pytest.approx(means[best])
+  # The masked-fraction arm trains at ActDiff's chosen lambda.
+  fr = raw["fractions"]
+  assert fr["base_point"] == raw["arms"]["actdiff"]["selected"]["point"]
+  prov = json.loads((out / "results.provenance.json").read_text())
+  cfg = prov["configs"]["arms"]["actdiff fractions"]["config"]
+  assert cfg["actdiff"]["lam"] == fr["base_point"]["actdiff.lam"]
+  assert prov["configs"]["arms"]["actdiff fractions"]["grid"] == {"actdiff.mask_fraction": [0.5]}
+  assert prov["seeds"] == [0, 1] and prov["configs"]["arms"]["ce"]["config"]["total_steps"] == 4
+  # runs.json: one flat row per trained model.
+  flat = json.loads((out / "runs.json").read_text())
+  assert len(flat) == 4 + 4 + 2
+  assert {r["arm"] for r in flat} == {"ce", "actdiff", "actdiff fractions"}
+  # The report names the chosen points and the paper's numbers, and plots were drawn.
+  md = (out / "results.md").read_text()
+  for arm in ("ce", "actdiff"):
+    label = run.tuning.point_label(raw["arms"][arm]["selected"]["point"])
+    assert f"| {arm} | {label} |" in md
+  assert "chosen on valid_shift" in md and "Spearman" in md
+  assert md.rstrip().splitlines()[-1].startswith("_Provenance: commit")
+  assert (out / "scatter.png").stat().st_size > 5_000
+  assert (out / "saliency_grid.png").stat().st_size > 5_000
+  # Re-rendering from results.json gives the same table.
+  run.main(["--render", "--out", str(out)])
+  assert (out / "results.md").read_text() == md
+
+
+def test_grid_maps_are_the_evaluators_maps_of_the_chosen_point(smoke):
+  _, res, _, runs = smoke
+  for arm, path in res["grid_maps"].items():
+    r = res["arms"][arm]
+    first = r["selected"]["replicas"][0]
+    assert r["replicas"][first]["overrides"] == {**r["selected"]["point"], "seed": 0}
+    assert path.startswith(str(runs / arm / "replicas" / str(first)))
+    with np.load(path) as z:
+      assert z["grad"].shape == z["mask"].shape == (6, 28, 28)
+      assert (z["grad"] >= 0).all() and z["grad"].sum() > 0
+
+
+def test_a_second_run_reads_the_finished_arms_back(smoke, tmp_path):
+  run, res, _, runs = smoke
+  again = run.main(["--smoke", "--out", str(tmp_path), "--workdir", str(runs)])
+  assert all(r["reused"] for r in again["arms"].values()) and again["fractions"]["reused"]
+  assert again["arms"]["ce"]["replicas"] == json.loads(json.dumps(res["arms"]["ce"]["replicas"]))
+  prov = json.loads((tmp_path / "results.provenance.json").read_text())
+  assert "not retrained" in prov["extra"]["note"]
+
+
+def test_only_refuses_unknown_arms(tmp_path):
+  from labelwise.experiments.attribution import run
+  with pytest.raises(ValueError, match="--only: unknown arms \\['nope'\\]"):
+    run.main(["--smoke", "--only", "nope", "--out", str(tmp_path)])
+
+
+def test_old_arm_names_map_to_grid_points():
+  from labelwise.experiments.attribution import run
+  assert run._old_point("ce") == ("ce", {})
+  assert run._old_point("actdiff lam=0.1 frac=0.5") == (
+      "actdiff", {"actdiff.lam": 0.1, "actdiff.mask_fraction": 0.5})
+  assert run._old_point("rrr lam=100") == ("rrr", {"rrr.lam": 100.0})
+
+
+def test_every_arm_has_the_same_budget():
+  from labelwise.experiments.attribution import run
+  from labelwise.experiments import tuning
+  sizes = {a: len(tuning.Arm(a, None, grid).points()) for a, (_, grid) in run.ARMS.items()}
+  assert set(sizes.values()) == {6}, sizes
+
+
+# --------------------------------------------------------------------- the evaluator, directly
+
+
+class _Tiny:
+  """A linear two-class model on flattened 6x6 images (hashable by identity, like a module)."""
+
+  def apply(self, variables, x, train=False):
+    import jax.numpy as jnp
+    s = jnp.sum(x[..., 0] * variables["params"]["w"], axis=(1, 2))
+    return {"logits": jnp.stack([s, -s], axis=-1)}
+
+
+def _ctx(tmp_path, model, w, eval_split):
+  import ml_collections
+  from labelwise.eval.evaluators import EvalContext
+  rng = np.random.RandomState(0)
+  mask = np.zeros((8, 6, 6), np.uint8)
+  mask[:, 1:4, 1:4] = 1
+  splits = {s: {"input": rng.rand(8, 6, 6, 1).astype(np.float32),
+                "label": rng.randint(0, 2, 8).astype(np.int32), "mask": mask}
+            for s in ("train", "valid_id", "test_shift")}
+
+  class _Split:
+    def __init__(self, name):
+      self.name = name
+
+    def all(self):
+      return splits[self.name]
+
+  class _Spec:
+    pass
+
+  spec = _Spec()
+  spec.splits = tuple(splits)
+  dataset = type("D", (), {"spec": spec, "split": staticmethod(_Split)})()
+  params = {"w": w}
+
+  def predict(split):
+    z = np.asarray(model.apply({"params": params}, splits[split]["input"])["logits"])
+    return {"logits": z, "label": splits[split]["label"]}
+  config = ml_collections.ConfigDict({"data": {"eval_split": "test_shift"},
+                                      "attribution_eval": {"ig_steps": 3, "picture_examples": 2,
+                                                           "save_png": False}})
+  return EvalContext(config=config, params=params, model_state={}, buffers={}, model=model,
+                     method=None, dataset=dataset, eval_split=eval_split, workdir=str(tmp_path),
+                     predict_fn=predict), splits
+
+
+def test_saliency_is_compiled_once_for_models_of_one_definition(tmp_path):
+  from labelwise.eval import saliency
+  model = _Tiny()
+  before = saliency._saliency_fns.cache_info()
+  outs = []
+  for seed in range(3):   # three "replicas": other weights, same model and options
+    w = np.random.RandomState(seed).randn(6, 6).astype(np.float32)
+    ctx, splits = _ctx(tmp_path / str(seed), model, w, "test_shift")
+    (tmp_path / str(seed)).mkdir()
+    outs.append(saliency.attribution_evaluator(ctx))
+    # the maps are those of this model's weights: |d z_y / dx| = |w| for either class
+    with np.load(tmp_path / str(seed) / "saliency_test_shift.npz") as z:
+      np.testing.assert_allclose(z["grad"], np.broadcast_to(np.abs(w), (2, 6, 6)), rtol=1e-6)
+      np.testing.assert_array_equal(z["input"], splits["test_shift"]["input"][:2])
+    assert not (tmp_path / str(seed) / "saliency_test_shift.png").exists()   # save_png=False
+  after = saliency._saliency_fns.cache_info()
+  assert after.misses - before.misses == 1 and after.hits - before.hits == 2
+  assert len({o["saliency/grad_mass"] for o in outs}) == 3
+
+
+def test_a_validation_pass_skips_the_saliency(tmp_path):
+  from labelwise.eval import saliency
+  w = np.ones((6, 6), np.float32)
+  ctx, _ = _ctx(tmp_path, _Tiny(), w, "valid_id")
+  out = saliency.attribution_evaluator(ctx)
+  assert sorted(out) == sorted(f"{s}/{m}" for s in ("valid_id", "test_shift")
+                               for m in ("accuracy", "auc"))
+  assert not list(tmp_path.iterdir())
+  ctx.eval_split = "test_shift"
+  assert "saliency/grad_iou" in saliency.attribution_evaluator(ctx)
