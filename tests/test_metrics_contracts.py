@@ -115,7 +115,9 @@ def test_masked_mean_of_one_kept_entry_is_that_entry():
 # ------------------------------------------------------------------------------------------------
 
 def test_average_k_accuracy_options_are_keyword_only():
-  """Kills ``threshold, *, macro`` -> ``threshold, /, macro``."""
+  """Kills ``threshold, *, macro`` -> ``threshold, /, macro`` (the call runs the body, so the
+  mutation tool, which runs the tests that execute a function's body, picks this test)."""
+  assert ak.average_k_accuracy(np.eye(2), np.array([0, 1]), 0.5, macro=True) == 1.0
   params = inspect.signature(ak.average_k_accuracy).parameters
   assert params["macro"].kind is inspect.Parameter.KEYWORD_ONLY
   assert params["where"].kind is inspect.Parameter.KEYWORD_ONLY
