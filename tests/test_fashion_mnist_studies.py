@@ -163,3 +163,24 @@ def test_fierce_reading():
   # Worse than CE (interval below 0) is not a win either.
   down = [2 * v - u for v, u in zip(base, up)]   # base minus the same clear gain
   assert part._wins(res(down, down), "CE") == []
+
+
+def test_fierce_lr_note():
+  """The caveat names where CE's learning rate fell in its grid and compares CE at 1e-3 with the
+  other arms on the tuning seed."""
+  from labelwise.experiments.fierce import fashion_mnist as part
+  def ce(chosen):
+    reps = [{"overrides": {part.LR: lr, "seed": 0}, "eval/fine_knn_accuracy": knn}
+            for lr, knn in ((5e-4, 0.81), (1e-3, 0.803), (2e-3, 0.79))]
+    reps.append({"overrides": {part.LR: chosen, "seed": 1}, "eval/fine_knn_accuracy": 0.5})
+    return {"selected": {"point": {part.LR: chosen}, "tuned_on": [0]}, "replicas": reps}
+  other = _arm([0.777, 0.6], [0.7, 0.6])
+  other["selected"]["tuned_on"] = [0]
+  text = part.lr_note({"main": {"hcnn6": {"CE": ce(5e-4), "FIERCE": other}}})
+  assert "CE chose learning rate 0.0005 (the grid's lowest value)" in text
+  assert "CE at 0.001 (the learning rate of the other arms) has test fine 5-NN 80.3" in text
+  assert "FIERCE 77.7" in text
+  assert "(the grid's highest value)" in part.lr_note({"main": {"g": {"CE": ce(2e-3)}}})
+  text = part.lr_note({"main": {"g": {"CE": ce(1e-3)}}})
+  assert "CE chose learning rate 0.001. On seed 0" in text
+  assert part.lr_note({"main": {"g": {"CE": _arm([0.8], [0.8])}}}) == ""
