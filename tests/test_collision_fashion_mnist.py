@@ -2,7 +2,9 @@
 --smoke``) on tiny IDX files written here (no Debian package needed): it trains through the
 trainer, chooses every soft-target arm's learning rate on the validation split only, scores the
 clustering arms on the split they trained on, and writes its section, plot and raw numbers; the
-offline part keeps that section when it rewrites results.md."""
+offline part keeps that section when it rewrites results.md. The smoke run's tests are marked
+slow (``make test-slow``); the configs, the paired statistics and the offline report's keeping of
+the section are checked in ``make test``."""
 
 import json
 import types
@@ -30,6 +32,7 @@ def smoke(tmp_path_factory):
   return arrays, res, out
 
 
+@pytest.mark.slow   # 15 trainer runs: ~60 s of CPU (220 s wall at load 11)
 def test_soft_arms_choose_on_validation_only(smoke):
   from labelwise.experiments.collision import fashion_mnist as part
   arrays, res, out = smoke
@@ -75,6 +78,7 @@ def test_soft_configs_are_the_arms_asked_for():
     part.parse(["--cluster_steps", "0"])
 
 
+@pytest.mark.slow   # 15 trainer runs: ~60 s of CPU (220 s wall at load 11)
 def test_cluster_arms_and_kmeans(smoke):
   from labelwise.data.builders import fashion_mnist as fm
   from labelwise.eval import metrics
@@ -84,7 +88,7 @@ def test_cluster_arms_and_kmeans(smoke):
   assert list(raw["cluster"]) == [a for a, _, _ in part.CLUSTER_ARMS] + ["kmeans"]
   rows = fm.split_indices(arrays["train_labels"])["train"]   # the tiny `train` split
   for label, r in raw["cluster"].items():
-    assert [q["overrides"]["seed"] for q in r["replicas"]] == [0, 1]
+    assert [q["overrides"]["seed"] for q in r["replicas"]] == [0]
     for q in r["replicas"]:
       assert q["eval/num_examples"] == len(rows)
       for m in ("cluster_accuracy", "nmi", "ari"):
@@ -109,6 +113,7 @@ def test_cluster_arms_and_kmeans(smoke):
     assert q["eval/nmi"] == pytest.approx(want["nmi"], abs=1e-6)
 
 
+@pytest.mark.slow   # 15 trainer runs: ~60 s of CPU (220 s wall at load 11)
 def test_report_files_and_reuse(smoke):
   from labelwise.experiments import fashion_mnist_runs
   from labelwise.experiments.collision import fashion_mnist as part

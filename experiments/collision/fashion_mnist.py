@@ -128,14 +128,14 @@ def parse(argv):
   ap.add_argument("--manual_dir", default="", help="folder of the four IDX files")
   ap.add_argument("--workdir", default="runs/collision_fm", help="trainer runs (reused)")
   ap.add_argument("--smoke", action="store_true",
-                  help="2 seeds (lr tuned on 1), mix 0.9 and flat 0.5 only, 4 steps at batch 32, "
-                  "all of the tiny train split")
+                  help="(a) 2 seeds (lr tuned on 1), mix 0.9 and flat 0.5 only; (b) 1 seed; 4 steps "
+                  "at batch 32 on all of the tiny train split")
   ap.add_argument("--report_only", action="store_true",
                   help="re-render the section and plot from --out/results_fashion_mnist.json")
   args = ap.parse_args(argv)
   if args.smoke:
     args.seeds, args.tune_seeds, args.steps, args.batch_size = 2, 1, 4, 32
-    args.cluster_seeds, args.cluster_steps, args.cluster_batch_size = 2, 4, 32
+    args.cluster_seeds, args.cluster_steps, args.cluster_batch_size = 1, 4, 32
     args.train_examples = args.cluster_examples = 0
   for name in ("seeds", "tune_seeds", "steps", "batch_size", "cluster_seeds", "cluster_steps",
                "cluster_batch_size"):
