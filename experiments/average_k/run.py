@@ -4,6 +4,8 @@ r"""Average-K study on the synthetic ambiguous Gaussians (known posterior, so th
     python experiments/average_k/run.py --quick --out runs/avgk_quick   # smoke: seconds (a test)
     python experiments/average_k/run.py --n_train 4000 --ks 2 --variants ce two_head  # a look
     python experiments/average_k/run.py --report_only      # re-render results.md / regret.png
+    python experiments/average_k/run.py --part fashion_mnist   # the Fashion-MNIST part (its own
+                                  # options: experiments/average_k/fashion_mnist.py, --help)
 
 Every model is trained by the trainer (``labelwise.train.trainer.train_and_evaluate``) from
 ``configs/gaussians_avgk.py`` (MLP 128-128, Adam cosine, batch 128, 1500 steps for every n_train);
@@ -154,6 +156,13 @@ def chosen(arm, k):
 
 
 def main(argv=None):
+  part = argparse.ArgumentParser(add_help=False)
+  part.add_argument("--part", choices=("offline", "fashion_mnist"), default="offline")
+  known, rest = part.parse_known_args(sys.argv[1:] if argv is None else argv)
+  if known.part == "fashion_mnist":
+    from labelwise.experiments.average_k import fashion_mnist
+    return fashion_mnist.main(rest)
+  argv = rest
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--n_train", type=int, nargs="*", default=[1000, 4000, 32000])
   parser.add_argument("--ks", type=float, nargs="*", default=[1.5, 2.0, 3.0])
