@@ -163,3 +163,7 @@ def test_reading_follows_paired_intervals():
       {"overrides": {"p": 2.0, "seed": 0}, "eval/valid_shift/accuracy": 0.7},
       {"overrides": {"p": 1.0, "seed": 1}, "eval/valid_shift/accuracy": 0.9}]}
   assert part.authors_choice(two) == {"p": 2.0}
+  # A choice at an end of a grid of several values is named.
+  res = {"arms": {"ce": two}}
+  assert "Chosen at a grid end" in "\n".join(part.findings(res))
+  assert "ce (p 1, the grid's lowest)" in "\n".join(part.findings(res))

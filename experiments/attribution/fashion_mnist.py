@@ -412,6 +412,16 @@ def findings(res) -> list:
     lines.append(f"- ActDiff with fewer masks (test_shift accuracy): 1: "
                  f"{np.mean(col(tuning.selected(arms['actdiff']), 'test_shift/accuracy')):.3f}; "
                  + "; ".join(parts) + ".")
+  edges = []
+  for a, r in arms.items():
+    for k, v in r["selected"]["point"].items():
+      vals = sorted({p[k] for p in points(r)})
+      if len(vals) > 1 and v in (vals[0], vals[-1]):
+        edges.append(f"{a} ({k.split('.')[-1]} {v:g}, the grid's "
+                     f"{'lowest' if v == vals[0] else 'highest'})")
+  if edges:
+    lines.append("- Chosen at a grid end (a wider grid might choose beyond it): "
+                 + ", ".join(edges) + ".")
   moved = [a for a, r in arms.items() if authors_choice(r) != r["selected"]["point"]]
   lines.append("- Choosing on `valid_shift` instead (the leaking protocol) would move the choice "
                "of " + (", ".join(moved) if moved else "no arm") + ".")
