@@ -96,6 +96,20 @@ def test_a_second_run_reads_the_finished_arms_back(smoke, tmp_path):
   assert "not retrained" in prov["extra"]["note"]
 
 
+def test_finished_only_reports_what_finished_and_trains_nothing(smoke, tmp_path):
+  run, res, _, runs = smoke
+  again = run.main(["--smoke", "--finished_only", "--out", str(tmp_path / "a"),
+                    "--workdir", str(runs)])
+  assert again["not_run"] == [] and again["fractions"]["reused"]
+  assert again["arms"]["actdiff"]["replicas"] == json.loads(
+      json.dumps(res["arms"]["actdiff"]["replicas"]))
+  none = run.main(["--smoke", "--finished_only", "--out", str(tmp_path / "b"),
+                   "--workdir", str(tmp_path / "empty")])
+  assert none["not_run"] == ["ce", "actdiff", "actdiff fractions"] and not none["arms"]
+  assert not (tmp_path / "empty" / "ce").exists()
+  assert "**Not run yet**" in (tmp_path / "b" / "results.md").read_text()
+
+
 def test_only_refuses_unknown_arms(tmp_path):
   from labelwise.experiments.attribution import run
   with pytest.raises(ValueError, match="--only: unknown arms \\['nope'\\]"):
