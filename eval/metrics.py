@@ -37,13 +37,14 @@ def _check_logits_labels(logits, labels):
 
 
 def accuracy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
-  """Per-example top-1 correctness ``[batch]`` (float32 0/1)."""
+  """Per-example top-1 correctness ``[...]`` of logits ``[..., C]`` (float32 0/1)."""
   _check_logits_labels(logits, labels)
   return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
 
 
 def top_k_accuracy(logits: ArrayLike, labels: ArrayLike, *, k: int) -> jax.Array:
-  """Per-example top-k correctness ``[batch]``: the label is among the ``k`` largest logits.
+  """Per-example top-k correctness ``[...]`` (logits ``[..., C]``): the label is among the ``k``
+  largest logits.
 
   Ties are broken towards the label (a label tied with the k-th score counts as inside), matching
   ``rank = #(scores > score[label]) < k``.
@@ -52,16 +53,16 @@ def top_k_accuracy(logits: ArrayLike, labels: ArrayLike, *, k: int) -> jax.Array
   logits = jnp.asarray(logits)
   if not 1 <= k <= logits.shape[-1]:
     raise ValueError(f"`k` must be in [1, {logits.shape[-1]}], got {k}.")
-  true = jnp.take_along_axis(logits, jnp.asarray(labels)[:, None], axis=-1)
+  true = jnp.take_along_axis(logits, jnp.asarray(labels)[..., None], axis=-1)
   rank = jnp.sum(logits > true, axis=-1)
   return (rank < k).astype(jnp.float32)
 
 
 def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
-  """Per-example softmax cross-entropy ``[batch]``."""
+  """Per-example softmax cross-entropy ``[...]`` of logits ``[..., C]`` and integer labels ``[...]``."""
   _check_logits_labels(logits, labels)
   logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1)
-  return -jnp.take_along_axis(logp, jnp.asarray(labels)[:, None], axis=-1)[:, 0]
+  return -jnp.take_along_axis(logp, jnp.asarray(labels)[..., None], axis=-1)[..., 0]
 
 
 def masked_mean(values: ArrayLike, where: Optional[ArrayLike] = None) -> float:

@@ -208,6 +208,8 @@ def roc_auc(scores: ArrayLike, labels: ArrayLike) -> float:
 def multiclass_auc(logits: ArrayLike, labels: ArrayLike) -> float:
   """ROC AUC of ``p(class 1)`` for two classes; macro one-vs-rest AUC over classes for more."""
   z = np.asarray(logits, np.float64)
+  if z.ndim != 2:
+    raise ValueError(f"`logits` must be [N, classes], got shape {z.shape}.")
   y = np.asarray(labels).astype(np.int64)
   p = np.exp(z - z.max(-1, keepdims=True))
   p /= p.sum(-1, keepdims=True)

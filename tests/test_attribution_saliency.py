@@ -1,6 +1,7 @@
 """Tests for labelwise.eval.saliency and the crosses dataset generator (hand-made examples)."""
 
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -189,3 +190,321 @@ def test_masked_folder_reader(tmp_path):
   np.testing.assert_allclose(x[5], raw, atol=1e-6)
   with pytest.raises(ValueError, match="train"):
     MF.folder_layout(str(tmp_path / "train"))
+
+
+# ----------------------------------------------------------------------------------------------
+# saliency maps, overlap, AUC and the grid: closed forms and edge cases
+# ----------------------------------------------------------------------------------------------
+
+
+def _exp_apply(k):
+  """logits ``z_c = sum_pixels exp(k_c x)``: ``d z_c / dx = k_c exp(k_c x)`` pixel by pixel."""
+  k = jnp.asarray(k, jnp.float32)
+  return lambda x: jnp.exp(x.reshape(x.shape[0], -1, 1) * k).sum(1)
+
+
+def _exp_ig(x, k_y, steps):
+  """Closed form of the midpoint rule for ``_exp_apply`` (zero baseline), per pixel:
+  ``x/N sum_j k exp(k x (j + 1/2)/N) = (e^t - 1) u / sinh(u)``, ``t = k x``, ``u = t / (2N)``."""
+  t = np.asarray(x, np.float64) * np.reshape(k_y, (-1,) + (1,) * (np.ndim(x) - 1))
+  u = t / (2 * steps)
+  return np.expm1(t) * u / np.sinh(u)
+
+
+def test_integrated_gradients_default_steps_and_one_step():
+  rng = np.random.default_rng(4)
+  x = rng.uniform(0.5, 1.5, size=(4, 3, 3, 1)).astype(np.float32)
+  k = np.array([4.0, 10.0])
+  y = np.array([0, 1, 1, 0])
+  f = _exp_apply(k)
+  # the default is 32 midpoints (the closed forms for 31 and 33 differ by ~1e-3 relative at t=15)
+  ig = np.asarray(S.integrated_gradients(f, x, y))
+  np.testing.assert_allclose(ig, _exp_ig(x, k[y], 32), rtol=1e-4)
+  assert np.max(np.abs(_exp_ig(x, k[y], 31) / _exp_ig(x, k[y], 32) - 1)) > 3e-4
+  smap = np.asarray(S.integrated_gradients_saliency(f, x, y))
+  np.testing.assert_allclose(smap, np.abs(_exp_ig(x, k[y], 32))[..., 0], rtol=1e-4)
+  # one step is allowed: x * grad(x / 2)
+  ig1 = np.asarray(S.integrated_gradients(f, x, y, steps=1))
+  np.testing.assert_allclose(ig1, x * k[y][:, None, None, None] * np.exp(k[y][:, None, None, None]
+                                                                         * x / 2), rtol=1e-5)
+  np.testing.assert_allclose(ig1, _exp_ig(x, k[y], 1), rtol=1e-5)
+  # a baseline: IG from x0 to x of a linear model is (x - x0) * W[:, y]
+  W = rng.normal(size=(9, 2)).astype(np.float32)
+  x0 = rng.normal(size=x.shape).astype(np.float32)
+  igb = S.integrated_gradients(_linear_apply(W), x, y, steps=3, baseline=x0)
+  np.testing.assert_allclose(igb, (x - x0) * W[:, y].T.reshape(x.shape), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="baseline"):
+    S.integrated_gradients(f, x, y, baseline=x0[:2])
+  with pytest.raises(ValueError, match="steps"):
+    S.integrated_gradients(f, x, y, steps=-1)
+
+
+def test_saliency_functions_take_named_arguments_and_keyword_only_options(tmp_path):
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=(2, 3, 3)).astype(np.float32)
+  W = rng.normal(size=(9, 2)).astype(np.float32)
+  y = np.array([1, 0])
+  f = _linear_apply(W)
+  expect = np.abs(W[:, y].T.reshape(2, 3, 3))
+  np.testing.assert_allclose(S.input_gradient_saliency(apply_fn=f, inputs=x, labels=y), expect,
+                             rtol=1e-6)
+  np.testing.assert_allclose(
+      S.integrated_gradients_saliency(apply_fn=f, inputs=x, labels=y, steps=2),
+      np.abs(x * W[:, y].T.reshape(2, 3, 3)), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(S.integrated_gradients(apply_fn=f, inputs=x, labels=y, steps=2),
+                             x * W[:, y].T.reshape(2, 3, 3), rtol=1e-5, atol=1e-6)
+  with pytest.raises(TypeError):
+    S.input_gradient_saliency(f, x, y, 1.0)            # blur_sigma is keyword-only
+  with pytest.raises(TypeError):
+    S.integrated_gradients_saliency(f, x, y, 4)        # steps is keyword-only
+  with pytest.raises(TypeError):
+    S.integrated_gradients(f, x, y, 4)
+  m = np.ones((2, 3, 3))
+  path = S.save_saliency_grid(path=str(tmp_path / "g.png"), images=x, masks=m,
+                              saliencies={"s": expect})
+  assert os.path.exists(path)
+  with pytest.raises(TypeError):
+    S.save_saliency_grid(str(tmp_path / "h.png"), x, m, {"s": expect}, [0, 1])  # labels by name
+
+
+def test_topk_mask_refuses_counts_out_of_range_or_fractional():
+  s = np.arange(18.0).reshape(2, 3, 3)
+  sel = S.topk_mask(s, 9)                   # every pixel
+  assert sel.all()
+  assert not S.topk_mask(s, 0).any()
+  for bad in (10, 2.5, -1, [3, 10], [1.5, 2]):
+    with pytest.raises(ValueError, match=r"`k` must hold whole pixel counts in \[0, 9\]"):
+      S.topk_mask(s, bad)
+  # the message lists the first five counts
+  with pytest.raises(ValueError, match=re.escape("got [-1.0, 2.0, 3.0, 4.0, 5.0].")):
+    S.topk_mask(np.zeros((6, 3, 3)), [-1, 2, 3, 4, 5, 6])
+  # against a brute-force ranking of distinct values: the k largest
+  rng = np.random.default_rng(6)
+  r = rng.permutation(40).reshape(2, 4, 5).astype(float)
+  sel = S.topk_mask(r, np.array([7, 13]))
+  for i, kk in enumerate((7, 13)):
+    np.testing.assert_array_equal(sel[i], r[i] >= np.sort(r[i].ravel())[::-1][kk - 1])
+
+
+def test_overlap_edge_cases_by_hand():
+  # example 0: an empty mask (k = 0 kept pixels): every ratio is undefined, no mass inside
+  # example 1: a one-pixel mask on the peak: IoU = IoP = IoT = 1
+  # example 2: a two-pixel mask holding the peak and the 3rd value: the top 2 (5, 2) share one pixel
+  #   with it (IoU 1/3, IoP = IoT = 1/2); with top_k = 1 below: IoP 1, IoT 1/2, IoU 1/2
+  s = np.array([[[1.0, 2.0], [3.0, 4.0]],
+                [[0.1, 0.9], [0.2, 0.3]],
+                [[5.0, 1.0], [2.0, 0.0]]])
+  m = np.array([[[0, 0], [0, 0]],
+                [[0, 1], [0, 0]],
+                [[1, 1], [0, 0]]])
+  out = S.saliency_overlap(s, m)
+  for key, want in (("iou", [1.0, 1 / 3]), ("iop", [1.0, 0.5]), ("iot", [1.0, 0.5])):
+    assert np.isnan(out[key][0]), key
+    np.testing.assert_allclose(out[key][1:], want, err_msg=key)
+  np.testing.assert_allclose(out["mass_fraction"], [0.0, 0.9 / 1.5, 6.0 / 8.0])
+  k1 = S.saliency_overlap(s, m, top_k=1)
+  np.testing.assert_allclose(k1["iop"], [0.0, 1.0, 1.0])      # |S| = 1 everywhere
+  np.testing.assert_allclose(k1["iot"][1:], [1.0, 0.5])
+  np.testing.assert_allclose(k1["iou"], [0.0, 1.0, 0.5])      # |S u M| = 1, 1, 2
+  assert np.isnan(k1["iot"][0])
+  # the mass fraction does not depend on the scale of the map (totals below 1 included)
+  for c in (1e-3, 0.5, 7.0):
+    np.testing.assert_allclose(S.saliency_overlap(c * s, m)["mass_fraction"],
+                               out["mass_fraction"], rtol=1e-12)
+
+
+def test_multiclass_auc_against_sklearn():
+  from scipy.special import softmax
+  from sklearn.metrics import roc_auc_score
+  rng = np.random.default_rng(7)
+  z = rng.normal(size=(30, 3)) * 2
+  y = rng.integers(0, 3, 30)
+  want = roc_auc_score(y, softmax(z, axis=-1), multi_class="ovr", average="macro")
+  assert S.multiclass_auc(z, y) == pytest.approx(want)
+  # large logits: the softmax must stay finite
+  big = z + 800.0
+  assert S.multiclass_auc(big, y) == pytest.approx(want)
+  z2 = z[:, :2] * 3 + 900.0
+  y2 = y % 2
+  assert S.multiclass_auc(z2, y2) == pytest.approx(roc_auc_score(y2, softmax(z2, -1)[:, 1]))
+  # a class without examples is left out of the macro mean
+  yy = y % 2
+  want2 = np.mean([roc_auc_score(yy == c, softmax(z, -1)[:, c]) for c in (0, 1)])
+  assert S.multiclass_auc(z, yy) == pytest.approx(want2)
+  # one class: AUC undefined
+  assert np.isnan(S.multiclass_auc(np.zeros((5, 1)), np.zeros(5, int)))
+  for bad in (np.zeros(6), np.zeros((3, 2, 2))):
+    with pytest.raises(ValueError, match="`logits` must be"):
+      S.multiclass_auc(bad, np.zeros(len(bad), int))
+
+
+def _grid_figure(monkeypatch, *args, **kwargs):
+  """Calls save_saliency_grid and returns (path, the matplotlib figure it saved)."""
+  import matplotlib.figure
+  seen = []
+  save = matplotlib.figure.Figure.savefig
+
+  def spy(fig, *a, **kw):
+    seen.append(fig)
+    return save(fig, *a, **kw)
+  monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+  path = S.save_saliency_grid(*args, **kwargs)
+  monkeypatch.undo()
+  assert len(seen) == 1
+  return path, seen[0]
+
+
+def _drawn(ax):
+  """The data of the one image drawn on ``ax``, masked (invalid) entries as nan."""
+  assert len(ax.images) == 1
+  return np.ma.filled(np.ma.asarray(ax.images[0].get_array()).astype(np.float64), np.nan)
+
+
+def _contour_segments(ax):
+  import matplotlib.contour
+  sets = [c for c in ax.collections if isinstance(c, matplotlib.contour.ContourSet)]
+  segs = [seg for cs in sets for level in cs.allsegs for seg in level]
+  return np.concatenate(segs) if segs else np.zeros((0, 2))
+
+
+def test_save_saliency_grid_panels(tmp_path, monkeypatch):
+  from PIL import Image
+  rng = np.random.default_rng(8)
+  x = rng.uniform(0.2, 0.6, size=(3, 6, 6, 3)).astype(np.float32)
+  x[1] = 0.3                                      # a constant RGB image is drawn black
+  m = np.zeros((3, 6, 6), np.uint8)
+  m[:, :, :3] = 1                                 # left half: contour x = 2.5
+  maps = {"a": rng.random((3, 6, 6)), "b": rng.random((3, 6, 6))}
+  path, fig = _grid_figure(monkeypatch, str(tmp_path / "grid.png"), x, m[..., None], maps,
+                           labels=[4, 7, 9], max_examples=2)
+  n, cols = 2, 4
+  with Image.open(path) as im:
+    assert im.size == (160 * cols, 160 * n)       # 1.6 in per panel at 100 dpi
+  axes = np.array(fig.axes).reshape(n, cols)
+  titles = ["image", "mask", "a", "b"]
+  for i in range(n):
+    lo, hi = x[i].min(), x[i].max()
+    want_img = (x[i] - lo) / (hi - lo) if hi > lo else np.zeros_like(x[i])
+    np.testing.assert_allclose(_drawn(axes[i, 0]), want_img, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(_drawn(axes[i, 1]), m[i])
+    for j, name in ((2, "a"), (3, "b")):
+      np.testing.assert_allclose(_drawn(axes[i, j]), maps[name][i])
+      pts = _contour_segments(axes[i, j])   # the mask's edge, between columns 2 and 3
+      np.testing.assert_allclose(pts[:, 0], 2.5)
+      assert len(pts) and pts[:, 1].min() == 0 and pts[:, 1].max() == 5
+    for j in range(cols):
+      assert axes[i, j].get_title() == (titles[j] if i == 0 else "")
+      assert axes[i, j].get_ylabel() == (f"y={[4, 7][i]}" if j == 0 else "")
+    assert not len(_contour_segments(axes[i, 0])) and not len(_contour_segments(axes[i, 1]))
+  assert np.ptp(want_img) == 0                    # row 1 was the constant image
+  # one-channel images are drawn as they are (grey scale of the raw values)
+  g = rng.uniform(0.2, 0.6, size=(2, 5, 4, 1)).astype(np.float32)
+  _, fig1 = _grid_figure(monkeypatch, str(tmp_path / "g1.png"), g, np.ones((2, 5, 4)), {})
+  axes1 = np.array(fig1.axes).reshape(2, 2)
+  for i in range(2):
+    np.testing.assert_array_equal(_drawn(axes1[i, 0]), g[i, ..., 0])
+  # a thin RGB image (height or width 1) is still drawn in colour, stretched to [0, 1]
+  for shape in ((1, 1, 5, 3), (1, 5, 1, 3)):
+    t = rng.uniform(0.2, 0.6, size=shape).astype(np.float32)
+    _, fig2 = _grid_figure(monkeypatch, str(tmp_path / "t.png"), t, np.ones(shape[:3]), {})
+    np.testing.assert_allclose(_drawn(fig2.axes[0]),
+                               (t[0] - t.min()) / (t.max() - t.min()), rtol=1e-6, atol=1e-7)
+
+
+def test_chunked_concatenates_in_order():
+  fn = lambda a, b: a * 2 + b
+  for n in (0, 1, 128, 130):
+    a, b = np.arange(n, dtype=float), np.ones(n)
+    out = S._chunked(fn, (a, b))
+    assert out.shape == (n,)
+    np.testing.assert_array_equal(out, 2 * a + 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# the attribution evaluator's defaults (256 examples, 32 IG steps, 8 pictured) and model state
+# ----------------------------------------------------------------------------------------------
+
+
+class _ExpModel:
+  """``_exp_apply`` as a model: ``k`` lives in the model state, a scale in the params."""
+
+  def apply(self, variables, x, train=False):
+    k = variables["consts"]["k"] * variables["params"]["scale"]
+    return {"logits": jnp.exp(x.reshape(x.shape[0], -1, 1) * k).sum(1)}
+
+
+class _UnhashableExpModel(_ExpModel):
+  __hash__ = None
+
+
+def _attribution_ctx(model, n, tmp_path, opts):
+  from tests.helpers import fake_eval_context
+  rng = np.random.RandomState(9)
+  k = np.array([4.0, 10.0], np.float32)
+  splits = {}
+  for name in ("train", "test", "test_shift"):
+    x = rng.uniform(0.5, 1.5, size=(n, 3, 3, 1)).astype(np.float32)
+    y = (np.arange(n) % 2).astype(np.int32)
+    # mask = the 3 brightest pixels (the maps grow with x), except example 255: the 3 dimmest
+    order = np.argsort(-x.reshape(n, -1), axis=1)
+    m = np.zeros((n, 9), np.float32)
+    np.put_along_axis(m, order[:, :3], 1.0, axis=1)
+    if n > 255:
+      m[255] = 0.0
+      m[255, order[255, -3:]] = 1.0
+    splits[name] = {"input": x, "label": y, "mask": m.reshape(n, 3, 3)}
+  params, state = {"scale": np.float32(1.0)}, {"consts": {"k": k}}
+
+  def predictions(split):
+    z = np.asarray(model.apply({"params": params, **state}, splits[split]["input"])["logits"])
+    return {"logits": z, "label": splits[split]["label"]}
+
+  class _Obj:
+    def __init__(self, **kw):
+      self.__dict__.update(kw)
+  ctx = fake_eval_context({}, config={"attribution_eval": opts})
+  ctx.predict_fn, ctx.params, ctx.model, ctx.model_state, ctx.workdir = (
+      predictions, params, model, state, str(tmp_path))
+  ctx.dataset = _Obj(spec=_Obj(splits=("train", "test", "test_shift")),
+                     split=lambda name: _Obj(all=lambda: splits[name]))
+  return ctx, splits["test_shift"], k
+
+
+def test_attribution_evaluator_defaults_against_closed_forms(tmp_path):
+  from labelwise.eval import evaluators
+  n = 260
+  ctx, data, k = _attribution_ctx(_ExpModel(), n, tmp_path, {"save_png": False})
+  out = evaluators.get_evaluator("attribution")(ctx)
+  x, m, y = data["input"], data["mask"], data["label"]
+  grad = k[y][:, None, None] * np.exp(k[y][:, None, None] * x[..., 0])
+  ig = np.abs(_exp_ig(x, k[y], 32))[..., 0]
+  # the first 256 examples: every top-3 is the mask but example 255's (IoU 0)
+  for kind, smap in (("grad", grad), ("ig", ig)):
+    assert out[f"saliency/{kind}_iou"] == pytest.approx(255 / 256), kind
+    assert out[f"saliency/{kind}_iop"] == pytest.approx(255 / 256), kind
+    assert out[f"saliency/{kind}_iot"] == pytest.approx(255 / 256), kind
+    mass = (smap * m).reshape(n, -1).sum(1) / smap.reshape(n, -1).sum(1)
+    assert out[f"saliency/{kind}_mass"] == pytest.approx(mass[:256].mean(), rel=1e-5), kind
+  saved = np.load(tmp_path / "saliency_test_shift.npz")
+  assert saved["input"].shape == (8, 3, 3, 1)
+  np.testing.assert_array_equal(saved["input"], x[:8])
+  np.testing.assert_array_equal(saved["mask"], m[:8])
+  np.testing.assert_array_equal(saved["label"], y[:8])
+  np.testing.assert_allclose(saved["grad"], grad[:8], rtol=1e-5)
+  np.testing.assert_allclose(saved["ig"], ig[:8], rtol=1e-4)     # 32 IG steps by default
+  assert not os.path.exists(tmp_path / "saliency_test_shift.png")
+
+
+def test_attribution_evaluator_with_an_unhashable_model(tmp_path):
+  from labelwise.eval import evaluators
+  with pytest.raises(TypeError):
+    hash(_UnhashableExpModel())
+  ctx, data, k = _attribution_ctx(_UnhashableExpModel(), 6, tmp_path,
+                                  {"save_png": False, "ig_steps": 3})
+  out = evaluators.get_evaluator("attribution")(ctx)
+  x, y = data["input"], data["label"]
+  saved = np.load(tmp_path / "saliency_test_shift.npz")
+  np.testing.assert_allclose(saved["grad"], k[y][:, None, None] * np.exp(
+      k[y][:, None, None] * x[..., 0]), rtol=1e-5)
+  np.testing.assert_allclose(saved["ig"], np.abs(_exp_ig(x, k[y], 3))[..., 0], rtol=1e-4)
+  assert out["saliency/grad_iou"] == pytest.approx(1.0)

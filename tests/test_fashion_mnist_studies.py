@@ -130,3 +130,57 @@ def test_fierce_part_smoke(tiny_dirs, tmp_path):
   assert part.MARKER in (out / "results.md").read_text()
   run.main(["--part", "fashion_mnist", "--report_only", "--out", str(out)])
   assert (out / "results_fashion_mnist.md").read_text() == md
+
+
+def _arm(knn, probe):
+  """An arm's result (one point, seeds 0..n-1) with the given per-seed test fine metrics."""
+  return {"selected": {"point": {"p": 1.0}},
+          "replicas": [{"overrides": {"p": 1.0, "seed": s}, "eval/fine_knn_accuracy": k,
+                        "eval/fine_probe_accuracy": p}
+                       for s, (k, p) in enumerate(zip(knn, probe))]}
+
+
+def test_fierce_reading():
+  """The verdict follows the paired 95% intervals: a win needs FIERCE above CE *and* label
+  smoothing on the same split and metric."""
+  from labelwise.experiments.fierce import fashion_mnist as part
+  base = [0.80, 0.82, 0.81]
+  up = [v + d for v, d in zip(base, (0.050, 0.052, 0.048))]   # a clear paired gain
+  noisy = [v + d for v, d in zip(base, (0.03, -0.03, 0.001))]  # interval contains 0
+  def res(fierce_knn, fierce_probe, ls_knn=base):
+    return {"main": {"hcnn6": {"CE": _arm(base, base), "LS": _arm(ls_knn, base),
+                               "FIERCE": _arm(fierce_knn, fierce_probe)}}}
+  assert part._wins(res(up, base), "CE") == [("hcnn6", "5-NN")]
+  assert part._wins(res(up, up), "LS") == [("hcnn6", "5-NN"), ("hcnn6", "probe")]
+  assert part._wins(res(noisy, noisy), "CE") == []
+  text = part.reading(res(up, base))
+  assert text.startswith("FIERCE keeps more") and "`hcnn6` 5-NN" in text and "probe" not in text
+  # Better than CE on 5-NN but label smoothing is as good: the claim does not reproduce.
+  text = part.reading(res(up, base, ls_knn=up))
+  assert text.startswith("FIERCE beats CE on `hcnn6` 5-NN") and "does not reproduce" in text
+  text = part.reading(res(noisy, noisy))
+  assert text.startswith("FIERCE does NOT") and "null result" in text
+  # Worse than CE (interval below 0) is not a win either.
+  down = [2 * v - u for v, u in zip(base, up)]   # base minus the same clear gain
+  assert part._wins(res(down, down), "CE") == []
+
+
+def test_fierce_lr_note():
+  """The caveat names where CE's learning rate fell in its grid and compares CE at 1e-3 with the
+  other arms on the tuning seed."""
+  from labelwise.experiments.fierce import fashion_mnist as part
+  def ce(chosen):
+    reps = [{"overrides": {part.LR: lr, "seed": 0}, "eval/fine_knn_accuracy": knn}
+            for lr, knn in ((5e-4, 0.81), (1e-3, 0.803), (2e-3, 0.79))]
+    reps.append({"overrides": {part.LR: chosen, "seed": 1}, "eval/fine_knn_accuracy": 0.5})
+    return {"selected": {"point": {part.LR: chosen}, "tuned_on": [0]}, "replicas": reps}
+  other = _arm([0.777, 0.6], [0.7, 0.6])
+  other["selected"]["tuned_on"] = [0]
+  text = part.lr_note({"main": {"hcnn6": {"CE": ce(5e-4), "FIERCE": other}}})
+  assert "CE chose learning rate 0.0005 (the grid's lowest value)" in text
+  assert "CE at 0.001 (the learning rate of the other arms) has test fine 5-NN 80.3" in text
+  assert "FIERCE 77.7" in text
+  assert "(the grid's highest value)" in part.lr_note({"main": {"g": {"CE": ce(2e-3)}}})
+  text = part.lr_note({"main": {"g": {"CE": ce(1e-3)}}})
+  assert "CE chose learning rate 0.001. On seed 0" in text
+  assert part.lr_note({"main": {"g": {"CE": _arm([0.8], [0.8])}}}) == ""

@@ -66,17 +66,20 @@ def test_fierce_study_records_provenance(tmp_path):
 
 
 def test_average_k_study_records_provenance(tmp_path):
-  _run_script("average_k", ["--seeds", "1", "--n_train", "1000", "--ks", "2", "--steps", "5",
-                            "--variants", "ce", "epr", "--out", str(tmp_path)])
-  md, prov = _check(tmp_path, seeds=[0], args_key="epr_weight", args_value=100.0)
-  # The trainer configs of the variants that ran, with the study's EPR weight in the EPR one.
-  assert set(prov["configs"]) == {"args", "grid", "ce", "epr"}
-  assert prov["configs"]["epr"]["method"] == "epr"
-  assert prov["configs"]["epr"]["epr"]["weight"] == 100.0 and prov["configs"]["epr"]["total_steps"] == 5
-  recs = json.loads((tmp_path / "results.json").read_text())["records"]
-  assert {r["weight"] for r in recs if r["variant"] == "epr"} == {100.0}
-  _run_script("average_k", ["--report_only", "--out", str(tmp_path)])
-  assert (tmp_path / "results.md").read_text() == md
+  args = ["--quick", "--variants", "ce", "epr", "--out", str(tmp_path / "out"),
+          "--workdir", str(tmp_path / "runs")]
+  _run_script("average_k", args)
+  md, prov = _check(tmp_path / "out", seeds=[0, 1], args_key="quick", args_value=True)
+  # The trainer configs (arms) of the variants that ran, each with its grid and validation split.
+  assert set(prov["configs"]) == {"args", "grid", "select", "validation", "ce", "epr"}
+  epr = prov["configs"]["epr"]
+  assert epr["config"]["method"] == "epr" and epr["config"]["total_steps"] == 10
+  assert epr["grid"] == {"epr.weight": [10.0, 30.0]} and epr["validation"] == "validation[:1000]"
+  raw = json.loads((tmp_path / "out" / "results.json").read_text())
+  assert {r["overrides"]["epr.weight"] for r in raw["arms"]["epr|n1000|K2"]["replicas"]} == {
+      10.0, 30.0}
+  _run_script("average_k", ["--report_only", "--out", str(tmp_path / "out")])
+  assert (tmp_path / "out" / "results.md").read_text() == md
 
 
 def test_attribution_study_records_provenance_and_reused_runs(tmp_path):

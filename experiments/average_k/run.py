@@ -1,24 +1,33 @@
 r"""Average-K study on the synthetic ambiguous Gaussians (known posterior, so the oracle is known).
 
-    python experiments/average_k/run.py                      # the full grid (~30 min on a busy 2-core CPU)
-    python experiments/average_k/run.py --seeds 3 --n_train 1000 --ks 2   # a quick look
-    python experiments/average_k/run.py --check_trainer      # also: one config via train_and_evaluate
-    python experiments/average_k/run.py --variants epr --merge   # rerun one method, keep the rest
-    python experiments/average_k/run.py --n_train 4000 --ks 2 --seeds 3 --variants epr \
-        --epr_weight 10 --out runs/epr10                      # a hyperparameter probe
+    python experiments/average_k/run.py                    # the full grid (~30-45 min, 2-core CPU)
+    python experiments/average_k/run.py --quick --out runs/avgk_quick   # smoke: seconds (a test)
+    python experiments/average_k/run.py --n_train 4000 --ks 2 --variants ce two_head  # a look
+    python experiments/average_k/run.py --report_only      # re-render results.md / regret.png
+    python experiments/average_k/run.py --part fashion_mnist   # the Fashion-MNIST part (its own
+                                  # options: experiments/average_k/fashion_mnist.py, --help)
+
+Every model is trained by the trainer (``labelwise.train.trainer.train_and_evaluate``) from
+``configs/gaussians_avgk.py`` (MLP 128-128, Adam cosine, batch 128, 1500 steps for every n_train);
+this script only declares the arms, their grids and seeds, reads the results and writes
+results.md, results.json and regret.png. Every arm (one method at one n_train and, for the
+K-dependent methods, one training K) is ONE trainer sweep (``experiments/tuning.py``: its grid
+points x seeds as replicas of one compiled program).
 
 Grid: n_train in {1000, 4000, 32000} x K in {1.5, 2, 3} x seeds, for softmax thresholding (``ce``),
-the two-head loss with both pseudo-label rules (``two_head`` = rule B, ``two_head_a`` = rule A), the
-assume-negative (AN) and expected-positive (EPR) multi-label baselines, and the oracle-pseudo-label
-control (two-head whose pseudo-labels rank the true posterior). Every run is built from
-``configs/gaussians_avgk.py`` (same model, optimizer, steps, batches, method and evaluator as
-``python -m labelwise.train``); to fit minutes on 2 CPU cores, the seeds of one config are trained
-together: the trainer's own per-device step (``train.step.make_train_step``) is ``vmap``-ed over
-seeds and ``lax.scan``-ned over steps, with the trainer's batch order ``(seed, epoch)``. The
-``average_k`` evaluator then calibrates on ``validation`` and reports on ``test``.
-``--check_trainer`` runs one config through ``train_and_evaluate`` and records the difference.
+the two-head loss with both pseudo-label rules (``two_head`` = rule B, ``two_head_a`` = rule A),
+the assume-negative (AN) and expected-positive (EPR) multi-label baselines, and the
+oracle-pseudo-label control (two-head whose pseudo-labels rank the true posterior). ``ce`` and
+AN do not depend on K: they are trained once per n_train and evaluated (and chosen) at every K.
 
-Writes ``experiments/average_k/results.md``, ``results.json`` and ``regret.png``.
+Tuning, the same budget for every arm: 4 grid points x the seeds, chosen by the mean VALIDATION
+average-K accuracy of the arm's own head at the K of the cell (``val/avgk/<head>/K<k>/accuracy``;
+the oracle's accuracy is the same for every model, so this is the point of least validation
+regret). Validation is the dataset's own 10k ``validation`` split (``tuning.Arm.validation``): the
+``average_k`` evaluator calibrates its threshold there (for ``val/`` metrics it calibrates and
+scores on it), and the 50k ``test`` split is only reported. Grids (:data:`GRIDS`): learning rate
+{3e-4, 1e-3, 3e-3, 1e-2} for CE and AN; alpha (the multi-label term's weight) {1, 3, 10, 30} for
+both two-head rules and the control; EPR lambda {10, 30, 100, 300}; the others keep lr 1e-3.
 """
 
 from __future__ import annotations
@@ -32,16 +41,37 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from labelwise.experiments import provenance  # noqa: E402
+from labelwise.experiments import tuning  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+LR = "optimizer.learning_rate"
 K_INDEPENDENT = ("ce", "assume_negative")          # trained once, evaluated at every K
 K_DEPENDENT = ("two_head", "two_head_a", "epr", "oracle")
-# (variant, head) pairs reported; the two-head softmax head is reported too.
+VARIANTS = K_INDEPENDENT + K_DEPENDENT
+ALPHA = (1.0, 3.0, 10.0, 30.0)
+#: variant -> grid (4 points each: the same tuning budget for every arm)
+GRIDS = {
+    "ce": {LR: (3e-4, 1e-3, 3e-3, 1e-2)},
+    "assume_negative": {LR: (3e-4, 1e-3, 3e-3, 1e-2)},
+    "two_head": {"two_head.weight": ALPHA},
+    "two_head_a": {"two_head.weight": ALPHA},
+    "oracle": {"two_head.weight": ALPHA},
+    "epr": {"epr.weight": (10.0, 30.0, 100.0, 300.0)},
+}
+#: the previous (own-loop) study's fixed value of every arm: one point of each grid
+OLD_POINT = {"ce": {LR: 1e-3}, "assume_negative": {LR: 1e-3}, "two_head": {"two_head.weight": 1.0},
+             "two_head_a": {"two_head.weight": 1.0}, "oracle": {"two_head.weight": 1.0},
+             "epr": {"epr.weight": 100.0}}
+#: one value beyond each end of a grid (``--edge_check``: tried where the choice fell on that end)
+BEYOND = {LR: (1e-4, 3e-2), "two_head.weight": (0.3, 100.0), "epr.weight": (3.0, 1000.0)}
+#: the head each variant is chosen by (its average-K scores)
+SELECT_HEAD = {"ce": "softmax", "assume_negative": "multilabel", "two_head": "multilabel",
+               "two_head_a": "multilabel", "epr": "multilabel", "oracle": "multilabel"}
+# (variant, head, label) rows reported; the two-head softmax head is reported too (at the point
+# chosen by its multi-label head: one model, two heads).
 REPORTED = [("ce", "softmax", "softmax thresholding (CE)"),
             ("two_head", "multilabel", "two-head, rule B (true label + top)"),
             ("two_head", "softmax", "two-head rule B, its softmax head"),
@@ -51,300 +81,602 @@ REPORTED = [("ce", "softmax", "softmax thresholding (CE)"),
             ("oracle", "multilabel", "control: oracle pseudo-labels")]
 METRICS = ("regret", "macro_regret", "accuracy", "tail_accuracy", "ambiguous_accuracy",
            "set_size")
+ORACLE_METRICS = ("accuracy", "macro_accuracy", "tail_accuracy", "ambiguous_accuracy", "set_size")
 
 
-def _config(variant, k, n_train, steps, weight=None):
+def make_config(variant: str, k: float, n_train: int, steps: int, *, quick: bool = False):
+  """The trainer config of one arm (``configs/gaussians_avgk.py``)."""
   from labelwise.configs import gaussians_avgk
-  arg = f"method={variant},k={k},n_train={n_train},steps={steps}"
-  if weight is not None and variant in ("two_head", "two_head_a", "epr", "oracle"):
-    arg += f",weight={weight}"
-  c = gaussians_avgk.get_config(arg)
+  c = gaussians_avgk.get_config(f"method={variant},k={k:g},n_train={n_train},steps={steps}")
+  c.parallel = "jit"
+  c.num_devices = 1
   c.progress_bar = False
+  c.tensorboard = False
+  c.checkpoint_every = -1          # an arm is minutes; a killed study reruns unfinished arms
+  c.log_every = max(1, steps // 3)
+  if quick:
+    c.data.eval_split = "test[:2000]"
+    c.eval_batch_size = 1000
   return c
 
 
-_DATASETS = {}
+def heads_of(variant):
+  return [h for v, h, _ in REPORTED if v == variant] + (["oracle"] if variant == "ce" else [])
 
 
-def train_seeds(config, seeds):
-  """Trains ``config`` once per seed (vmapped); returns per-seed test/validation predictions."""
-  from labelwise.data import make_dataset
-  from labelwise.models import get_model
-  from labelwise.train import optim
-  from labelwise.train import step as step_lib
-  from labelwise.train.methods import get_method
-  from labelwise.train.methods.base import RunInfo
-  from labelwise.train.state import create_state
-
-  method = get_method(config)
-  key = (config.dataset, config.data.train_split)
-  if key not in _DATASETS:  # the data do not depend on the method: read each split once
-    _DATASETS[key] = make_dataset(config)
-  ds = _DATASETS[key]
-  train = ds.train.all()
-  info = RunInfo(num_classes=ds.num_classes, num_fine_classes=ds.num_classes,
-                 num_coarse_classes=None, num_train_examples=ds.train.num_examples,
-                 input_shape=tuple(train["input"].shape[1:]))
-  kwargs = dict(config.model_kwargs)
-  heads = method.extra_heads(info)
-  if heads:
-    kwargs["extra_heads"] = heads
-  model = get_model(config.model, num_classes=ds.num_classes, **kwargs)
-  steps = int(config.total_steps)
-  tx = optim.make_optimizer(config.optimizer, steps)
-  states = [create_state(model, tx, method, info, seed=s, sample_input=train["input"][:1])
-            for s in seeds]
-  state = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *states)
-  # The trainer's batch order: epoch e of seed s is permutation(default_rng([s, e])).
-  n, b = ds.train.num_examples, config.batch_size
-  per_epoch = n // b
-  idx = np.empty((steps, len(seeds), b), np.int32)
-  for j, s in enumerate(seeds):
-    for e in range(-(-steps // per_epoch)):
-      perm = np.random.default_rng([s, e]).permutation(n)[:per_epoch * b].reshape(per_epoch, b)
-      lo, hi = e * per_epoch, min(steps, (e + 1) * per_epoch)
-      idx[lo:hi, j] = perm[:hi - lo]
-  step = step_lib.make_train_step(method, model.apply, tx, axis_name=None)
-  data = {k: jnp.asarray(v) for k, v in train.items()}
-
-  @jax.jit
-  def run(state, idx):
-    def body(st, ix):
-      batch = {k: v[ix] for k, v in data.items()}
-      st, m = jax.vmap(step)(st, batch)
-      return st, m["loss"]
-    return jax.lax.scan(body, state, idx)
-
-  state, losses = run(state, jnp.asarray(idx))
-
-  @jax.jit
-  def predict(params, model_state, x):
-    return jax.vmap(lambda p, ms: model.apply({"params": p, **ms}, x, train=False))(
-        params, model_state)
-
-  preds = {}
-  for split in (config.data.validation_split, config.data.eval_split):
-    if (split, "all") not in _DATASETS:
-      _DATASETS[(split, "all")] = ds.split(split).all()
-    d = _DATASETS[(split, "all")]
-    out = jax.device_get(predict(state.params, state.model_state, jnp.asarray(d["input"])))
-    preds[split] = [{**{k: v for k, v in d.items() if k != "input"},
-                     **{k: np.asarray(v[j]) for k, v in out.items() if k != "features"}}
-                    for j in range(len(seeds))]
-  return method, preds, np.asarray(losses[-1])
+def select_key(variant, k):
+  return f"val/avgk/{SELECT_HEAD[variant]}/{_tag(k)}/accuracy:max"
 
 
-def evaluate(config, method, preds, j):
-  from labelwise.eval import evaluators as ev
-  ctx = ev.EvalContext(config=config, params=None, model_state=None, buffers=None, model=None,
-                       method=method, dataset=None, eval_split=config.data.eval_split,
-                       workdir=None, predict_fn=lambda split: preds[split][j])
-  return ev.get_evaluator("average_k")(ctx)
+def _tag(k):
+  return f"K{float(k):g}"
 
 
-def run_grid(n_trains, ks, seeds, steps, variants=None, weights=None):
-  weights = weights or {}
-  records = []
-  for n_train in n_trains:
-    jobs = [(v, ks[-1]) for v in K_INDEPENDENT] + [(v, k) for v in K_DEPENDENT for k in ks]
-    if variants:
-      jobs = [j for j in jobs if j[0] in variants]
-    for variant, k_train in jobs:
-      t0 = time.time()
-      config = _config(variant, k_train, n_train, steps, weights.get(variant))
-      method, preds, final_loss = train_seeds(config, seeds)
-      for j, seed in enumerate(seeds):
-        out = evaluate(config, method, preds, j)
-        for k in ks:
-          if variant in K_DEPENDENT and k != k_train:
-            continue
-          tag = f"K{k:g}"
-          for (v, head, _) in REPORTED:
-            if v != variant:
-              continue
-            rec = dict(variant=variant, head=head, n_train=n_train, k=k, seed=seed,
-                       weight=weights.get(variant), final_loss=float(final_loss[j]))
-            for m in METRICS:
-              rec[m] = out[f"avgk/{head}/{tag}/{m}"]
-            records.append(rec)
-          if variant == "ce":  # the oracle row, once per (n_train, K, seed)
-            rec = dict(variant="bayes", head="oracle", n_train=n_train, k=k, seed=seed)
-            for m in METRICS:
-              rec[m] = out.get(f"avgk/oracle/{tag}/{m}", 0.0)
-            records.append(rec)
-      print(f"n_train={n_train} {variant} K={k_train}: {time.time() - t0:.1f}s "
-            f"(final loss {np.mean(final_loss):.3f})", flush=True)
-  return records
+def arm_name(variant, n_train, k_train):
+  return f"{variant}|n{n_train}" + ("" if k_train is None else f"|K{k_train:g}")
 
 
-def summarize(records, n_trains, ks):
-  rows = {}
-  for r in records:
-    key = (r["n_train"], r["k"], r["variant"], r["head"])
-    rows.setdefault(key, []).append(r)
-  table = {}
-  for key, rs in rows.items():
-    table[key] = {m: (float(np.mean([r[m] for r in rs])), float(np.std([r[m] for r in rs])),
-                      len(rs)) for m in METRICS}
-  return table
-
-
-def fmt(ms, pct=True):
-  mean, std, _ = ms
-  scale = 100.0 if pct else 1.0
-  return f"{mean * scale:.2f} ± {std * scale:.2f}"
-
-
-def write_markdown(table, n_trains, ks, seeds, steps, check, path, record):
-  names = {(v, h): label for v, h, label in REPORTED}
-  names[("bayes", "oracle")] = "oracle (threshold on true posterior)"
-  lines = ["# Average-K study: ambiguous Gaussians (generated by `experiments/average_k/run.py`)", "",
-           f"12 long-tailed classes in 4 ambiguous groups, d = 8; MLP (128, 128), Adam 1e-3 cosine, "
-           f"batch 128, {steps} steps for every n_train; threshold calibrated on the 10k validation "
-           f"split, metrics on the 50k test split; {len(seeds)} seeds (training seeds {seeds}; the "
-           f"data are fixed). Mean ± std over seeds, in %. regret = oracle - method average-K "
-           f"accuracy (micro; macro = per-class mean); tail = the 4 rarest classes; ambiguous = "
-           f"test points whose true max posterior < 0.5; set = realized mean set size on test. "
-           f"Two-head alpha = 1 (not tuned); EPR lambda = 100 (the best of 1, 10, 100, 1000 at "
-           f"n_train = 4000, K = 2 on test metrics; lambda = 1 gave 11.7 points regret there).",
-           ""]
+def compact(res, variant, ks):
+  """The replicas of one arm with only the reported metrics (val/ and eval/), and the choice at
+  every K the arm is reported at (``selected[K]``: by, point, at_edge, val_mean)."""
+  from labelwise.train import sweep as sweep_lib
+  keep = [f"avgk/{h}/{_tag(k)}/{m}" for h in heads_of(variant) for k in ks
+          for m in (ORACLE_METRICS if h == "oracle" else METRICS + ("macro_accuracy",))]
+  reps = [{"overrides": r["overrides"],
+           **{p + key: r[p + key] for p in ("val/", "eval/") for key in keep if p + key in r}}
+          for r in res["replicas"]]
+  grid_keys = [k for k in res["replicas"][0]["overrides"] if k != "seed"]
+  selected = {}
   for k in ks:
-    lines += [f"## K = {k:g}", "",
-              "| n_train | method | regret | macro regret | accuracy | tail acc. | ambiguous acc. "
-              "| set size |", "|---|---|---|---|---|---|---|---|"]
-    for n in n_trains:
-      keys = [("bayes", "oracle")] + [(v, h) for v, h, _ in REPORTED]
-      for v, h in keys:
-        ms = table.get((n, k, v, h))
-        if ms is None:
-          continue
-        lines.append(f"| {n} | {names[(v, h)]} | {fmt(ms['regret'])} | {fmt(ms['macro_regret'])} "
-                     f"| {fmt(ms['accuracy'])} | {fmt(ms['tail_accuracy'])} | "
-                     f"{fmt(ms['ambiguous_accuracy'])} | {fmt(ms['set_size'], pct=False)} |")
-    lines.append("")
-  if check:
-    lines += ["## Check against the trainer", "",
-              f"One config (`{check['config']}`) through `train_and_evaluate` vs this script's "
-              f"vmapped loop, same seed: max |difference| over the reported average-K metrics = "
-              f"{check['max_abs_diff']:.2e}.", ""]
-  with open(path, "w") as f:
-    f.write("\n".join(lines).rstrip("\n"))
-    f.write(provenance.footer(record, path))
+    by = select_key(variant, k)
+    chosen = sweep_lib.select(res["summary"], by)
+    point = chosen["point"]
+    metric = by.rpartition(":")[0]
+    selected[_tag(k)] = {"by": by, "point": point,
+                         "val_mean": chosen["val"][metric]["mean"],
+                         "at_edge": {key: point[key] in (min(v), max(v)) for key, v in
+                                     _grid_of(reps, grid_keys).items() if len(v) >= 2},
+                         "val_means": [{"point": s["point"],
+                                        "mean": s["metrics"][metric]["mean"]}
+                                       for s in res["summary"]]}
+  return {"variant": variant, "sweeps": res["sweeps"], "replicas": reps, "selected": selected}
 
 
-def plot(table, n_trains, ks, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(2, len(ks), figsize=(4.2 * len(ks), 6.5), squeeze=False)
-  for col, k in enumerate(ks):
-    for row, metric in enumerate(("regret", "macro_regret")):
-      ax = axes[row][col]
-      for v, h, label in REPORTED:
-        pts = [(n, table[(n, k, v, h)][metric]) for n in n_trains if (n, k, v, h) in table]
-        if not pts:
-          continue
-        x = [p[0] for p in pts]
-        y = np.array([p[1][0] for p in pts]) * 100
-        e = np.array([p[1][1] for p in pts]) * 100
-        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=label,
-                    linestyle="--" if h == "softmax" and v != "ce" else "-")
-      ax.set_xscale("log")
-      ax.axhline(0, color="k", lw=0.5)
-      ax.set_title(f"K = {k:g}: {'micro' if metric == 'regret' else 'macro'} regret")
-      ax.set_xlabel("n_train")
-      ax.set_ylabel("regret to oracle (%)")
-  axes[0][0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
+def _grid_of(reps, keys):
+  return {key: sorted({r["overrides"][key] for r in reps}) for key in keys}
 
 
-def check_trainer(steps, seed=0, n_train=1000, k=2.0):
-  """One config through train_and_evaluate vs the vmapped loop; returns the max abs difference."""
-  import tempfile
-  from labelwise.train.trainer import train_and_evaluate
-  config = _config("two_head", k, n_train, steps)
-  config.seed = seed
-  config.parallel = "jit"
-  config.num_devices = 1
-  with tempfile.TemporaryDirectory() as wd:
-    ref = train_and_evaluate(config, wd)
-  method, preds, _ = train_seeds(config, [seed])
-  mine = evaluate(config, method, preds, 0)
-  diffs = [abs(ref[f"eval/{key}"] - value) for key, value in mine.items()
-           if key.endswith(("/accuracy", "/regret", "/set_size"))]
-  return {"config": f"gaussians_avgk.py:method=two_head,k={k:g},n_train={n_train},"
-                    f"steps={steps},seed={seed}", "max_abs_diff": float(max(diffs))}
+def at_point(arm, point):
+  return [r for r in arm["replicas"]
+          if all(r["overrides"].get(k) == v for k, v in point.items())]
+
+
+def chosen(arm, k):
+  return at_point(arm, arm["selected"][_tag(k)]["point"])
 
 
 def main(argv=None):
+  part = argparse.ArgumentParser(add_help=False)
+  part.add_argument("--part", choices=("offline", "fashion_mnist"), default="offline")
+  known, rest = part.parse_known_args(sys.argv[1:] if argv is None else argv)
+  if known.part == "fashion_mnist":
+    from labelwise.experiments.average_k import fashion_mnist
+    return fashion_mnist.main(rest)
+  argv = rest
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--n_train", type=int, nargs="*", default=[1000, 4000, 32000])
   parser.add_argument("--ks", type=float, nargs="*", default=[1.5, 2.0, 3.0])
   parser.add_argument("--seeds", type=int, default=5)
   parser.add_argument("--steps", type=int, default=1500)
-  parser.add_argument("--check_trainer", action="store_true")
-  parser.add_argument("--variants", nargs="*", default=None,
-                      help="subset of ce, assume_negative, two_head, two_head_a, epr, oracle")
-  parser.add_argument("--epr_weight", type=float, default=100.0,
-                      help="EPR lambda (the config's default is 1; the study uses 100, the best of "
-                           "1/10/100/1000 at n_train=4000, K=2)")
-  parser.add_argument("--two_head_weight", type=float, default=None, help="alpha (config: 1)")
+  parser.add_argument("--variants", nargs="*", default=None, help=f"subset of {list(VARIANTS)}")
+  parser.add_argument("--quick", action="store_true",
+                      help="smoke run: n_train 1000, K 2, 2 seeds, 10 steps, 2 grid points, "
+                           "ce and two_head only (unless --variants), validation[:1000], "
+                           "test[:2000]")
+  parser.add_argument("--workdir", default="runs/average_k_study", help="trainer runs (reused)")
   parser.add_argument("--out", default=HERE)
+  parser.add_argument("--edge_check", action="store_true",
+                      help="after a run: for every cell whose choice lies at a grid end, train the "
+                           "value beyond that end (same seeds) and report whether the validation "
+                           "choice would move; adds to --out/results.json")
   parser.add_argument("--report_only", action="store_true",
                       help="rewrite results.md and the plot from --out/results.json, no training")
-  parser.add_argument("--merge", action="store_true",
-                      help="keep the records of --out/results.json for the variants not rerun")
   args = parser.parse_args(argv)
-  from absl import logging
-  logging.set_verbosity(logging.WARNING)
-  seeds = list(range(args.seeds))
-  t0 = time.time()
+  os.makedirs(args.out, exist_ok=True)
+  md_path = os.path.join(args.out, "results.md")
   if args.report_only:
     with open(os.path.join(args.out, "results.json")) as f:
-      saved = json.load(f)
-    recs = saved["records"]
-    n_trains = sorted({r["n_train"] for r in recs})
-    ks = sorted({r["k"] for r in recs})
-    seeds = sorted({r["seed"] for r in recs})
-    table = summarize(recs, n_trains, ks)
-    md_path = os.path.join(args.out, "results.md")
-    write_markdown(table, n_trains, ks, seeds, saved["steps"], saved.get("check_trainer"),
-                   md_path, provenance.load(md_path))
-    plot(table, n_trains, ks, os.path.join(args.out, "regret.png"))
-    return
-  weights = {"epr": args.epr_weight, "two_head": args.two_head_weight,
-             "two_head_a": args.two_head_weight, "oracle": args.two_head_weight}
-  weights = {k: v for k, v in weights.items() if v is not None}
-  variants = args.variants or list(K_INDEPENDENT + K_DEPENDENT)
-  record = provenance.collect(  # every variant's trainer config (first n_train and K of the grid)
+      res = json.load(f)
+    write_report(res, args.out, provenance.load(md_path))
+    return res
+  if args.edge_check:
+    return edge_check(args, md_path)
+  if args.quick:
+    args.n_train, args.ks, args.seeds, args.steps = [1000], [2.0], 2, 10
+    args.variants = args.variants or ["ce", "two_head"]
+  variants = args.variants or list(VARIANTS)
+  unknown = sorted(set(variants) - set(VARIANTS))
+  if unknown:
+    raise ValueError(f"--variants: unknown {unknown}; known: {list(VARIANTS)}.")
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  validation = "validation[:1000]" if args.quick else "validation"
+  seeds = list(range(args.seeds))
+  t0 = time.time()
+  tuning.use_compilation_cache(args.workdir)
+
+  def grid_of(variant):
+    g = GRIDS[variant]
+    return {k: v[:2] for k, v in g.items()} if args.quick else g
+
+  plan = []   # (name, variant, n_train, k_train, reported ks, arm)
+  for n in args.n_train:
+    for v in variants:
+      for k_train in ([None] if v in K_INDEPENDENT else args.ks):
+        cfg = make_config(v, args.ks[-1] if k_train is None else k_train, n, args.steps,
+                          quick=args.quick)
+        arm = tuning.Arm(arm_name(v, n, k_train), cfg, grid_of(v), validation)
+        plan.append((arm.name, v, n, k_train, args.ks if k_train is None else [k_train], arm))
+  first = {v: a for (_, v, n, k, _, a) in plan if n == args.n_train[0]
+           and k in (None, args.ks[0])}
+  record = provenance.collect(   # every variant's arm at the first n_train and K, and the grid
       configs={"args": vars(args), "grid": {"n_train": args.n_train, "k": args.ks},
-               **{v: _config(v, args.ks[0], args.n_train[0], args.steps, weights.get(v))
-                  for v in variants}},
+               "select": {v: f"val/avgk/{SELECT_HEAD[v]}/K<k>/accuracy:max" for v in variants}, "validation": validation,
+               **{v: a.record() for v, a in first.items()}},
       seeds=seeds)
-  records = run_grid(args.n_train, args.ks, seeds, args.steps, args.variants, weights)
-  check = check_trainer(args.steps) if args.check_trainer else None
-  old_path = os.path.join(args.out, "results.json")
-  if args.merge and os.path.exists(old_path):
-    with open(old_path) as f:
-      old = json.load(f)
-    rerun = {r["variant"] for r in records}
-    if "ce" in rerun:
-      rerun.add("bayes")
-    records = [r for r in old["records"] if r["variant"] not in rerun] + records
-    check = check or old.get("check_trainer")
-  table = summarize(records, args.n_train, args.ks)
-  os.makedirs(args.out, exist_ok=True)
+  res = {"_meta": {"quick": bool(args.quick), "seeds": seeds, "steps": args.steps,
+                   "n_train": args.n_train, "ks": args.ks, "variants": variants,
+                   "validation": validation,
+                   "grids": {v: {k: list(g) for k, g in grid_of(v).items()} for v in variants}},
+         "arms": {}}
+  for name, v, n, k_train, ks, arm in plan:
+    t1 = time.time()
+    wd = os.path.join(args.workdir, f"n{n}", v + ("" if k_train is None else f"_K{k_train:g}"))
+    out = tuning.run_arm(arm, wd, seeds=seeds, select=select_key(v, ks[0]))
+    res["arms"][name] = {**compact(out, v, ks), "n_train": n, "k_train": k_train}
+    sel = res["arms"][name]["selected"]
+    print(f"{name:28s} " + " ".join(
+        f"{t}: {tuning.point_label(s['point'])}" for t, s in sel.items())
+        + f" ({time.time() - t1:.0f}s, total {time.time() - t0:.0f}s)", flush=True)
+  res["_meta"]["seconds"] = time.time() - t0
   with open(os.path.join(args.out, "results.json"), "w") as f:
-    json.dump({"records": records, "check_trainer": check, "steps": args.steps,
-               "seconds": time.time() - t0}, f, indent=1)
-  md_path = os.path.join(args.out, "results.md")
-  note = {"merged": "records of variants not rerun came from the previous results.json"} \
-      if args.merge else {}
-  record = provenance.write(md_path, record=record, extra={"seconds": time.time() - t0, **note})
-  write_markdown(table, args.n_train, args.ks, seeds, args.steps, check, md_path, record)
-  plot(table, args.n_train, args.ks, os.path.join(args.out, "regret.png"))
-  print(f"done in {time.time() - t0:.0f}s -> {args.out}/results.md")
+    json.dump(res, f, indent=None, separators=(",", ":"))
+  record = provenance.write(md_path, record=record, extra={"seconds": res["_meta"]["seconds"],
+                                                           "quick": bool(args.quick)})
+  write_report(res, args.out, record)
+  print(f"done in {res['_meta']['seconds']:.0f}s -> {md_path}")
+  return res
+
+
+def edge_values(arm):
+  """``{grid key: [values beyond the grid's ends where some K's choice lies on that end]}``."""
+  out = {}
+  for s in arm["selected"].values():
+    for key, at in s["at_edge"].items():
+      if not at:
+        continue
+      grid = sorted({r["overrides"][key] for r in arm["replicas"]})
+      beyond = BEYOND[key][0] if s["point"][key] == grid[0] else BEYOND[key][1]
+      out.setdefault(key, [])
+      if beyond not in out[key]:
+        out[key].append(beyond)
+  return {k: sorted(v) for k, v in out.items()}
+
+
+def edge_check(args, md_path):
+  """Trains the values beyond the grid ends that won (one sweep per arm, the run's seeds)."""
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  with open(os.path.join(args.out, "results.json")) as f:
+    res = json.load(f)
+  meta = res["_meta"]
+  t0 = time.time()
+  tuning.use_compilation_cache(args.workdir)
+  res["edge_checks"] = res.get("edge_checks", {})
+  for name, arm in res["arms"].items():
+    grid = edge_values(arm)
+    if not grid:
+      continue
+    v, n, k_train = arm["variant"], arm["n_train"], arm["k_train"]
+    ks = meta["ks"] if k_train is None else [k_train]
+    cfg = make_config(v, meta["ks"][-1] if k_train is None else k_train, n, meta["steps"],
+                      quick=meta["quick"])
+    extra = tuning.Arm(name + "|beyond", cfg, grid, meta["validation"])
+    wd = os.path.join(args.workdir, f"n{n}",
+                      v + ("" if k_train is None else f"_K{k_train:g}") + "_beyond")
+    out = tuning.run_arm(extra, wd, seeds=meta["seeds"], select=select_key(v, ks[0]))
+    res["edge_checks"][name] = compact(out, v, ks)
+    print(f"{name:28s} beyond: {_grid_text(v, grid)} ({time.time() - t0:.0f}s)", flush=True)
+  meta["edge_check_seconds"] = time.time() - t0
+  with open(os.path.join(args.out, "results.json"), "w") as f:
+    json.dump(res, f, indent=None, separators=(",", ":"))
+  record = provenance.write(md_path, record=provenance.load(md_path),
+                            extra={"edge_check_seconds": meta["edge_check_seconds"],
+                                   "edge_check_commit": provenance.git_info().get("commit")})
+  write_report(res, args.out, record)
+  return res
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def chosen_extended(res, variant, n, k):
+  """The chosen replicas at K when the edge check's values join the grid (the best mean
+  validation metric over the 4 points and the value(s) beyond; the grid's choice if unchecked)."""
+  arm = cell(res, variant, n, k)
+  s = arm["selected"][_tag(k)]
+  name = next(nm for nm, a in res["arms"].items() if a is arm)
+  beyond = (res.get("edge_checks") or {}).get(name)
+  if beyond is None:
+    return chosen(arm, k)
+  best = max(beyond["selected"][_tag(k)]["val_means"], key=lambda q: q["mean"])
+  return at_point(beyond, best["point"]) if best["mean"] > s["val_mean"] else chosen(arm, k)
+
+
+def cell(res, variant, n, k):
+  """The arm that reports ``variant`` at (n_train, K), or None."""
+  arms = res["arms"]
+  return arms.get(arm_name(variant, n, None)) or arms.get(arm_name(variant, n, k))
+
+
+def values(reps, key):
+  return [float(r[key]) for r in reps if key in r]
+
+
+def fmt(vals, *, scale=100.0, digits=2, ci=True):
+  if not vals:
+    return "—"
+  s = tuning.stats(vals)
+  if s["std"] is None:
+    return f"{scale * s['mean']:.{digits}f}"
+  out = f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
+  if ci:
+    lo, hi = (scale * v for v in s["ci95"])
+    out += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+  return out
+
+
+def chosen_label(arm, k):
+  s = arm["selected"][_tag(k)]
+  label = tuning.point_label(s["point"])
+  edge = [key.split(".")[-1] for key, e in s["at_edge"].items() if e]
+  return label + (" (edge)" if edge else "")
+
+
+def main_table(res, k):
+  names = {(v, h): label for v, h, label in REPORTED}
+  lines = [f"## K = {k:g}", "",
+           "| n_train | method | chosen | val acc. | regret | macro regret | accuracy | tail acc. "
+           "| ambiguous acc. | set size |", "|---" * 10 + "|"]
+  for n in res["_meta"]["n_train"]:
+    ce = cell(res, "ce", n, k)
+    if ce is not None:   # the oracle row (the data are fixed: the same for every replica)
+      reps = chosen(ce, k)
+      o = lambda m: fmt(values(reps, f"eval/avgk/oracle/{_tag(k)}/{m}"), ci=False)  # noqa: E731
+      lines.append(f"| {n} | oracle (threshold on true posterior) | — | — | 0 | 0 | {o('accuracy')} "
+                   f"| {o('tail_accuracy')} | {o('ambiguous_accuracy')} | "
+                   f"{fmt(values(reps, f'eval/avgk/oracle/{_tag(k)}/set_size'), scale=1, ci=False)} |")
+    for v, h, _ in REPORTED:
+      arm = cell(res, v, n, k)
+      if arm is None:
+        continue
+      reps = chosen(arm, k)
+      e = lambda m, **kw: fmt(values(reps, f"eval/avgk/{h}/{_tag(k)}/{m}"), **kw)  # noqa: E731
+      sel = arm["selected"][_tag(k)]
+      lines.append(
+          f"| {n} | {names[(v, h)]} | {chosen_label(arm, k)} | {100 * sel['val_mean']:.2f} | "
+          f"{e('regret')} | {e('macro_regret')} | {e('accuracy', ci=False)} | "
+          f"{e('tail_accuracy', ci=False)} | {e('ambiguous_accuracy', ci=False)} | "
+          f"{e('set_size', scale=1, ci=False)} |")
+  lines.append("")
+  return lines
+
+
+def arm_label(arm):
+  k = arm["k_train"]
+  return (f"{_short(arm['variant'])}, n_train {arm['n_train']}"
+          + ("" if k is None else f", trained at K {k:g}"))
+
+
+def edge_lines(res):
+  """Cells chosen at a grid end: the value beyond that end, on validation (and test, reading)."""
+  checks = res.get("edge_checks") or {}
+  cells = [(name, tag) for name, arm in res["arms"].items()
+           for tag, s in arm["selected"].items() if any(s["at_edge"].values())]
+  if not cells:
+    return []
+  npts = _points(next(iter(res["_meta"]["grids"].values())))
+  head = (f"{len(cells)} of {sum(len(a['selected']) for a in res['arms'].values())} cells chose "
+          "a value at an end of its grid.")
+  if not checks:
+    return ["## Choices at a grid end", "", head + " The values beyond those ends were not tried "
+            "(`--edge_check` not run).", ""]
+  lines = ["## Choices at a grid end", "",
+           head + " `--edge_check` trained the value beyond that end with the same seeds (one "
+           f"more sweep per arm, outside the {npts}-point budget, so the main tables keep the "
+           f"{npts}-point choice). Mean validation average-K accuracy (%) of the chosen value vs "
+           "the value beyond, and their mean test micro regret (%, reading only):", "",
+            "| cell | K | chosen: val / test regret | beyond: val / test regret | choice |",
+            "|---|---|---|---|---|"]
+  moved = 0
+  for name, tag in cells:
+    arm, beyond = res["arms"][name], checks.get(name)
+    s = arm["selected"][tag]
+    head = SELECT_HEAD[arm["variant"]]
+    reg = lambda a, p: 100 * np.mean(values(at_point(a, p), f"eval/avgk/{head}/{tag}/regret"))  # noqa: E731,E501
+    row = (f"| {arm_label(arm)} | {tag[1:]} | {tuning.point_label(s['point'])}: {100 * s['val_mean']:.2f} / "
+           f"{reg(arm, s['point']):.2f} | ")
+    if beyond is None:
+      lines.append(row + "not run | — |")
+      continue
+    key = next(k for k, e in s["at_edge"].items() if e)
+    grid = sorted({r["overrides"][key] for r in arm["replicas"]})
+    want = BEYOND[key][0] if s["point"][key] == grid[0] else BEYOND[key][1]
+    q = next(q for q in beyond["selected"][tag]["val_means"] if q["point"][key] == want)
+    better = q["mean"] > s["val_mean"]
+    moved += better
+    lines.append(row + f"{tuning.point_label(q['point'])}: {100 * q['mean']:.2f} / "
+                 f"{reg(beyond, q['point']):.2f} | "
+                 + ("would move (beyond is better on validation)" if better else "stays") + " |")
+  lines += ["", f"The validation choice would move beyond the grid in {moved} of {len(cells)} "
+            "such cells.", ""]
+  return lines
+
+
+def grid_lines(res):
+  """Every grid point's mean validation accuracy (the choice) and test regret, per arm and K."""
+  lines = ["## Every grid point", "",
+           "Per arm and K: each grid point's mean validation average-K accuracy (the choice, in "
+           "%) / mean test micro regret (%, reading only); the chosen point in bold.", ""]
+  for name, arm in res["arms"].items():
+    for tag, s in arm["selected"].items():
+      head = SELECT_HEAD[arm["variant"]]
+      cells = []
+      for q in s["val_means"]:
+        reg = np.mean(values(at_point(arm, q["point"]), f"eval/avgk/{head}/{tag}/regret"))
+        text = f"{tuning.point_label(q['point'])}: {100 * q['mean']:.2f} / {100 * reg:.2f}"
+        cells.append(f"**{text}**" if q["point"] == s["point"] else text)
+      lines.append(f"- {arm_label(arm)} at K = {tag[1:]}: " + "; ".join(cells))
+  lines.append("")
+  return lines
+
+
+def _paired(a_reps, b_reps, a_key, b_key):
+  """(mean, lo, hi) of the per-seed difference a[a_key] - b[b_key] (95% t-interval)."""
+  a = {r["overrides"]["seed"]: r[a_key] for r in a_reps if a_key in r}
+  b = {r["overrides"]["seed"]: r[b_key] for r in b_reps if b_key in r}
+  d = [a[s] - b[s] for s in sorted(a) if s in b]
+  st = tuning.stats(d)
+  return (st["mean"],) + (tuple(st["ci95"]) if st["ci95"] else (float("nan"),) * 2)
+
+
+def _verdict(lo, hi):
+  if not np.isfinite(lo):
+    return "one seed: no interval"
+  return "better" if lo > 0 else "worse" if hi < 0 else "within noise"
+
+
+def claim_lines(res):
+  """Two-head (rule B, multi-label head) minus softmax thresholding, paired by seed, on test."""
+  lines = ["## Paper claim vs this study", "",
+           "Garcin et al. (2023): the two-head loss beats softmax thresholding (and weakly "
+           "supervised multi-label losses) on average-K accuracy, more so for classes with few "
+           "examples. Below: two-head rule B (multi-label head) minus softmax thresholding (CE), "
+           "each at its own validation-chosen point, paired by seed, in points of test average-K "
+           "accuracy (mean [95% t-interval]; > 0: the two-head is better); tail = the 4 rarest "
+           "classes; macro = per-class mean. EPR and rule A minus CE, micro, for comparison.", "",
+           "| K | n_train | micro | macro | tail | rule A - CE | EPR - CE | verdict (micro / tail) |"
+           + (" micro, extended grids |" if res.get("edge_checks") else ""),
+           "|---" * (8 + bool(res.get("edge_checks"))) + "|"]
+  counts = {"micro": [], "tail": []}
+  for k in res["_meta"]["ks"]:
+    for n in res["_meta"]["n_train"]:
+      ce, th = cell(res, "ce", n, k), cell(res, "two_head", n, k)
+      if ce is None or th is None:
+        continue
+      t = _tag(k)
+      row, verdicts = [], []
+      for m, key in (("micro", "accuracy"), ("macro", "macro_accuracy"),
+                     ("tail", "tail_accuracy")):
+        d, lo, hi = _paired(chosen(th, k), chosen(ce, k), f"eval/avgk/multilabel/{t}/{key}",
+                            f"eval/avgk/softmax/{t}/{key}")
+        if m != "macro":
+          v = _verdict(lo, hi)
+          counts[m].append(v)
+          verdicts.append(v)
+        row.append(f"{100 * d:+.2f}" + (f" [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+                                        if np.isfinite(lo) else ""))
+      others = []
+      for v in ("two_head_a", "epr"):
+        arm = cell(res, v, n, k)
+        if arm is None:
+          others.append("—")
+          continue
+        d, lo, hi = _paired(chosen(arm, k), chosen(ce, k), f"eval/avgk/multilabel/{t}/accuracy",
+                            f"eval/avgk/softmax/{t}/accuracy")
+        others.append(f"{100 * d:+.2f}" + (f" [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+                                           if np.isfinite(lo) else ""))
+      ext = ""
+      if res.get("edge_checks"):
+        d, lo, hi = _paired(chosen_extended(res, "two_head", n, k),
+                            chosen_extended(res, "ce", n, k),
+                            f"eval/avgk/multilabel/{t}/accuracy", f"eval/avgk/softmax/{t}/accuracy")
+        ext = f" {100 * d:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}] |"
+      lines.append(f"| {k:g} | {n} | " + " | ".join(row + others) + f" | {' / '.join(verdicts)} |"
+                   + ext)
+  lines.append("")
+  if res.get("edge_checks"):
+    lines += ["'extended grids': both arms chosen on validation among their 4 points and the "
+              "value beyond a chosen end (`--edge_check`, so up to 5 points where a choice lay "
+              "at an end; see 'Choices at a grid end').", ""]
+  for m, vs in counts.items():
+    if vs:
+      lines.append(f"- {m}: two-head better than softmax thresholding in {vs.count('better')} of "
+                   f"{len(vs)} cells, worse in {vs.count('worse')}, within noise in "
+                   f"{vs.count('within noise')}.")
+  lines.append("")
+  return lines
+
+
+def _old_records():
+  path = os.path.join(HERE, "results_own_loop.json")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return json.load(f)["records"]
+
+
+def _old_steps():
+  with open(os.path.join(HERE, "results_own_loop.json")) as f:
+    return json.load(f)["steps"]
+
+
+def old_lines(res):
+  """Old (own vmapped loop, fixed lr 1e-3 / alpha 1 / test-picked EPR lambda 100) vs new."""
+  old = _old_records()
+  if not old or res["_meta"]["steps"] != _old_steps() or len(res["_meta"]["seeds"]) < 2:
+    return []   # a run of another length (e.g. --quick) is not comparable
+  lines = ["## Old (own loop) vs new (trainer, tuned on validation)", "",
+           "`results_own_loop.json` holds the previous study: its own vmapped loop over the "
+           "trainer's per-device step (same configs, batches and evaluator), with FIXED "
+           "hyperparameters: lr 1e-3 for every arm, two-head alpha 1 (never tuned), EPR lambda "
+           "100 (picked on TEST metrics at n_train 4000, K 2). Every such value is one point of "
+           "the new grids, so 'same point' compares the two code paths at identical "
+           "hyperparameters (expected equal up to float drift; the old study's trainer check "
+           "measured 1.3e-3 on one config) and 'tuned' adds the validation choice. Micro test "
+           "regret, %, mean ± std (ddof 1) over 5 seeds; Δ = new - old ± its standard error "
+           "(unpaired), `*` = |Δ| > 2 se.", "",
+           "| K | n_train | method | old | new, same point | Δ same | new, tuned (chosen) | "
+           "Δ tuned |", "|---" * 8 + "|"]
+  by = {}
+  for r in old:
+    by.setdefault((r["n_train"], float(r["k"]), r["variant"], r["head"]), []).append(r["regret"])
+  names = {(v, h): label for v, h, label in REPORTED}
+  same_d, same_far, tuned_better, tuned_worse = [], 0, 0, 0
+
+  def delta(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    if len(a) < 2 or len(b) < 2:
+      return "—"
+    d = a.mean() - b.mean()
+    se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+    return f"{100 * d:+.2f} ± {100 * se:.2f}" + ("*" if abs(d) > 2 * se else "")
+
+  for k in res["_meta"]["ks"]:
+    for n in res["_meta"]["n_train"]:
+      for v, h, _ in REPORTED:
+        arm, o = cell(res, v, n, k), by.get((n, float(k), v, h))
+        if arm is None or not o:
+          continue
+        key = f"eval/avgk/{h}/{_tag(k)}/regret"
+        same = values(at_point(arm, OLD_POINT[v]), key)
+        tuned = values(chosen(arm, k), key)
+        lines.append(f"| {k:g} | {n} | {names[(v, h)]} | {fmt(o, ci=False)} | "
+                     f"{fmt(same, ci=False)} | {delta(same, o)} | {fmt(tuned, ci=False)} "
+                     f"at {chosen_label(arm, k)} | {delta(tuned, o)} |")
+        if len(same) > 1 and len(o) > 1:
+          same_d.append(abs(np.mean(same) - np.mean(o)))
+          same_far += "*" in delta(same, o)
+          tuned_better += np.mean(tuned) < np.mean(o) and "*" in delta(tuned, o)
+          tuned_worse += np.mean(tuned) > np.mean(o) and "*" in delta(tuned, o)
+  lines.append("")
+  if same_d:
+    lines += [f"Same point: |Δ| <= {100 * max(same_d):.2f} points in all {len(same_d)} rows "
+              f"({same_far} beyond 2 se): the trainer path repeats the old loop. Tuned: lower "
+              f"regret than the old fixed point beyond 2 se in {tuned_better} rows, higher in "
+              f"{tuned_worse} (a choice made on validation need not be the test optimum).", ""]
+  return lines
+
+
+def plot(res, path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  ks, n_trains = res["_meta"]["ks"], res["_meta"]["n_train"]
+  fig, axes = plt.subplots(2, len(ks), figsize=(4.2 * len(ks), 6.5), squeeze=False)
+  for col, k in enumerate(ks):
+    for row, metric in enumerate(("regret", "macro_regret")):
+      ax = axes[row][col]
+      for v, h, label in REPORTED:
+        pts = [(n, values(chosen(cell(res, v, n, k), k), f"eval/avgk/{h}/{_tag(k)}/{metric}"))
+               for n in n_trains if cell(res, v, n, k) is not None]
+        if not pts:
+          continue
+        ax.errorbar([p[0] for p in pts], [100 * np.mean(p[1]) for p in pts],
+                    yerr=[100 * np.std(p[1], ddof=1) if len(p[1]) > 1 else 0 for p in pts],
+                    marker="o", capsize=3, label=label,
+                    linestyle="--" if h == "softmax" and v != "ce" else "-")
+      ax.set_xscale("log")
+      ax.axhline(0, color="k", lw=0.5)
+      ax.set_title(f"K = {k:g}: {'micro' if metric == 'regret' else 'macro'} regret (tuned)")
+      ax.set_xlabel("n_train")
+      ax.set_ylabel("regret to oracle (%)")
+  axes[0][0].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _short(variant):
+  return {"ce": "CE", "assume_negative": "AN", "two_head": "two-head B", "two_head_a": "two-head A",
+          "epr": "EPR", "oracle": "control"}[variant]
+
+
+def _set(values):
+  return "{" + ", ".join(f"{v:g}" for v in values) + "}"
+
+
+def _grid_text(variant, grid):
+  names = {LR: "learning rate", "two_head.weight": "alpha", "epr.weight": "lambda"}
+  return _short(variant) + " " + " x ".join(f"{names.get(k, k)} {_set(v)}" for k, v in grid.items())
+
+
+def _points(grid):
+  n = 1
+  for v in grid.values():
+    n *= len(v)
+  return n
+
+
+def write_report(res, out, record):
+  meta = res["_meta"]
+  grids = meta["grids"]
+  seeds = meta["seeds"]
+  lines = [
+      "# Average-K study: ambiguous Gaussians (generated by `experiments/average_k/run.py`"
+      + (" --quick" if meta["quick"] else "") + ")", "",
+      f"12 long-tailed classes in 4 ambiguous groups, d = 8; MLP (128, 128), Adam cosine, batch "
+      f"128, {meta['steps']} steps for every n_train. Every model trained by the trainer: each "
+      f"arm is ONE sweep ({_points(next(iter(grids.values())))} grid points x {len(seeds)} seeds as replicas of one compiled "
+      f"program), {meta['seconds']:.0f} s on a shared 2-core CPU. Every arm gets the same budget "
+      f"of {_points(next(iter(grids.values())))} grid points: "
+      + "; ".join(_grid_text(v, grids[v]) for v in meta["variants"])
+      + " (alpha = the multi-label term's weight); the arms that do not "
+      "tune it keep lr 1e-3. The point is chosen, per cell, by the "
+      "mean VALIDATION average-K accuracy of the arm's own head at that K (= least validation "
+      f"regret; `{meta['validation']}` split, on which the threshold is also calibrated); "
+      "`(edge)` marks a chosen value at the end of its grid. The grid ranges were placed after "
+      "the previous study's probes (EPR lambda and alpha probes that read test metrics); the "
+      "choice inside each grid reads validation only. CE and AN are trained once per n_train and "
+      "chosen separately at every K; the two-head's softmax head is reported at the point chosen "
+      "by its multi-label head.", "",
+      f"Cells on the 50k test split, in %: regret and macro regret mean ± std [95% t-interval "
+      f"of the mean] over {len(seeds)} seeds (training seeds {seeds}; the data are fixed), the "
+      "other columns mean ± std. regret = oracle - method average-K accuracy (micro; macro = "
+      "per-class mean); tail = the 4 rarest classes; ambiguous = test points whose true max "
+      "posterior < 0.5; set = realized mean set size on test; val acc. = the chosen point's "
+      "mean validation average-K accuracy.", ""]
+  for k in meta["ks"]:
+    lines += main_table(res, k)
+  lines += claim_lines(res)
+  lines += old_lines(res)
+  lines += edge_lines(res)
+  lines += grid_lines(res)
+  path = os.path.join(out, "results.md")
+  with open(path, "w") as f:
+    f.write("\n".join(lines).rstrip("\n"))
+    f.write(provenance.footer(record, path))
+  plot(res, os.path.join(out, "regret.png"))
 
 
 if __name__ == "__main__":

@@ -61,6 +61,8 @@ FEATURE_FIT = "train[:5000]"
 MARKER = "<!-- fashion_mnist part: written by experiments/fierce/run.py --part fashion_mnist -->"
 NAME = "results_fashion_mnist"
 METRICS = ("accuracy", "fine_knn_accuracy", "fine_probe_accuracy")
+CE_ANCHOR = "0.916-0.934"     # 2-conv CNN without augmentation, the dataset's benchmark table
+CE_FULL = 0.9245              # configs/fashion_mnist_ce.py, 4,300 steps on all of train, seed 0
 
 
 def make_config(arg: str, coarse: str, args, *, train_on: str = "coarse"):
@@ -250,16 +252,82 @@ def verdicts(res):
                   "fine_knn_accuracy")
       lines.append(f"- `{g}`: FIERCE vs label smoothing, fine 5-NN: {_fmt_delta(d)} points"
                    f" ({'outside' if _outside(d) else 'within'} the noise).")
-  fierce_wins = [g for g, arms in res["main"].items() if "FIERCE" in arms and _outside(
-      d := _paired(tuning.selected(arms["FIERCE"]), tuning.selected(arms["CE"]),
-                   "fine_knn_accuracy")) and d["mean"] > 0]
-  lines += ["", "Reading: " + (
-      f"FIERCE keeps more fine-grain information than CE on {', '.join(fierce_wins)} (paired 95% "
-      "interval of the 5-NN gain above 0), as the paper claims." if fierce_wins else
-      "FIERCE does NOT keep measurably more fine-grain information than CE here (no paired 95% "
-      "interval of the 5-NN gain lies above 0): the paper's claim does not reproduce on "
-      "Fashion-MNIST at this budget."), ""]
+  lines += ["", "Reading: " + reading(res), ""]
   return "\n".join(lines)
+
+
+def _wins(res, base):
+  """[(coarse, metric label)] where tuned FIERCE beats tuned ``base`` (paired 95% interval > 0)."""
+  out = []
+  for g, arms in res["main"].items():
+    if "FIERCE" not in arms or base not in arms:
+      continue
+    for m, label in (("fine_knn_accuracy", "5-NN"), ("fine_probe_accuracy", "probe")):
+      d = _paired(tuning.selected(arms["FIERCE"]), tuning.selected(arms[base]), m)
+      if _outside(d) and d["mean"] > 0:
+        out.append((g, label))
+  return out
+
+
+def reading(res) -> str:
+  """The claim (FIERCE's fine 5-NN / probe better than CE's and label smoothing's) against the
+  paired 95% intervals of each coarse split."""
+  vs_ce, vs_ls = _wins(res, "CE"), _wins(res, "LS")
+  both = [w for w in vs_ce if w in vs_ls]
+  def names(ws):
+    return ", ".join(f"`{g}` {m}" for g, m in ws)
+  if both:
+    return (f"FIERCE keeps more fine-grain information than both CE and label smoothing on "
+            f"{names(both)} (paired 95% intervals above 0), as the paper claims"
+            + ("" if len(both) == 2 * len(res["main"]) else "; not on the other split/metric "
+               "cells") + ".")
+  if vs_ce or vs_ls:
+    return ("FIERCE beats " + "; ".join(
+        f"{b} on {names(w)}" for b, w in (("CE", vs_ce), ("label smoothing", vs_ls)) if w)
+            + " (paired 95% intervals above 0) but never both baselines on the same split and "
+            "metric: the paper's claim (better than CE *and* label smoothing) does not reproduce "
+            "on Fashion-MNIST at this budget.")
+  return ("FIERCE does NOT keep measurably more fine-grain information than CE or label "
+          "smoothing here (no paired 95% interval of its 5-NN or probe gain lies above 0): the "
+          "paper's claim does not reproduce on Fashion-MNIST at this budget (a null result).")
+
+
+def lr_note(res, lr=1e-3) -> str:
+  """Where CE's learning-rate choice fell in its grid, and CE at the other arms' learning rate
+  ``lr`` on the tuning seed next to their chosen points (the same seed): CE tunes a knob the
+  other arms keep fixed."""
+  lines = []
+  for g, arms in res["main"].items():
+    ce = arms["CE"]
+    lrs = sorted(p[LR] for p in _grid_of(ce) if LR in p)
+    if not lrs:
+      continue
+    chosen = ce["selected"]["point"][LR]
+    edge = (" (the grid's lowest value)" if chosen == lrs[0] else
+            " (the grid's highest value)" if chosen == lrs[-1] else "")
+    seed = ce["selected"]["tuned_on"][0]
+    same = [q for q in tuning.at_point(ce, {LR: lr}) if q["overrides"]["seed"] == seed]
+    others = []
+    for name, r in arms.items():
+      if name == "CE":
+        continue
+      q = [q for q in tuning.selected(r) if q["overrides"]["seed"] == seed]
+      if q:
+        others.append(f"{name} {100 * q[0]['eval/fine_knn_accuracy']:.1f}")
+    if same:
+      lines.append(f"- `{g}`: CE chose learning rate {chosen:g}{edge}. On seed {seed}, CE at "
+                   f"{lr:g} (the learning rate of the other arms) has test fine 5-NN "
+                   f"{100 * same[0]['eval/fine_knn_accuracy']:.1f}, against "
+                   + ", ".join(others) + " at their chosen points (one seed, no interval).")
+  if not lines:
+    return ""
+  return "\n".join(["### Caveat: CE's learning rate", "",
+                    "CE's grid is its learning rate; label smoothing and FIERCE train at 1e-3 and "
+                    "tune their own hyperparameters, so CE turns a knob the others keep fixed (a "
+                    "lower learning rate may leave the features less specialized to the coarse "
+                    "task: a hypothesis, not tested here). A choice at the grid's lowest value "
+                    "means a lower one might raise CE's fine metrics further (not tried: 4 points "
+                    "per arm).", "", *lines, ""])
 
 
 def section(res, record, md_path):
@@ -274,9 +342,15 @@ def section(res, record, md_path):
       f"{meta.get('load_end', float('nan')):.1f} at the end). Every run is the trainer on "
       "`configs/fashion_mnist_fierce.py`, **shortened**: "
       f"{meta['steps']} steps at batch {meta['batch_size']} on `{meta['train_split']}` (against "
-      "the CE baseline's 4,300 steps on all 55,000; full-data fine CE anchors 0.916-0.934, ours "
-      "0.9245). Each arm: 4 grid points tried on seed "
-      f"{meta['tune_seeds']}, the best by validation fine 5-NN (`{res['select']}`) then run on "
+      "the CE baseline's 4,300 steps on all 55,000). This is a **budgeted comparison, not the "
+      "converged baseline**: CE on the fine labels reaches "
+      f"{np.mean(tuning.values(up, 'eval/accuracy')):.3f} test accuracy at this budget, "
+      f"against the published {CE_ANCHOR} of a 2-conv CNN without augmentation at full "
+      f"training (the dataset's benchmark table) and our {CE_FULL} (configs/fashion_mnist_ce.py, "
+      "4,300 steps, seed 0). Each arm: 4 grid points tried on seed"
+      f"{'s' if len(meta['tune_seeds']) > 1 else ''} "
+      f"{', '.join(str(s) for s in meta['tune_seeds'])}, the best by validation fine 5-NN "
+      f"(`{res['select']}`) then run on "
       f"{meta['seeds']} seeds; test is only reported. Fine metrics: frozen 128-d features of "
       f"`{meta['feature_fit']}` fit a cosine 5-NN and a ridge probe on the 10 fine classes.", "",
       f"References: raw pixels 5-NN {100 * res['raw']['fine_knn_accuracy']:.1f}, probe "
@@ -284,7 +358,7 @@ def section(res, record, md_path):
       f"accuracy {_fmt(tuning.values(up, 'eval/accuracy'))}, 5-NN "
       f"{_fmt(tuning.values(up, 'eval/fine_knn_accuracy'))}, probe "
       f"{_fmt(tuning.values(up, 'eval/fine_probe_accuracy'))}.", "",
-      *[table(res, g) for g in res["main"]], verdicts(res)]
+      *[table(res, g) for g in res["main"]], verdicts(res), lr_note(res)]
   return "\n".join(md) + provenance.footer(record, md_path)
 
 

@@ -1,0 +1,126 @@
+"""The average-K study's smoke mode (experiments/average_k/run.py --quick) trains through the trainer,
+one sweep per arm, and writes tables and raw numbers whose choices are the validation argmax."""
+
+import json
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+  from labelwise.experiments.average_k import run
+  tmp = tmp_path_factory.mktemp("avgk")
+  out, runs = tmp / "out", tmp / "runs"
+  res = run.main(["--quick", "--out", str(out), "--workdir", str(runs)])
+  return run, res, out, runs
+
+
+def test_quick_runs_each_arm_as_one_trainer_sweep(quick):
+  run, res, out, runs = quick
+  raw = json.loads((out / "results.json").read_text())
+  assert raw["_meta"]["quick"] is True and raw["_meta"]["seeds"] == [0, 1]
+  assert sorted(raw["arms"]) == ["ce|n1000", "two_head|n1000|K2"]
+  for name, arm in raw["arms"].items():
+    grid = run.GRIDS[arm["variant"]]
+    (key, values), = grid.items()
+    # 2 grid points x 2 seeds, every combination once, as ONE config.sweep.
+    assert arm["sweeps"] == [f"{key}={values[0]!r},{values[1]!r};seed=0,1"]
+    assert [tuple(r["overrides"].values()) for r in arm["replicas"]] == [
+        (values[0], 0), (values[0], 1), (values[1], 0), (values[1], 1)]
+    for r in arm["replicas"]:
+      vals = [v for k, v in r.items() if k.startswith(("val/", "eval/"))]
+      assert vals and all(np.isfinite(vals))
+  # Each arm is one trainer run (one workdir, the trainer's own files), read back on a rerun.
+  for sub in ("n1000/ce", "n1000/two_head_K2"):
+    assert (runs / sub / "study.json").exists() and (runs / sub / "metrics.jsonl").exists()
+    lines = [json.loads(x) for x in (runs / sub / "metrics.jsonl").read_text().splitlines()]
+    assert {x.get("replica") for x in lines if "replica" in x} == {0, 1, 2, 3}
+
+
+def test_chosen_point_is_the_validation_argmax(quick):
+  """An independent recomputation: mean over seeds of each point's val metric, then argmax."""
+  run, res, out, _ = quick
+  raw = json.loads((out / "results.json").read_text())
+  for name, arm in raw["arms"].items():
+    head = {"ce": "softmax", "two_head": "multilabel"}[arm["variant"]]
+    key = f"val/avgk/{head}/K2/accuracy"
+    by_point = {}
+    for r in arm["replicas"]:
+      point = tuple((k, v) for k, v in r["overrides"].items() if k != "seed")
+      by_point.setdefault(point, []).append(r[key])
+    means = {p: float(np.mean(v)) for p, v in by_point.items()}
+    best = max(means, key=lambda p: (means[p], -list(means).index(p)))
+    sel = arm["selected"]["K2"]
+    assert sel["by"] == key + ":max"
+    assert sel["point"] == dict(best), (name, means)
+    assert sel["val_mean"] == pytest.approx(means[best])
+    assert [q["mean"] for q in sel["val_means"]] == pytest.approx(list(means.values()))
+  md = (out / "results.md").read_text()
+  ce = raw["arms"]["ce|n1000"]["selected"]["K2"]["point"]
+  assert f"| 1000 | softmax thresholding (CE) | learning_rate={ce['optimizer.learning_rate']:g}" in md
+
+
+def test_tables_parse_and_report_the_chosen_replicas(quick):
+  run, res, out, _ = quick
+  raw = json.loads((out / "results.json").read_text())
+  md = (out / "results.md").read_text()
+  assert "## K = 2" in md and "## Paper claim vs this study" in md and "## Every grid point" in md
+  assert "Old (own loop)" not in md    # a 10-step run is not compared with the 1500-step one
+  rows = [line for line in md.splitlines() if line.startswith("| 1000 |")]
+  assert len(rows) == 4    # oracle, CE, two-head (multi-label head), its softmax head
+  for line in rows:
+    assert len(line.strip("|").split("|")) == 10
+  # The CE row's regret is the mean over the chosen point's seeds, recomputed here.
+  arm = raw["arms"]["ce|n1000"]
+  point = arm["selected"]["K2"]["point"]
+  reg = [r["eval/avgk/softmax/K2/regret"] for r in arm["replicas"]
+         if all(r["overrides"][k] == v for k, v in point.items())]
+  assert len(reg) == 2
+  ce_row = next(line for line in rows if "softmax thresholding (CE)" in line)
+  assert f"{100 * np.mean(reg):.2f} ± {100 * np.std(reg, ddof=1):.2f}" in ce_row
+  # The paired two-head - CE difference is the mean of per-seed differences.
+  th = raw["arms"]["two_head|n1000|K2"]
+  tp = th["selected"]["K2"]["point"]
+  a = {r["overrides"]["seed"]: r["eval/avgk/multilabel/K2/accuracy"] for r in th["replicas"]
+       if all(r["overrides"][k] == v for k, v in tp.items())}
+  b = {r["overrides"]["seed"]: r["eval/avgk/softmax/K2/accuracy"] for r in arm["replicas"]
+       if all(r["overrides"][k] == v for k, v in point.items())}
+  d = np.mean([a[s] - b[s] for s in (0, 1)])
+  assert f"| 2 | 1000 | {100 * d:+.2f} [" in md
+  assert (out / "regret.png").stat().st_size > 10_000
+  # Re-rendering from results.json gives the same table.
+  run.main(["--report_only", "--out", str(out)])
+  assert (out / "results.md").read_text() == md
+
+
+def test_bad_variant_is_refused(tmp_path):
+  from labelwise.experiments.average_k import run
+  with pytest.raises(ValueError, match="--variants"):
+    run.main(["--quick", "--variants", "softmax", "--out", str(tmp_path)])
+
+
+def test_edge_check_tries_the_value_beyond_the_chosen_end(quick, tmp_path):
+  """With 2-point grids every choice lies at an end: --edge_check trains the value beyond it."""
+  import shutil
+  run, _, out, runs = quick
+  mine = tmp_path / "out"
+  shutil.copytree(out, mine)
+  res = run.main(["--edge_check", "--out", str(mine), "--workdir", str(runs)])
+  raw = json.loads((mine / "results.json").read_text())
+  assert raw["edge_checks"] == json.loads(json.dumps(res["edge_checks"]))
+  assert sorted(raw["edge_checks"]) == sorted(raw["arms"])
+  md = (mine / "results.md").read_text()
+  assert "## Choices at a grid end" in md
+  moved = 0
+  for name, arm in raw["arms"].items():
+    (key, grid), = run.GRIDS[arm["variant"]].items()
+    chosen = arm["selected"]["K2"]["point"][key]
+    want = run.BEYOND[key][0] if chosen == grid[0] else run.BEYOND[key][1]
+    check = raw["edge_checks"][name]
+    assert {r["overrides"][key] for r in check["replicas"]} == {want}
+    assert [r["overrides"]["seed"] for r in check["replicas"]] == [0, 1]
+    head = run.SELECT_HEAD[arm["variant"]]
+    beyond = np.mean([r[f"val/avgk/{head}/K2/accuracy"] for r in check["replicas"]])
+    moved += beyond > arm["selected"]["K2"]["val_mean"]
+  assert f"would move beyond the grid in {moved} of 2 such cells" in md
