@@ -70,9 +70,15 @@ def test_smoke_outputs_parse_and_the_choice_is_the_best_validation_mean(smoke):
   assert md.rstrip().splitlines()[-1].startswith("_Provenance: commit")
   assert (out / "scatter.png").stat().st_size > 5_000
   assert (out / "saliency_grid.png").stat().st_size > 5_000
-  # Re-rendering from results.json gives the same table.
+  # Re-rendering from results.json gives the same table, and keeps the Fashion-MNIST part's section.
   run.main(["--render", "--out", str(out)])
   assert (out / "results.md").read_text() == md
+  from labelwise.experiments import fashion_mnist_runs
+  from labelwise.experiments.attribution import fashion_mnist
+  fashion_mnist_runs.attach_section(str(out / "results.md"), fashion_mnist.MARKER, "FM part.\n")
+  run.main(["--render", "--out", str(out)])
+  again = (out / "results.md").read_text()
+  assert again.startswith(md) and again.rstrip().endswith(fashion_mnist.MARKER + "\n\nFM part.")
 
 
 def test_grid_maps_are_the_evaluators_maps_of_the_chosen_point(smoke):

@@ -553,9 +553,14 @@ def write_report(res, out, record):
     lines += ["", "## Step time on an accelerator (`experiments/attribution/bench.py`)", ""]
     lines += open(bench).read().strip().splitlines()[2:]
   md_path = os.path.join(out, "results.md")
+  from labelwise.experiments import fashion_mnist_runs
+  from labelwise.experiments.attribution import fashion_mnist
+  kept = fashion_mnist_runs.kept_section(md_path, fashion_mnist.MARKER)  # the other part's
   with open(md_path, "w") as f:
     f.write("\n".join(lines).rstrip("\n"))
     f.write(provenance.footer(record, md_path))
+    if kept:
+      f.write("\n\n" + kept)
   plot_scatter(runs, os.path.join(out, "scatter.png"))
   plot_grid(res, os.path.join(out, "saliency_grid.png"))
 
