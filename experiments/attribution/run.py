@@ -9,6 +9,8 @@ left/right distractor block perfectly correlated with the label in training and 
     python experiments/attribution/run.py --smoke --out runs/attr_smoke --workdir runs/attr_smoke
                                                            # CE and ActDiff, 2 points, 2 seeds
     python experiments/attribution/run.py --render         # re-render results.md from results.json
+    python experiments/attribution/run.py --part fashion_mnist   # the Fashion-MNIST part (its own
+                                  # options: experiments/attribution/fashion_mnist.py, --help)
 
 Every model is trained by the trainer (``labelwise.train.trainer.train_and_evaluate``) from
 ``configs/crosses_attribution.py``; this script only declares the arms, their grids and seeds,
@@ -150,6 +152,12 @@ def run_one_arm(arm, workdir, seeds):
 
 
 def main(argv=None):
+  part = argparse.ArgumentParser(add_help=False)
+  part.add_argument("--part", choices=("offline", "fashion_mnist"), default="offline")
+  known, argv = part.parse_known_args(sys.argv[1:] if argv is None else argv)
+  if known.part == "fashion_mnist":
+    from labelwise.experiments.attribution import fashion_mnist
+    return fashion_mnist.main(argv)
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--seeds", type=int, default=5)
   ap.add_argument("--steps", type=int, default=200)
