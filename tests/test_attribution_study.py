@@ -31,9 +31,11 @@ def smoke(tmp_path_factory):
 
 
 def test_smoke_outputs_parse_and_the_choice_is_the_best_validation_mean(smoke):
-  run, res, out, _ = smoke
-  raw = json.loads((out / "results.json").read_text())
+  run, res, out, runs = smoke
+  text = (out / "results.json").read_text()
+  raw = json.loads(text)
   assert set(raw["arms"]) == {"ce", "actdiff"} and raw["select"] == "val/loss:min"
+  assert str(runs) not in text and "<tmp>/" in raw["arms"]["ce"]["workdir"]   # portable paths
   for arm, grid in (("ce", {"optimizer.learning_rate": [1e-3, 3e-3]}),
                     ("actdiff", {"actdiff.lam": [0.1, 1.0]})):
     r = raw["arms"][arm]

@@ -259,7 +259,8 @@ def main(argv=None):
   res["reused"] = [a for a, r in all_arms(res) if r.get("reused")]
   res["grid_maps"] = grid_maps(res)
   with open(os.path.join(args.out, "results.json"), "w") as f:
-    json.dump(res, f, indent=1)
+    # machine paths (the workdir, the saliency maps) recorded portably (<repo>, <tmp>, ~)
+    f.write(provenance.portable(json.dumps(res, indent=1)))
   with open(os.path.join(args.out, "runs.json"), "w") as f:
     json.dump(flat_runs(res), f, indent=1)
   reused = [a for a, r in all_arms(res) if r.get("reused")]
