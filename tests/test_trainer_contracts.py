@@ -208,7 +208,10 @@ def test_run_schedule_throughput_summary_and_progress(tmp_path, monkeypatch):
 
 def test_preemption_stops_at_that_step(tmp_path, monkeypatch):
   monkeypatch.setattr(preemption.PreemptionGuard, "should_stop", lambda self, step: step >= 2)
-  results = trainer.Trainer(_cfg(), str(tmp_path)).run()
+  monkeypatch.setattr(tqdm_module, "tqdm", _Bar)
+  _Bar.instances.clear()
+  results = trainer.Trainer(_cfg(progress_bar=False), str(tmp_path)).run()
+  assert _Bar.instances == []  # progress_bar=False: no bar, even on the writer
   assert results["step"] == 2 and results["preempted"] is True
   assert _checkpoints(tmp_path) == [2]
   assert not (tmp_path / "results.json").exists()
