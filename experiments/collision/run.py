@@ -2,6 +2,8 @@ r"""Study of collision cross-entropy (Zhang & Boykov, arXiv 2303.07321), through
 
     python experiments/collision/run.py               # full study (~10 minutes on 2 shared CPU cores)
     python experiments/collision/run.py --quick       # 2 seeds, a few steps (smoke test)
+    python experiments/collision/run.py --part fashion_mnist   # the Fashion-MNIST part (its own
+                                  # options: experiments/collision/fashion_mnist.py, --help)
 
 Every run is ``labelwise.train.trainer.train_and_evaluate`` (in-process) on the project's configs;
 each arm is ONE ``config.sweep`` (its seeds x its levels or hyperparameters as replicas of one
@@ -336,6 +338,9 @@ def write_markdown(soft_rows, cluster_rows, args, seconds, outdir, record):
             "100 iterations; `results_cluster_own_loop.json`).", "",
             "![E2](results_cluster.png)", ""]
   md_path = os.path.join(outdir, "results.md")
+  from labelwise.experiments import fashion_mnist_runs
+  from labelwise.experiments.collision import fashion_mnist
+  kept = fashion_mnist_runs.kept_section(md_path, fashion_mnist.MARKER)  # the other part's
   reading = hand_written_section(md_path)
   if reading:
     lines += [reading, "",
@@ -345,11 +350,19 @@ def write_markdown(soft_rows, cluster_rows, args, seconds, outdir, record):
   with open(md_path, "w") as f:
     f.write("\n".join(lines).rstrip("\n"))
     f.write(provenance.footer(record, md_path))
+    if kept:
+      f.write("\n" + kept)
   with open(os.path.join(outdir, "results.json"), "w") as f:
     json.dump({"soft": soft_rows, "cluster": cluster_rows}, f)
 
 
 def main(argv=None):
+  part = argparse.ArgumentParser(add_help=False)
+  part.add_argument("--part", choices=("offline", "fashion_mnist"), default="offline")
+  known, argv = part.parse_known_args(sys.argv[1:] if argv is None else argv)
+  if known.part == "fashion_mnist":
+    from labelwise.experiments.collision import fashion_mnist
+    return fashion_mnist.main(argv)
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--outdir", default=HERE)
