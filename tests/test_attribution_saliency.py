@@ -331,6 +331,12 @@ def test_multiclass_auc_against_sklearn():
   yy = y % 2
   want2 = np.mean([roc_auc_score(yy == c, softmax(z, -1)[:, c]) for c in (0, 1)])
   assert S.multiclass_auc(z, yy) == pytest.approx(want2)
+  # two examples of three classes: the macro mean over the classes present (not the binary path)
+  z3 = np.array([[0.0, 1.0, -5.0], [0.0, 1.0, 5.0]])
+  p3 = softmax(z3, -1)
+  want3 = np.mean([roc_auc_score([1, 0], p3[:, 0]), roc_auc_score([0, 1], p3[:, 1])])
+  assert want3 == pytest.approx(0.5)
+  assert S.multiclass_auc(z3, np.array([0, 1])) == pytest.approx(want3)
   # one class: AUC undefined
   assert np.isnan(S.multiclass_auc(np.zeros((5, 1)), np.zeros(5, int)))
   for bad in (np.zeros(6), np.zeros((3, 2, 2))):
@@ -360,9 +366,13 @@ def _drawn(ax):
   return np.ma.filled(np.ma.asarray(ax.images[0].get_array()).astype(np.float64), np.nan)
 
 
-def _contour_segments(ax):
+def _contour_sets(ax):
   import matplotlib.contour
-  sets = [c for c in ax.collections if isinstance(c, matplotlib.contour.ContourSet)]
+  return [c for c in ax.collections if isinstance(c, matplotlib.contour.ContourSet)]
+
+
+def _contour_segments(ax):
+  sets = _contour_sets(ax)
   segs = [seg for cs in sets for level in cs.allsegs for seg in level]
   return np.concatenate(segs) if segs else np.zeros((0, 2))
 
@@ -392,6 +402,7 @@ def test_save_saliency_grid_panels(tmp_path, monkeypatch):
       pts = _contour_segments(axes[i, j])   # the mask's edge, between columns 2 and 3
       np.testing.assert_allclose(pts[:, 0], 2.5)
       assert len(pts) and pts[:, 1].min() == 0 and pts[:, 1].max() == 5
+      assert all(np.all(np.asarray(cs.get_linewidths()) > 0) for cs in _contour_sets(axes[i, j]))
     for j in range(cols):
       assert axes[i, j].get_title() == (titles[j] if i == 0 else "")
       assert axes[i, j].get_ylabel() == (f"y={[4, 7][i]}" if j == 0 else "")

@@ -31,9 +31,11 @@ def smoke(tmp_path_factory):
 
 
 def test_smoke_outputs_parse_and_the_choice_is_the_best_validation_mean(smoke):
-  run, res, out, _ = smoke
-  raw = json.loads((out / "results.json").read_text())
+  run, res, out, runs = smoke
+  text = (out / "results.json").read_text()
+  raw = json.loads(text)
   assert set(raw["arms"]) == {"ce", "actdiff"} and raw["select"] == "val/loss:min"
+  assert str(runs) not in text and "<tmp>/" in raw["arms"]["ce"]["workdir"]   # portable paths
   for arm, grid in (("ce", {"optimizer.learning_rate": [1e-3, 3e-3]}),
                     ("actdiff", {"actdiff.lam": [0.1, 1.0]})):
     r = raw["arms"][arm]
@@ -70,9 +72,15 @@ def test_smoke_outputs_parse_and_the_choice_is_the_best_validation_mean(smoke):
   assert md.rstrip().splitlines()[-1].startswith("_Provenance: commit")
   assert (out / "scatter.png").stat().st_size > 5_000
   assert (out / "saliency_grid.png").stat().st_size > 5_000
-  # Re-rendering from results.json gives the same table.
+  # Re-rendering from results.json gives the same table, and keeps the Fashion-MNIST part's section.
   run.main(["--render", "--out", str(out)])
   assert (out / "results.md").read_text() == md
+  from labelwise.experiments import fashion_mnist_runs
+  from labelwise.experiments.attribution import fashion_mnist
+  fashion_mnist_runs.attach_section(str(out / "results.md"), fashion_mnist.MARKER, "FM part.\n")
+  run.main(["--render", "--out", str(out)])
+  again = (out / "results.md").read_text()
+  assert again.startswith(md) and again.rstrip().endswith(fashion_mnist.MARKER + "\n\nFM part.")
 
 
 def test_grid_maps_are_the_evaluators_maps_of_the_chosen_point(smoke):
@@ -94,6 +102,20 @@ def test_a_second_run_reads_the_finished_arms_back(smoke, tmp_path):
   assert again["arms"]["ce"]["replicas"] == json.loads(json.dumps(res["arms"]["ce"]["replicas"]))
   prov = json.loads((tmp_path / "results.provenance.json").read_text())
   assert "not retrained" in prov["extra"]["note"]
+
+
+def test_finished_only_reports_what_finished_and_trains_nothing(smoke, tmp_path):
+  run, res, _, runs = smoke
+  again = run.main(["--smoke", "--finished_only", "--out", str(tmp_path / "a"),
+                    "--workdir", str(runs)])
+  assert again["not_run"] == [] and again["fractions"]["reused"]
+  assert again["arms"]["actdiff"]["replicas"] == json.loads(
+      json.dumps(res["arms"]["actdiff"]["replicas"]))
+  none = run.main(["--smoke", "--finished_only", "--out", str(tmp_path / "b"),
+                   "--workdir", str(tmp_path / "empty")])
+  assert none["not_run"] == ["ce", "actdiff", "actdiff fractions"] and not none["arms"]
+  assert not (tmp_path / "empty" / "ce").exists()
+  assert "**Not run yet**" in (tmp_path / "b" / "results.md").read_text()
 
 
 def test_only_refuses_unknown_arms(tmp_path):

@@ -94,6 +94,21 @@ def test_tables_parse_and_report_the_chosen_replicas(quick):
   assert (out / "results.md").read_text() == md
 
 
+def test_report_keeps_the_fashion_mnist_section(quick):
+  """Re-rendering the offline tables keeps the Fashion-MNIST part's section after its marker
+  (without ``kept_section`` in ``write_report`` the section was dropped)."""
+  from labelwise.experiments.average_k import fashion_mnist
+  run, _, out, _ = quick
+  md_path = out / "results.md"
+  offline = md_path.read_text()
+  section = fashion_mnist.MARKER + "\n## Fashion-MNIST part\n\nits tables\n"
+  md_path.write_text(offline + "\n" + section)
+  run.main(["--report_only", "--out", str(out)])
+  text = md_path.read_text()
+  assert text.startswith(offline) and text.endswith(section) and text.count(fashion_mnist.MARKER) == 1
+  md_path.write_text(offline)
+
+
 def test_bad_variant_is_refused(tmp_path):
   from labelwise.experiments.average_k import run
   with pytest.raises(ValueError, match="--variants"):

@@ -69,7 +69,8 @@ TARGETS: Dict[str, List[str]] = {
     "train/checkpoint.py": ["tests/test_checkpoint.py"],
     # The trainer's resume/parallel tests (test_reliability.py, test_parallel.py) are left out: each
     # takes minutes, and a mutant in those code paths would run them all.
-    "train/trainer.py": ["tests/test_train_e2e.py", "tests/test_loop.py", "tests/test_errors.py"],
+    "train/trainer.py": ["tests/test_train_e2e.py", "tests/test_loop.py", "tests/test_errors.py",
+                         "tests/test_trainer_contracts.py"],
     "data/pipeline.py": ["tests/test_data.py", "tests/test_device_feed.py"],
     "eval/evaluators.py": ["tests/test_evaluators.py", "tests/test_fierce_eval.py"],
     "eval/metrics.py": ["tests/test_metrics_contracts.py", "tests/test_evaluators.py",

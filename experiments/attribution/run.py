@@ -129,6 +129,32 @@ def _study_file(workdir):
   return os.path.getmtime(path) if os.path.exists(path) else None
 
 
+def finished(arm, workdir, seeds) -> bool:
+  """Whether ``workdir`` holds the finished sweep of exactly this arm (``tuning.run_arm`` would
+  read it back instead of training)."""
+  path = os.path.join(workdir, tuning.STUDY_FILE)
+  if not os.path.exists(path):
+    return False
+  sweepable, structural = tuning.split_grid(arm.config, arm.grid)
+  if structural:
+    return False
+  config = tuning._sweep_config(arm, {}, sweepable, seeds, SELECT)
+  with open(path) as f:
+    return json.load(f).get("config") == config.to_json_best_effort(sort_keys=True)
+
+
+def fraction_arm(actdiff, result, *, smoke=False):
+  """The masked-fraction arm: ``actdiff``'s config at its chosen point (``result``, None: not
+  trained yet, then None), the grid the masked fractions."""
+  if result is None:
+    return None
+  config = actdiff.config.copy_and_resolve_references()
+  for k, v in result["selected"]["point"].items():
+    tuning.set_dotted(config, k, v)
+  fracs = FRACTIONS[:1] if smoke else FRACTIONS
+  return tuning.Arm("actdiff fractions", config, {"actdiff.mask_fraction": fracs}, VALIDATION)
+
+
 def run_one_arm(arm, workdir, seeds):
   """``tuning.run_arm`` plus the arm's wall time, median train examples/s (per replica) and
   whether its finished sweep was read back instead of trained."""
@@ -147,6 +173,11 @@ def run_one_arm(arm, workdir, seeds):
           eps.append(m["train/examples_per_sec"])
   res["examples_per_sec"] = float(np.median(eps)) if eps else float("nan")
   res["workdir"] = workdir
+  # the arm's own training + evaluation time, also for an arm read back: from the trainer's
+  # config.json (written at the start) to the finished sweep's study.json
+  start, end = (os.path.join(workdir, f) for f in ("config.json", tuning.STUDY_FILE))
+  res["train_wall_s"] = (os.path.getmtime(end) - os.path.getmtime(start)
+                         if os.path.exists(start) and os.path.exists(end) else res["wall_s"])
   res["grid"] = {k: list(v) for k, v in arm.grid.items()}
   return res
 
@@ -168,6 +199,9 @@ def main(argv=None):
                        "masked-fraction arms run with actdiff")
   ap.add_argument("--workdir", default="runs/attribution_study", help="trainer runs (reused)")
   ap.add_argument("--out", default=HERE)
+  ap.add_argument("--finished_only", action="store_true",
+                  help="train nothing: report the arms whose sweep already finished in --workdir "
+                       "and list the others as not run (a partial report while runs go on)")
   ap.add_argument("--render", action="store_true",
                   help="only re-render results.md and the plots from --out/results.json")
   args = ap.parse_args(argv)
@@ -200,28 +234,33 @@ def main(argv=None):
       seeds=seeds)
   res = {"config": {k: v for k, v in vars(args).items() if k not in ("out", "workdir", "render")},
          "select": SELECT, "validation": VALIDATION, "arms": {}, "fractions": {}}
+  res["not_run"] = []
   for name, arm in arms.items():
+    if args.finished_only and not finished(arm, os.path.join(args.workdir, name), seeds):
+      res["not_run"].append(name)
+      continue
     r = run_one_arm(arm, os.path.join(args.workdir, name), seeds)
     res["arms"][name] = r
     _print(name, r, t0)
   if "actdiff" in arms:
     # The masked-fraction arms: ActDiff at its chosen point, a share of the images with a mask.
-    chosen = res["arms"]["actdiff"]["selected"]["point"]
-    config = arms["actdiff"].config.copy_and_resolve_references()
-    for k, v in chosen.items():
-      tuning.set_dotted(config, k, v)
-    fracs = FRACTIONS[:1] if args.smoke else FRACTIONS
-    arm = tuning.Arm("actdiff fractions", config, {"actdiff.mask_fraction": fracs}, VALIDATION)
-    record["configs"]["arms"]["actdiff fractions"] = arm.record()
-    r = run_one_arm(arm, os.path.join(args.workdir, "actdiff_fractions"), seeds)
-    r["base_point"] = chosen
-    res["fractions"] = r
-    print(f"actdiff fractions {fracs} at {tuning.point_label(chosen)} "
-          f"({time.time() - t0:.0f}s)", flush=True)
+    fr = fraction_arm(arms["actdiff"], res["arms"].get("actdiff"), smoke=args.smoke)
+    fr_dir = os.path.join(args.workdir, "actdiff_fractions")
+    if fr is None or (args.finished_only and not finished(fr, fr_dir, seeds)):
+      res["not_run"].append("actdiff fractions")
+    else:
+      record["configs"]["arms"]["actdiff fractions"] = fr.record()
+      r = run_one_arm(fr, fr_dir, seeds)
+      r["base_point"] = res["arms"]["actdiff"]["selected"]["point"]
+      res["fractions"] = r
+      print(f"actdiff fractions {fr.grid['actdiff.mask_fraction']} at "
+            f"{tuning.point_label(r['base_point'])} ({time.time() - t0:.0f}s)", flush=True)
   res["seconds"] = time.time() - t0
+  res["reused"] = [a for a, r in all_arms(res) if r.get("reused")]
   res["grid_maps"] = grid_maps(res)
   with open(os.path.join(args.out, "results.json"), "w") as f:
-    json.dump(res, f, indent=1)
+    # machine paths (the workdir, the saliency maps) recorded portably (<repo>, <tmp>, ~)
+    f.write(provenance.portable(json.dumps(res, indent=1)))
   with open(os.path.join(args.out, "runs.json"), "w") as f:
     json.dump(flat_runs(res), f, indent=1)
   reused = [a for a, r in all_arms(res) if r.get("reused")]
@@ -390,7 +429,12 @@ def write_report(res, out, record):
       f"Generated by `python experiments/attribution/run.py{' --smoke' if cfg['smoke'] else ''}`: "
       f"every model trained by the trainer (`configs/crosses_attribution.py`, `attribution_cnn`, "
       f"no BatchNorm), {n_seeds} seeds, {cfg['steps']} Adam steps of batch 32 on the 500 training "
-      f"images, {res['seconds']:.0f} s on a shared 2-core CPU. Every arm is ONE trainer sweep "
+      f"images; training and evaluation took {_train_time(res):.0f} s in all (sum over arms, "
+      "from each sweep's start of training to its finished results) on a shared 2-core CPU "
+      "(load 5-12 from other jobs)"
+      + (f"; the sweeps of {', '.join(res['reused'])} were read back from the workdir, where "
+         "this script had trained them (same configs; see the provenance note)"
+         if res.get("reused") else "") + ". Every arm is ONE trainer sweep "
       "(grid points x seeds as replicas of one compiled program, `experiments/tuning.py`) with "
       "the same budget of 6 grid points: CE and classify-masked tune the learning rate "
       "{3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3}; ActDiff, GradMask and RRR tune lambda (3 values) x "
@@ -420,16 +464,18 @@ def write_report(res, out, record):
     sel = tuning.selected(r)
     speed = ce_speed / r["examples_per_sec"] if r["examples_per_sec"] > 0 else float("nan")
     lines.append(
-        f"| {a} | {tuning.point_label(r['selected']['point'])} | {tuning.val_mean(r):.3f} | "
+        f"| {a} | {tuning.point_label(r['selected']['point'])} | {tuning.val_mean(r):.3g} | "
         + " | ".join(f2(col(sel, k)) for k in (
             "test_id/accuracy", "test_shift/accuracy", "test_shift/auc",
             "test_nodistractor/accuracy", "saliency/grad_iou", "saliency/grad_iop",
             "saliency/grad_mass", "saliency/ig_iou"))
         + f" | {speed:.2f}x | {_paper(PAPER_AUC, a)} | {_paper(PAPER_IOU, a)} |")
-  n_rep = len(next(iter(arms.values()))["replicas"])
+  n_rep = len(next(iter(arms.values()))["replicas"]) if arms else 0
   lines += ["", "Step time / CE: median training examples per second of one replica inside the "
-            f"arm's sweep ({n_rep} replicas vmapped together, shared CPU: noisy), relative to "
-            "CE's. IG IoU barely moves between arms: integrated gradients from the zero baseline "
+            f"arm's sweep ({n_rep} replicas vmapped together), relative to CE's. On this shared "
+            "CPU the ratios are confounded by the load of other jobs, which changed during the "
+            "study (and some arms' sweeps ran while others trained in parallel); the "
+            "accelerator benchmark at the end is the clean comparison. IG IoU barely moves between arms: integrated gradients from the zero baseline "
             "are exactly zero on the zero background, so the top-k pixels (k = mask area, larger "
             "than the drawn pixels) are mostly ties filled in pixel order.", ""]
   fr = res.get("fractions")
@@ -470,7 +516,7 @@ def write_report(res, out, record):
     for p in grid_points(r):
       reps = tuning.at_point(r, p)
       m = lambda k: float(np.mean(col(reps, k)))  # noqa: E731
-      label = (f"{tuning.point_label(p)}: {m('val/loss'):.3f} / {m('valid_shift/auc'):.2f} / "
+      label = (f"{tuning.point_label(p)}: {m('val/loss'):.3g} / {m('valid_shift/auc'):.2f} / "
                f"{m('test_shift/auc'):.2f} / {m('saliency/grad_iou'):.2f}")
       cells.append(f"**{label}**" if p == r["selected"]["point"] else label)
     lines.append(f"- {a}: " + "; ".join(cells))
@@ -493,6 +539,9 @@ def write_report(res, out, record):
                    f"(test_id accuracy >= 0.9; collapsed constant predictors removed): "
                    f"rho({k}) = {rho:.2f} (p = {p:.2g})")
   lines += ["", "## Findings", ""] + findings(res)
+  if res.get("not_run"):
+    lines += ["", f"**Not run yet** (their sweeps had not finished when this report was written): "
+              f"{', '.join(res['not_run'])}. Every other number above is final for its arm."]
   old = _old_runs()
   if old:
     table, diffs = old_vs_new(res, old)
@@ -511,11 +560,20 @@ def write_report(res, out, record):
     lines += ["", "## Step time on an accelerator (`experiments/attribution/bench.py`)", ""]
     lines += open(bench).read().strip().splitlines()[2:]
   md_path = os.path.join(out, "results.md")
+  from labelwise.experiments import fashion_mnist_runs
+  from labelwise.experiments.attribution import fashion_mnist
+  kept = fashion_mnist_runs.kept_section(md_path, fashion_mnist.MARKER)  # the other part's
   with open(md_path, "w") as f:
     f.write("\n".join(lines).rstrip("\n"))
     f.write(provenance.footer(record, md_path))
+    if kept:
+      f.write("\n\n" + kept)
   plot_scatter(runs, os.path.join(out, "scatter.png"))
   plot_grid(res, os.path.join(out, "saliency_grid.png"))
+
+
+def _train_time(res):
+  return sum(r.get("train_wall_s", r.get("wall_s", 0.0)) for _, r in all_arms(res))
 
 
 def _paper(table, arm):
@@ -542,9 +600,20 @@ def findings(res):
     out.append(f"- {a} (chosen on valid_id: {tuning.point_label(r['selected']['point'])}): "
                f"test_shift AUC minus tuned CE, paired by seed, {st['mean']:+.2f}{ci}: "
                f"{verdict}; paper {PAPER_AUC.get(a, float('nan')) - PAPER_AUC['ce']:+.2f}.")
+  chosen = {a: tuning.selected(r) for a, r in arms.items() if a != "classify_masked"}
+  if len(chosen) >= 2:
+    iou = {a: float(np.mean(col(s, "saliency/grad_iou"))) for a, s in chosen.items()}
+    auc = {a: float(np.mean(col(s, "test_shift/auc"))) for a, s in chosen.items()}
+    by_iou, by_auc = sorted(iou, key=iou.get, reverse=True), sorted(auc, key=auc.get, reverse=True)
+    out.append("- Saliency vs generalization at the chosen points (classify-masked left out): "
+               "ranked by grad IoU " + " > ".join(f"{a} {iou[a]:.2f}" for a in by_iou)
+               + "; ranked by test_shift AUC " + " > ".join(f"{a} {auc[a]:.2f}" for a in by_auc)
+               + (" (the same order)." if by_iou == by_auc else " (the orders differ)."))
   for a, r in arms.items():
     p = choose(r, AUTHORS_SELECT)
-    if p != r["selected"]["point"]:
+    a_auc = np.mean(col(tuning.at_point(r, p), "test_shift/auc"))
+    m_auc = np.mean(col(tuning.selected(r), "test_shift/auc"))
+    if p != r["selected"]["point"] and f"{a_auc:.2f}" != f"{m_auc:.2f}":
       out.append(f"- {a}: the authors' shifted-validation choice ({tuning.point_label(p)}) "
                  f"differs from the in-distribution one; test_shift AUC "
                  f"{np.mean(col(tuning.at_point(r, p), 'test_shift/auc')):.2f} vs "

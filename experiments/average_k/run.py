@@ -673,9 +673,14 @@ def write_report(res, out, record):
   lines += edge_lines(res)
   lines += grid_lines(res)
   path = os.path.join(out, "results.md")
+  from labelwise.experiments import fashion_mnist_runs
+  from labelwise.experiments.average_k import fashion_mnist
+  kept = fashion_mnist_runs.kept_section(path, fashion_mnist.MARKER)  # the Fashion-MNIST part's
   with open(path, "w") as f:
     f.write("\n".join(lines).rstrip("\n"))
     f.write(provenance.footer(record, path))
+    if kept:
+      f.write("\n" + kept)
   plot(res, os.path.join(out, "regret.png"))
 
 

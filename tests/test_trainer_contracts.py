@@ -1,0 +1,217 @@
+"""Contracts of ``train/trainer.py`` that the end-to-end tests leave open (issue 19, mutation pass):
+config defaults and boundaries, padded eval examples dropped, which evaluator pass gets the workdir,
+checkpoint/eval/preemption schedule, the logged throughput and the run summary's wall time, the
+progress bar, and a sweep's host update. Tiny digits runs of a few steps."""
+
+import os
+import types
+
+import jax
+import numpy as np
+import pytest
+import tqdm as tqdm_module
+
+from labelwise.eval import evaluators as evaluators_lib
+from labelwise.train import methods as methods_lib
+from labelwise.train import preemption
+from labelwise.train import trainer
+from labelwise.train import writers
+from labelwise.train.methods.ce import CrossEntropy
+from labelwise.train.writers import read_metrics
+from tests.helpers import load_config
+
+assert jax.device_count() == 4, "tests/conftest.py must set 4 fake CPU devices"
+
+BATCH = 32
+
+
+def _cfg(**kw):
+  kw = {"total_steps": 4, "log_every": 2, "host_sync_every": 0, "checkpoint_every": 0,
+        "batch_size": BATCH, "progress_bar": False, "tensorboard": False, **kw}
+  c = load_config("digits_ce", "runlocal", **kw)
+  c.optimizer.update(name="sgd", learning_rate=0.05, momentum=0.9)
+  return c
+
+
+def _checkpoints(workdir):
+  d = os.path.join(str(workdir), "checkpoints")
+  return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
+
+
+_PROBE_CALLS = []
+
+
+@evaluators_lib.register_evaluator("_trn_workdir_probe")
+def _workdir_probe(ctx):
+  """Records which split each pass evaluates and the workdir it was given."""
+  _PROBE_CALLS.append((ctx.eval_split, ctx.workdir))
+  return {"n": float(len(ctx.predictions()["label"]))}
+
+
+@methods_lib.register_method("_trn_host_counter")
+class HostCounter(CrossEntropy):
+  """Host work before step 0 only: increments a buffer."""
+
+  def init_buffers(self, key, *, info):
+    return {"calls": np.zeros((), np.float32)}
+
+  def needs_host_update(self, step):
+    return step == 0
+
+  def host_update(self, host):
+    return {"calls": np.asarray(host.state().buffers["calls"] + 1, np.float32)}
+
+
+# --- config defaults and boundaries (no run) -----------------------------------------------------
+def test_num_devices_defaults_to_all_devices():
+  assert trainer.select_devices({}) == jax.devices()
+  assert trainer.select_devices({"num_devices": -1}) == jax.devices()
+  assert trainer.select_devices({"num_devices": 2}) == jax.devices()[:2]
+
+
+def test_batch_size_and_total_steps_of_one_are_accepted_zero_is_not():
+  trainer.validate_config(_cfg(total_steps=1))
+  trainer.validate_config(_cfg(batch_size=1, eval_batch_size=1, num_devices=1))
+  for key in ("total_steps", "batch_size"):
+    with pytest.raises(ValueError, match=f"`{key}` must be >= 1"):
+      trainer.validate_config(_cfg(**{key: 0}))
+
+
+@pytest.mark.parametrize("sync, log_every, expected", [
+    (0, 10, 10),                                # 0: the log interval
+    (None, 3, 3),                               # unset counts as 0
+    (0, 1000, trainer.MAX_STEPS_IN_FLIGHT),     # at most MAX_STEPS_IN_FLIGHT
+    (0, 0, 1),                                  # log_every 0 is logging every step: never 0
+    (5, 10, 5),                                 # explicit
+])
+def test_host_sync_every_defaults(sync, log_every, expected):
+  config = _cfg(log_every=log_every)
+  config.host_sync_every = sync
+  assert trainer.Trainer.host_sync_every(types.SimpleNamespace(config=config)) == expected
+
+
+def test_checkpoint_every_minus_one_has_no_checkpointer(tmp_path):
+  assert trainer.Trainer(_cfg(checkpoint_every=-1), str(tmp_path)).checkpointer is None
+
+
+# --- evaluation (no training) --------------------------------------------------------------------
+def test_predictions_drop_the_padded_eval_examples(tmp_path):
+  t = trainer.Trainer(_cfg(eval_batch_size=64), str(tmp_path))
+  split = t.dataset.split("test")
+  n = split.num_examples
+  assert n % 64, "the test needs a padded last eval batch"
+  out = t.predictions("test", t.initial_state())
+  np.testing.assert_array_equal(out["index"], np.arange(n))
+  np.testing.assert_array_equal(out["label"], split.get(np.arange(n))["label"])
+  assert len(out["logits"]) == n
+
+
+def test_validation_pass_only_when_asked_and_workdir_only_for_the_eval_pass(tmp_path):
+  config = _cfg(evaluators=("_trn_workdir_probe",), data__validation_fraction=0.2)
+  t = trainer.Trainer(config, str(tmp_path / "run"))
+  state = t.initial_state()
+  _PROBE_CALLS.clear()
+  default = t.evaluate(state)
+  assert sorted(default) == ["eval/n"]  # validation defaults to False
+  assert _PROBE_CALLS == [("test", str(tmp_path / "run"))]  # the writer's eval pass: the workdir
+  _PROBE_CALLS.clear()
+  both = t.evaluate(state, validation=True)
+  assert sorted(both) == ["eval/n", "val/n"]
+  assert both["val/n"] == t.dataset.validation.num_examples
+  assert _PROBE_CALLS == [(t.dataset.validation.split, None), ("test", str(tmp_path / "run"))]
+
+
+def test_initial_state_reads_one_training_example(tmp_path):
+  t = trainer.Trainer(_cfg(), str(tmp_path))
+  read = []
+  get = t.dataset.train.get
+  t.dataset.train.get = lambda idx: (read.append(np.asarray(idx).tolist()), get(idx))[1]
+  t.initial_state()
+  assert read == [[0]]
+
+
+# --- sweep host update ---------------------------------------------------------------------------
+def test_sweep_host_update_keeps_each_replicas_new_buffers(tmp_path):
+  config = _cfg(method="_trn_host_counter")
+  config.sweep = "seed=0,1"
+  t = trainer.Trainer(config, str(tmp_path))
+  dstate = t.parallel.put_state(t.initial_state())
+  new = t.parallel.get_state(t.host_update(0, dstate))
+  np.testing.assert_array_equal(np.asarray(new.buffers["calls"]), [1.0, 1.0])
+
+
+# --- runs ----------------------------------------------------------------------------------------
+class _Clock:
+  """``time`` for the trainer module: each ``time()`` call advances one second."""
+
+  def __init__(self, start=1e6):
+    self.now = start
+
+  def time(self):
+    self.now += 1.0
+    return self.now
+
+
+class _Bar:
+  instances = []
+
+  def __init__(self, **kwargs):
+    self.kwargs, self.updates, self.postfix, self.closed = kwargs, [], [], False
+    _Bar.instances.append(self)
+
+  def update(self, n):
+    self.updates.append(n)
+
+  def set_postfix(self, refresh=True, **kw):
+    self.postfix.append((kw, refresh))
+
+  def close(self):
+    self.closed = True
+
+
+def test_run_schedule_throughput_summary_and_progress(tmp_path, monkeypatch):
+  config = _cfg(eval_every=2, progress_bar=True)
+  del config["tensorboard"]  # the default: TensorBoard on
+  writer_kwargs, summaries = [], []
+
+  class SpyWriter(writers.MetricWriter):
+    def __init__(self, workdir, **kw):
+      writer_kwargs.append(kw)
+      super().__init__(workdir, **{**kw, "tensorboard": False})  # tensorboardX may be absent
+
+  summary = writers.run_summary
+  monkeypatch.setattr(writers, "MetricWriter", SpyWriter)
+  monkeypatch.setattr(writers, "run_summary", lambda **kw: (summaries.append(kw), summary(**kw))[1])
+  monkeypatch.setattr(trainer, "time", _Clock())
+  monkeypatch.setattr(tqdm_module, "tqdm", _Bar)
+  _Bar.instances.clear()
+
+  results = trainer.Trainer(config, str(tmp_path)).run()
+  assert results["step"] == 4
+  assert writer_kwargs == [{"active": True, "tensorboard": True}]
+  # checkpoint_every=0: a checkpoint at the end only
+  assert _checkpoints(tmp_path) == [4]
+  logged = read_metrics(str(tmp_path))
+  # eval every 2 steps before the end, and the final evaluation
+  assert [m["step"] for m in logged if "eval/accuracy" in m] == [2, 4]
+  train = [m for m in logged if "train/loss" in m]
+  assert [m["step"] for m in train] == [2, 4]
+  # one clock second between the loop's start (or the last log) and each log: 2 steps of BATCH
+  assert [m["train/examples_per_sec"] for m in train] == [2.0 * BATCH, 2.0 * BATCH]
+  assert len(summaries) == 1 and 0 < summaries[0]["wall_seconds"] < 1000
+  (bar,) = _Bar.instances
+  assert bar.kwargs["total"] == 4 and bar.kwargs["dynamic_ncols"] is True
+  assert bar.kwargs["leave"] is False and bar.closed
+  assert sum(bar.updates) == 4
+  assert bar.postfix == [({"loss": f"{m['train/loss']:.4f}"}, False) for m in train]
+
+
+def test_preemption_stops_at_that_step(tmp_path, monkeypatch):
+  monkeypatch.setattr(preemption.PreemptionGuard, "should_stop", lambda self, step: step >= 2)
+  monkeypatch.setattr(tqdm_module, "tqdm", _Bar)
+  _Bar.instances.clear()
+  results = trainer.Trainer(_cfg(progress_bar=False), str(tmp_path)).run()
+  assert _Bar.instances == []  # progress_bar=False: no bar, even on the writer
+  assert results["step"] == 2 and results["preempted"] is True
+  assert _checkpoints(tmp_path) == [2]
+  assert not (tmp_path / "results.json").exists()
