@@ -19,6 +19,7 @@ def tiny_dirs(tmp_path_factory):
   return arrays, sha, str(root / "tfds"), str(root / "files")
 
 
+@pytest.mark.slow   # every arm through the trainer, 5 splits evaluated: ~40 s wall at load 8 (make test-slow)
 def test_attribution_part_smoke(tiny_dirs, tmp_path):
   from labelwise.data.builders import fashion_mnist as fm
   from labelwise.experiments import fashion_mnist_runs

@@ -19,6 +19,7 @@ def tiny_dirs(tmp_path_factory):
   return arrays, sha, str(root / "tfds"), str(root / "files")
 
 
+@pytest.mark.slow   # every arm x 2 splits through the trainer: ~45 s wall at load 8 (make test-slow)
 def test_average_k_part_smoke(tiny_dirs, tmp_path):
   from labelwise.data.builders import fashion_mnist as fm
   from labelwise.experiments import fashion_mnist_runs

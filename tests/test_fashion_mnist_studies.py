@@ -89,6 +89,7 @@ def test_attach_and_keep_sections(tmp_path):
   assert fmr.kept_section(str(tmp_path / "none.md"), "<!-- m -->") == ""
 
 
+@pytest.mark.slow   # ~35-80 s wall under load; the SimLoss part's smoke covers the shared path in make test
 def test_fierce_part_smoke(tiny_dirs, tmp_path):
   from labelwise.data.builders import fashion_mnist as fm
   from labelwise.eval import fine_grain
