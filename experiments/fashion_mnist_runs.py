@@ -153,3 +153,35 @@ def kept_section(md_path: str, marker: str) -> str:
     return ""
   text = open(md_path).read()
   return "" if marker not in text else marker + text.split(marker, 1)[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# the two ends of every part's main(): re-render from the raw JSON, or save and render a new run
+# ------------------------------------------------------------------------------------------------
+
+def render_saved(out: str, name: str, write_report):
+  """``--report_only``: reads ``<out>/<name>.json`` and re-renders the part's report with the
+  provenance recorded next to it; returns the results."""
+  from labelwise.experiments import provenance
+  with open(os.path.join(out, name + ".json")) as f:
+    res = json.load(f)
+  write_report(res, out, provenance.load(os.path.join(out, name + ".md")))
+  return res
+
+
+def save_and_render(res: Dict[str, Any], args, name: str, record, t0: float, write_report):
+  """Stamps ``res["_meta"]`` with the wall time and the closing load average, writes
+  ``<out>/<name>.json``, the provenance of ``<out>/<name>.md`` and the report; returns ``res``."""
+  from labelwise.experiments import provenance
+  res["_meta"]["seconds"] = time.time() - t0
+  res["_meta"]["load_end"] = os.getloadavg()[0]
+  with open(os.path.join(args.out, name + ".json"), "w") as f:
+    json.dump(res, f, indent=1)
+  md = os.path.join(args.out, name + ".md")
+  record = provenance.write(md, record=record,
+                            extra={"seconds": res["_meta"]["seconds"], "smoke": bool(args.smoke),
+                                   "load_average": [res["_meta"]["load_start"],
+                                                    res["_meta"]["load_end"]]})
+  write_report(res, args.out, record)
+  print(f"wrote {md} ({res['_meta']['seconds']:.0f} s)")
+  return res

@@ -42,7 +42,6 @@ images.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -171,12 +170,8 @@ def parse(argv):
 def main(argv=None):
   args = parse(argv)
   os.makedirs(args.out, exist_ok=True)
-  json_path = os.path.join(args.out, NAME + ".json")
   if args.report_only:
-    with open(json_path) as f:
-      res = json.load(f)
-    write_report(res, args.out, provenance.load(os.path.join(args.out, NAME + ".md")))
-    return res
+    return fmr.render_saved(args.out, NAME, write_report)
   from absl import logging
   logging.set_verbosity(logging.WARNING)
   t0 = time.time()
@@ -222,17 +217,7 @@ def main(argv=None):
   print("  ceiling (CE on plain fashion_mnist)", flush=True)
   res["ceiling"] = fmr.run_arm(ceiling, ceiling_grid, os.path.join(args.workdir, "ceiling"),
                                seeds=seeds, select_by=SELECT, tune_seeds=tune)
-  res["_meta"]["seconds"] = time.time() - t0
-  res["_meta"]["load_end"] = os.getloadavg()[0]
-  with open(json_path, "w") as f:
-    json.dump(res, f, indent=1)
-  record = provenance.write(os.path.join(args.out, NAME + ".md"), record=record,
-                            extra={"seconds": res["_meta"]["seconds"], "smoke": bool(args.smoke),
-                                   "load_average": [res["_meta"]["load_start"],
-                                                    res["_meta"]["load_end"]]})
-  write_report(res, args.out, record)
-  print(f"wrote {os.path.join(args.out, NAME + '.md')} ({res['_meta']['seconds']:.0f} s)")
-  return res
+  return fmr.save_and_render(res, args, NAME, record, t0, write_report)
 
 
 # ------------------------------------------------------------------------------------ report
