@@ -319,7 +319,8 @@ def attribution_evaluator(ctx: EvalContext) -> Dict[str, float]:
   eval split). Writes ``saliency_<split>.png`` to the workdir, and ``saliency_<split>.npz`` (the
   pictured examples: ``input``, ``mask``, ``label``, ``grad`` and ``ig`` maps) so that a study can
   draw its own grid without computing the maps again. Options under ``config.attribution_eval``:
-  ``split``, ``ig_steps`` (32), ``blur_sigma`` (0), ``max_examples`` for the saliency metrics (256),
+  ``split``, ``ig_steps`` (32), ``blur_sigma`` (0), ``max_examples`` for the saliency metrics (256;
+  a positive integer),
   ``picture_examples`` (8), ``save_png`` (True; False writes only the npz, e.g. for the many
   replicas of a study, which draws its own grid).
 
@@ -331,6 +332,11 @@ def attribution_evaluator(ctx: EvalContext) -> Dict[str, float]:
   compilation.
   """
   opts = dict(ctx.config.get("attribution_eval", None) or {})
+  max_examples = opts.get("max_examples", 256)
+  if (isinstance(max_examples, bool) or not isinstance(max_examples, (int, np.integer))
+      or max_examples < 1):
+    raise ValueError("`config.attribution_eval.max_examples` must be a positive integer (how many "
+                     f"examples of the saliency split to score), got {max_examples!r}.")
   spec = ctx.dataset.spec
   splits = [s for s in spec.splits if s != "train"] or [ctx.eval_split]
   out: Dict[str, float] = {}
@@ -346,7 +352,11 @@ def attribution_evaluator(ctx: EvalContext) -> Dict[str, float]:
   data = ctx.dataset.split(sal_split).all()
   if "mask" not in data:
     return out
-  n = min(int(opts.get("max_examples", 256)), len(data["label"]))
+  if len(data["label"]) == 0:
+    raise ValueError(f"The saliency split {sal_split!r} (`config.attribution_eval.split`, default: "
+                     "the first split named *shift*, else the eval split) has no examples; "
+                     "expected at least one masked example to score the saliency maps against.")
+  n = min(int(max_examples), len(data["label"]))
   x, m, y = data["input"][:n], np.asarray(data["mask"])[:n], data["label"][:n]
   variables = {"params": ctx.params, **(ctx.model_state or {})}
   fns_args = (ctx.model, float(opts.get("blur_sigma", 0.0)), int(opts.get("ig_steps", 32)))

@@ -519,3 +519,38 @@ def test_attribution_evaluator_with_an_unhashable_model(tmp_path):
       k[y][:, None, None] * x[..., 0]), rtol=1e-5)
   np.testing.assert_allclose(saved["ig"], np.abs(_exp_ig(x, k[y], 3))[..., 0], rtol=1e-4)
   assert out["saliency/grad_iou"] == pytest.approx(1.0)
+
+
+def test_attribution_evaluator_refuses_max_examples_below_one_and_an_empty_split(tmp_path):
+  """max_examples = 0 (or an empty saliency split) used to fail in ``saliency_overlap`` with a
+  shape error about ``masks`` (``_chunked`` of no examples is a 1-D empty array); a negative count
+  silently dropped the last examples (``x[:-1]``). Both now fail first, naming the option."""
+  from labelwise.eval import evaluators
+  ev = evaluators.get_evaluator("attribution")
+  for bad in (0, -1, 2.5, True, "8"):
+    ctx, _, _ = _attribution_ctx(_ExpModel(), 6, tmp_path, {"save_png": False,
+                                                            "max_examples": bad})
+    with pytest.raises(ValueError, match=r"`config\.attribution_eval\.max_examples` must be a "
+                                         r"positive integer.*got " + re.escape(repr(bad))):
+      ev(ctx)
+  ctx, _, _ = _attribution_ctx(_ExpModel(), 6, tmp_path, {"save_png": False, "split": "train"})
+  full = ctx.dataset.split
+  empty = {key: v[:0] for key, v in full("train").all().items()}
+
+  class _Empty:
+    all = staticmethod(lambda: empty)
+  ctx.dataset.split = lambda name: _Empty() if name == "train" else full(name)
+  with pytest.raises(ValueError, match=r"saliency split 'train' \(`config\.attribution_eval\.split`"
+                                       r".*has no examples"):
+    ev(ctx)
+  # the boundary, max_examples = 1 (a numpy integer too): only the first example is scored
+  ctx, data, k = _attribution_ctx(_ExpModel(), 6, tmp_path, {"save_png": False, "ig_steps": 3,
+                                                             "max_examples": np.int64(1)})
+  x, m, y = data["input"][:1], data["mask"][:1], data["label"][:1]
+  out = ev(ctx)
+  grad = k[y][:, None, None] * np.exp(k[y][:, None, None] * x[..., 0])
+  mass = (grad * m).sum() / grad.sum()
+  assert out["saliency/grad_mass"] == pytest.approx(mass, rel=1e-5)
+  saved = np.load(tmp_path / "saliency_test_shift.npz")
+  assert saved["input"].shape == (1, 3, 3, 1)
+  np.testing.assert_allclose(saved["grad"], grad, rtol=1e-5)
