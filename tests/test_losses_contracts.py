@@ -35,6 +35,13 @@ def test_keyword_only_hyperparameters_refuse_positions():
   with pytest.raises(TypeError):
     losses.hierarchical_targets(labels, np.array([0, 0, 1]), 1.0)
   assert losses.hierarchical_targets(labels, np.array([0, 0, 1]), beta=1.0).shape == (2, 3)
+  # simloss_with_targets' options too (the call runs its body, so the tool selects this test for
+  # a mutant of its header): with S = I and uniform targets and logits, -log(sum_c t_c p_c) = log 3
+  z, t, s = np.zeros((2, 3)), np.full((2, 3), 1.0 / 3.0), np.eye(3)
+  with pytest.raises(TypeError):
+    losses.simloss_with_targets(z, t, s, -1)
+  np.testing.assert_allclose(losses.simloss_with_targets(z, t, s, axis=-1), [np.log(3.0)] * 2,
+                             rtol=1e-6)
 
 
 def test_similarity_range_tolerance_is_inclusive():
@@ -50,6 +57,33 @@ def test_embedding_similarity_needs_a_feature_axis():
   with pytest.raises(ValueError, match=r"`embeddings` must be a \[num_classes, dim\] matrix, got "
                                        r"shape \(3, 0\)"):
     losses.embedding_similarity(np.zeros((3, 0)), 0.0)
+  with pytest.raises(ValueError, match=r"`embeddings` must be a \[num_classes, dim\] matrix, got "
+                                       r"shape \(0, 3\)"):
+    losses.embedding_similarity(np.zeros((0, 3)), 0.0)  # no classes
+
+
+def test_validate_accepts_an_integer_or_float_0_1_mask_and_nothing_else():
+  z, y = np.zeros((3, 4)), np.array([0, 1, 3])
+  for w in (np.array([1, 0, 1]), np.array([1.0, 1.0, 0.0]), np.array([True, False, True])):
+    losses.validate(logits=z, labels=y, where=w)
+  for w, shown in ((np.array([0, 2, 0]), r"\[0, 2\]"), (np.array([0.5, 1.0, 1.0]), r"\[0.5, 1.0\]"),
+                   (np.array([-1, 1, 1]), r"\[-1, 1\]")):
+    with pytest.raises(ValueError, match=r"`where` must be a boolean \(or 0/1\) mask, got values "
+                                         + shown):
+      losses.validate(logits=z, labels=y, where=w)
+
+
+def test_cross_entropy_with_targets_ignores_classes_of_zero_target_at_minus_infinity():
+  """A class ruled out by a -inf logit (log p = -inf) with target 0 adds 0, not 0 * -inf = NaN;
+  against numpy's log-softmax over the finite logits."""
+  z = np.array([[0.0, -np.inf, 1.0, 2.0], [3.0, 0.5, -np.inf, -np.inf]], np.float32)
+  t = np.array([[0.25, 0.0, 0.25, 0.5], [0.5, 0.5, 0.0, 0.0]], np.float32)
+  out = np.asarray(losses.softmax_cross_entropy_with_targets(z, t))
+  zf = z.astype(np.float64)
+  lse = np.log(np.sum(np.exp(np.where(np.isfinite(zf), zf, -1e300)), axis=-1, keepdims=True))
+  want = -np.sum(np.where(t > 0, t * (np.where(np.isfinite(zf), zf, 0.0) - lse), 0.0), axis=-1)
+  assert np.all(np.isfinite(out))
+  np.testing.assert_allclose(out, want, rtol=1e-6)
 
 
 def test_validate_targets_tolerance_and_zeros():

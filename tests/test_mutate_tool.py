@@ -76,6 +76,19 @@ def test_equivalent_mutants_match_module_operator_and_lines():
   assert mutate._equivalent_reason("losses/x.py", "core/NumberReplacer", _DIFF, no_mutant) == "r"
 
 
+def test_a_rewritten_last_blank_line_is_not_part_of_the_mutant():
+  """cosmic-ray rewrites the blank line at the end of a file along with a mutant of its last
+  statement; the entry matches the statement alone."""
+  diff = "@@ -1,2 +1,2 @@\n-  return f(x, axis=-1)\n-\n+  return f(x, axis=1)\n+\n"
+  assert mutate._changed_lines(diff) == ("return f(x, axis=-1)", "return f(x, axis=1)")
+  eq = [{"module": "losses/x.py", "operator": "core/ReplaceUnaryOperator_Delete_USub",
+         "line": "return f(x, axis=-1)", "mutant": "return f(x, axis=1)", "reason": "r"}]
+  assert mutate._equivalent_reason("losses/x.py", "core/ReplaceUnaryOperator_Delete_USub", diff,
+                                   eq) == "r"
+  two = "-a = 1\n-b = 2\n+a = 2\n+b = 2\n"
+  assert mutate._changed_lines(two) == ("a = 1 / b = 2", "a = 2 / b = 2")
+
+
 def test_committed_equivalents_parse_and_have_reasons():
   for e in mutate.load_equivalents():
     assert {"module", "operator", "line", "reason"} <= set(e), e

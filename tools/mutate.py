@@ -346,9 +346,11 @@ def load_equivalents() -> List[dict]:
 
 
 def _changed_lines(diff: str):
+  """The removed and the added lines of a mutant's diff, stripped, blank ones left out (cosmic-ray
+  also rewrites a file's last blank line: it is not part of the mutant), joined by " / "."""
   minus = [l[1:].strip() for l in diff.splitlines() if l.startswith("-") and not l.startswith("---")]
   plus = [l[1:].strip() for l in diff.splitlines() if l.startswith("+") and not l.startswith("+++")]
-  return " / ".join(minus), " / ".join(plus)
+  return " / ".join(filter(None, minus)), " / ".join(filter(None, plus))
 
 
 def _equivalent_reason(module: str, operator: str, diff: str, equivalents) -> str | None:
