@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from jax import lax
 
 TARGET_ROWS = 2048  # rows (examples x output positions) per kernel-gradient chunk
-IMPLS = ("auto", "xla", "matmul")
+IMPLS = ("auto", "xla", "matmul", "patches")
 
 
 def _channels_last(lhs_shape, rhs_shape):
@@ -57,8 +57,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   """``lax.conv_general_dilated`` with a matmul kernel gradient on CPU (see the module docstring).
 
   Same arguments and result as ``lax.conv_general_dilated``; ``impl`` is ``"auto"`` (the matmul
-  kernel gradient on the CPU backend for supported convolutions), ``"xla"`` (never) or ``"matmul"``
-  (whenever supported, on any backend; used by the tests).
+  kernel gradient on the CPU backend for supported convolutions), ``"xla"`` (never), ``"matmul"``
+  (whenever supported, on any backend; used by the tests) or ``"patches"`` (the whole convolution
+  as one matrix product of input patches, differentiated by plain autodiff: see
+  :func:`patches_conv`).
   """
   if impl not in IMPLS:
     raise ValueError(f"conv impl must be one of {IMPLS}, got {impl!r}")
@@ -66,7 +68,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   pads = padding
   if isinstance(padding, str):
     pads = lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:n], window_strides, padding)
-  use = impl == "matmul" or (impl == "auto" and jax.default_backend() == "cpu")
+  use = impl in ("matmul", "patches") or (impl == "auto" and jax.default_backend() == "cpu")
   dn = _channels_last(lhs.shape, rhs.shape)
   supported = (
       use and dn is not None
@@ -84,6 +86,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
         preferred_element_type=preferred_element_type)
   strides = tuple(int(s) for s in window_strides)
   pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+  if impl == "patches":
+    return patches_conv(lhs, rhs, strides, pads, precision=precision)
   lhs, rhs = _same_varying_axes(lhs, rhs)
   return _conv(lhs, rhs, strides, pads, precision)
 
@@ -114,6 +118,39 @@ def _same_varying_axes(*xs):
   """
   union = frozenset().union(*(_varying_axes(x) for x in xs))
   return tuple(_vary_over(x, union) for x in xs)
+
+
+def _patches(xp, window, out_sp, strides):
+  """``[B, *out_spatial, K * C_in]``: the padded input's strided slice for each of the K kernel
+  offsets (row-major order), concatenated on the channel axis."""
+  cols = []
+  for offset in itertools.product(*(range(k) for k in window)):
+    start = (0,) + offset + (0,)
+    limit = ((xp.shape[0],) + tuple(o + (m - 1) * s + 1 for o, m, s in zip(offset, out_sp, strides))
+             + (xp.shape[-1],))
+    cols.append(lax.slice(xp, start, limit, (1,) + strides + (1,)))
+  return jnp.concatenate(cols, axis=-1)
+
+
+def patches_conv(x, w, strides: Tuple[int, ...], pads: Tuple[Tuple[int, int], ...], *,
+                 precision=None):
+  """A channels-last convolution (no dilation, no groups) as patches ``@`` the flattened kernel.
+
+  Why: under ``jax.vmap`` over replicas with their own kernels (a trainer sweep), XLA turns
+  ``lax.conv_general_dilated`` into a grouped convolution (``feature_group_count`` = replicas),
+  and on XLA:CPU that convolution and its derivatives are slow; the input-gradient penalties
+  (GradMask, RRR) differentiate it twice. Here every derivative, of any order, is made of slices,
+  pads and matrix products, and ``vmap`` of a matrix product is a batched matrix product
+  (``experiments/attribution/bench_sweep.py``: the study's 30-replica RRR step about 5x faster on
+  the 2-core CPU). Equal to ``lax.conv_general_dilated`` up to float32 summation order.
+  """
+  n = x.ndim - 2
+  window, c_in, c_out = tuple(w.shape[:n]), w.shape[n], w.shape[n + 1]
+  xp = jnp.pad(x, ((0, 0),) + tuple(pads) + ((0, 0),))
+  out_sp = tuple((xp.shape[1 + i] - window[i]) // strides[i] + 1 for i in range(n))
+  cols = _patches(xp, window, out_sp, strides)
+  return lax.dot_general(cols, w.reshape(math.prod(window) * c_in, c_out),
+                         (((cols.ndim - 1,), (0,)), ((), ())), precision=precision)
 
 
 def _plain_conv(x, w, strides, pads, precision):

@@ -124,6 +124,69 @@ def test_only_refuses_unknown_arms(tmp_path):
     run.main(["--smoke", "--only", "nope", "--out", str(tmp_path)])
 
 
+def test_only_updates_the_stored_results_in_place(smoke, tmp_path):
+  """``--only ce`` with an existing results.json: CE retrained (a fresh workdir), ActDiff and its
+  masked-fraction arm kept byte for byte with the provenance of the run that produced them."""
+  import shutil
+  run, _, out, _ = smoke
+  dst = tmp_path / "out"
+  shutil.copytree(out, dst)
+  before = json.loads((dst / "results.json").read_text())
+  runs_before = json.loads((dst / "runs.json").read_text())
+  prov_before = json.loads((dst / "results.provenance.json").read_text())
+  run.main(["--smoke", "--only", "ce", "--out", str(dst), "--workdir", str(tmp_path / "runs")])
+  after = json.loads((dst / "results.json").read_text())
+  assert list(after["arms"]) == ["ce", "actdiff"]   # the study's arm order, not the run order
+  for a, b in ((after["arms"]["actdiff"], before["arms"]["actdiff"]),
+               (after["fractions"], before["fractions"])):
+    assert json.dumps(a) == json.dumps(b)           # the same bytes when serialized
+  assert set(after["kept"]) == {"actdiff", "actdiff fractions"}
+  for k in after["kept"].values():
+    assert k["commit"] == prov_before["git"]["commit"]
+    assert k["created_utc"] == prov_before["created_utc"]
+  # The named arm is this run's: trained in the new workdir (same config and seeds: same numbers).
+  ce, ce_before = after["arms"]["ce"], before["arms"]["ce"]
+  assert ce["workdir"] != ce_before["workdir"] and "runs/ce" in ce["workdir"]
+  assert not ce["reused"] and after["reused"] == []
+  assert [q["val/loss"] for q in ce["replicas"]] == pytest.approx(
+      [q["val/loss"] for q in ce_before["replicas"]], rel=1e-5)
+  # runs.json: the kept arms' rows unchanged, the named arm's rows rewritten from this run.
+  runs_after = json.loads((dst / "runs.json").read_text())
+  rows = lambda flat, arms: [r for r in flat if r["arm"] in arms]  # noqa: E731
+  assert rows(runs_after, {"actdiff", "actdiff fractions"}) == rows(
+      runs_before, {"actdiff", "actdiff fractions"})
+  assert len(rows(runs_after, {"ce"})) == 4
+  # The provenance JSON is this run's, carrying the kept arms' configs and origin.
+  prov = json.loads((dst / "results.provenance.json").read_text())
+  assert prov["extra"]["kept_arms"] == after["kept"]
+  assert prov["configs"]["arms"]["actdiff"] == prov_before["configs"]["arms"]["actdiff"]
+  assert prov["configs"]["args"]["only"] == ["ce"]
+  md = (dst / "results.md").read_text()
+  assert "run.py --smoke --only ce`" in md and "**Kept from an earlier run**" in md
+  assert f"| actdiff | {run.tuning.point_label(before['arms']['actdiff']['selected']['point'])} |" \
+      in md
+  # A second --only run keeps the original provenance of the kept arms, not the previous run's.
+  run.main(["--smoke", "--only", "ce", "--out", str(dst), "--workdir", str(tmp_path / "runs")])
+  again = json.loads((dst / "results.json").read_text())
+  assert again["kept"] == after["kept"] and again["arms"]["ce"]["reused"]
+  assert json.dumps(again["arms"]["actdiff"]) == json.dumps(before["arms"]["actdiff"])
+  # A different budget than the stored one is refused before anything trains.
+  with pytest.raises(ValueError, match="different budget.*--seeds 2 \\(this run: 5\\)"):
+    run.main(["--only", "ce", "--out", str(dst), "--workdir", str(tmp_path / "other")])
+  assert not (tmp_path / "other" / "ce").exists()
+
+
+def test_saliency_grid_file_is_partial_when_kept_arms_lost_their_maps(tmp_path):
+  from labelwise.experiments.attribution import run
+  have = tmp_path / "rrr.npz"
+  have.write_bytes(b"x")
+  res = {"arms": {"ce": {}, "rrr": {}},
+         "grid_maps": {"ce": str(tmp_path / "gone.npz"), "rrr": str(have)}}
+  assert run.available_maps(res) == ["rrr"] and run.grid_file(res) == "saliency_grid_rrr.png"
+  res["grid_maps"]["ce"] = str(have)
+  assert run.grid_file(res) == "saliency_grid.png"
+
+
 def test_old_arm_names_map_to_grid_points():
   from labelwise.experiments.attribution import run
   assert run._old_point("ce") == ("ce", {})

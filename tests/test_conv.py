@@ -83,6 +83,49 @@ def test_second_order_gradients_match_xla():
   np.testing.assert_allclose(penalty(_mine)(w), penalty(_xla)(w), rtol=1e-5, atol=1e-5)
 
 
+def _patches(x, w, strides, padding):
+  return conv_lib.conv_general_dilated(x, w, strides, padding, dimension_numbers=_dn(x, w),
+                                       impl="patches")
+
+
+@pytest.mark.parametrize("xs,ws,strides,padding", CASES)
+def test_patches_convolution_matches_xla_to_second_order(xs, ws, strides, padding):
+  """impl="patches": the whole convolution as patches @ kernel, plain autodiff; values, both first
+  derivatives and d/dw of an input-gradient penalty (GradMask/RRR) against lax's."""
+  kx, kw, kd = jax.random.split(jax.random.PRNGKey(5), 3)
+  x, w = jax.random.normal(kx, xs), jax.random.normal(kw, ws)
+  y = _xla(x, w, strides, padding)
+  dy = jax.random.normal(kd, y.shape)
+  got = jax.jit(lambda x, w: _patches(x, w, strides, padding))(x, w)
+  assert got.shape == y.shape
+  np.testing.assert_allclose(got, y, rtol=1e-5, atol=1e-5)
+
+  def first(f):
+    return jax.jit(jax.grad(lambda x, w: jnp.sum(f(x, w, strides, padding) * dy), argnums=(0, 1)))
+
+  for a, b in zip(first(_patches)(x, w), first(_xla)(x, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+  def second(f):
+    def pen(w):
+      gx = jax.grad(lambda x: jnp.sum(jnp.tanh(f(x, w, strides, padding)) * dy))(x)
+      return jnp.sum(gx ** 2)
+    return jax.jit(jax.grad(pen))
+
+  ref = second(_xla)(w)   # entries up to a few hundred: float32 reordering, relative to the scale
+  np.testing.assert_allclose(second(_patches)(w), ref, rtol=1e-5,
+                             atol=1e-5 * float(jnp.max(jnp.abs(ref))))
+
+
+def test_patches_convolution_under_vmap_over_kernels():
+  """A sweep's vmap: each replica its own input and kernel; the same as each replica alone (lax)."""
+  kx, kw = jax.random.split(jax.random.PRNGKey(6))
+  x, w = jax.random.normal(kx, (4, 3, 7, 7, 2)), jax.random.normal(kw, (4, 3, 3, 2, 5))
+  got = jax.jit(jax.vmap(lambda x, w: _patches(x, w, (1, 1), "SAME")))(x, w)
+  for r in range(4):
+    np.testing.assert_allclose(got[r], _xla(x[r], w[r], (1, 1), "SAME"), rtol=1e-5, atol=1e-5)
+
+
 def test_unsupported_convolutions_fall_back_to_xla_and_bf16_keeps_dtype():
   x = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 8, 4))
   w = jax.random.normal(jax.random.PRNGKey(3), (3, 3, 2, 4))
@@ -111,7 +154,7 @@ def test_models_same_gradients_with_xla_and_auto_convolutions(name, kwargs, shap
   x = jax.random.normal(jax.random.PRNGKey(4), shape)
   y = jnp.arange(shape[0]) % 3
   grads = {}
-  for impl in ("xla", "matmul"):
+  for impl in ("xla", "matmul", "patches"):
     model = get_model(name, num_classes=3, conv_impl=impl, **kwargs)
     variables = model.init(jax.random.PRNGKey(0), x)
 
@@ -119,8 +162,9 @@ def test_models_same_gradients_with_xla_and_auto_convolutions(name, kwargs, shap
       out = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])[0]
       return jnp.mean(-jax.nn.log_softmax(out["logits"])[jnp.arange(len(y)), y])
     grads[impl] = jax.jit(jax.grad(loss))(variables["params"])
-  for a, b in zip(jax.tree_util.tree_leaves(grads["xla"]), jax.tree_util.tree_leaves(grads["matmul"])):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  for impl in ("matmul", "patches"):
+    for a, b in zip(jax.tree_util.tree_leaves(grads["xla"]), jax.tree_util.tree_leaves(grads[impl])):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=impl)
 
 
 @pytest.mark.parametrize("ties", [False, True])

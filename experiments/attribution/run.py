@@ -80,6 +80,13 @@ ARMS = {
     "gradmask": ("method=gradmask", {"gradmask.lam": (0.1, 1.0, 10.0), LR: LR_PENALTY}),
     "rrr": ("method=rrr", {"rrr.lam": (10.0, 100.0, 1000.0), LR: LR_PENALTY}),
 }
+# Convolution implementation per arm (``config.conv_impl``; default "auto"). RRR's sweep runs with
+# "patches" (the convolution as one matrix product; models/conv.py): under the sweep's vmap over 30
+# replicas XLA:CPU's grouped convolutions made one double-backprop step ~15x slower per replica
+# than a single run; "patches" is ~5x faster there and equal up to float32 summation order
+# (bench.md, "Why vmapped double-backprop sweeps are slow"). The arms trained before this finding
+# (GradMask included) ran with "auto"; their configs stay as they ran.
+CONV_IMPL = {"rrr": "patches"}
 SMOKE_ARMS = {
     "ce": ("method=ce", {LR: (1e-3, 3e-3)}),
     "actdiff": ("method=actdiff", {"actdiff.lam": (0.1, 1.0)}),
@@ -106,10 +113,11 @@ KEYS = ["valid_id/auc", "valid_shift/auc", "test_id/accuracy", "test_id/auc",
 SALIENCY_NPZ = "saliency_test_shift.npz"
 
 
-def make_config(arg: str, *, steps: int, smoke: bool = False):
+def make_config(arg: str, *, steps: int, smoke: bool = False, conv_impl: str = "auto"):
   from labelwise.configs import crosses_attribution
   c = crosses_attribution.get_config(arg)
   c.total_steps = steps
+  c.conv_impl = conv_impl
   c.parallel = "jit"
   c.num_devices = 1
   c.progress_bar = False
@@ -196,7 +204,10 @@ def main(argv=None):
                   help="CE and ActDiff, 2 grid points, 2 seeds, 4 steps (seconds; used by a test)")
   ap.add_argument("--only", nargs="*", default=None,
                   help="arm names to run (of ce, classify_masked, actdiff, gradmask, rrr); the "
-                       "masked-fraction arms run with actdiff")
+                       "masked-fraction arms run with actdiff. With an existing "
+                       "--out/results.json, that file is updated in place: only these arms are "
+                       "trained (or read back from --workdir), every other arm keeps its stored "
+                       "results (marked as kept, with the provenance of the run they came from)")
   ap.add_argument("--workdir", default="runs/attribution_study", help="trainer runs (reused)")
   ap.add_argument("--out", default=HERE)
   ap.add_argument("--finished_only", action="store_true",
@@ -219,12 +230,16 @@ def main(argv=None):
   t0 = time.time()
   tuning.use_compilation_cache(args.workdir)
   spec = SMOKE_ARMS if args.smoke else ARMS
+  full_spec = spec
+  previous = None
   if args.only is not None:
     unknown = sorted(set(args.only) - set(spec))
     if unknown:
       raise ValueError(f"--only: unknown arms {unknown}; arms: {sorted(spec)}.")
     spec = {a: v for a, v in spec.items() if a in args.only}
-  arms = {name: tuning.Arm(name, make_config(arg, steps=args.steps, smoke=args.smoke), grid,
+    previous = load_previous(args.out, args)
+  arms = {name: tuning.Arm(name, make_config(arg, steps=args.steps, smoke=args.smoke,
+                                             conv_impl=CONV_IMPL.get(name, "auto")), grid,
                            VALIDATION)
           for name, (arg, grid) in spec.items()}
   seeds = list(range(args.seeds))
@@ -256,21 +271,95 @@ def main(argv=None):
       print(f"actdiff fractions {fr.grid['actdiff.mask_fraction']} at "
             f"{tuning.point_label(r['base_point'])} ({time.time() - t0:.0f}s)", flush=True)
   res["seconds"] = time.time() - t0
-  res["reused"] = [a for a, r in all_arms(res) if r.get("reused")]
-  res["grid_maps"] = grid_maps(res)
+  if previous is not None:
+    res = merge_previous(res, previous, order=list(full_spec))
+    for a in res["kept"]:
+      if a in previous["record"].get("configs", {}).get("arms", {}):
+        record["configs"]["arms"][a] = previous["record"]["configs"]["arms"][a]
+  res["reused"] = [a for a, r in all_arms(res)   # read back in this run (kept arms: see "kept")
+                   if r.get("reused") and a not in (res.get("kept") or {})]
+  res["grid_maps"] = {**(res.get("grid_maps") or {}), **grid_maps(res, skip=res.get("kept"))}
   with open(os.path.join(args.out, "results.json"), "w") as f:
     # machine paths (the workdir, the saliency maps) recorded portably (<repo>, <tmp>, ~)
     f.write(provenance.portable(json.dumps(res, indent=1)))
   with open(os.path.join(args.out, "runs.json"), "w") as f:
     json.dump(flat_runs(res), f, indent=1)
-  reused = [a for a, r in all_arms(res) if r.get("reused")]
+  reused = res["reused"]
   record = provenance.write(os.path.join(args.out, "results.md"), record=record, extra={
       "seconds": res["seconds"], "smoke": bool(args.smoke),
       "reused_arms": reused, **({"note": f"arms {reused} were read from an earlier study.json in "
-                                         "the workdir, not retrained"} if reused else {})})
+                                         "the workdir, not retrained"} if reused else {}),
+      **({"kept_arms": res["kept"]} if res.get("kept") else {})})
   write_report(res, args.out, record)
   print(f"wrote {os.path.join(args.out, 'results.md')} ({res['seconds']:.0f} s)")
   return res
+
+
+# The result fields of a run that depend on its configuration (the kept arms must match them).
+BUDGET = ("seeds", "steps", "smoke")
+
+
+def load_previous(out, args):
+  """``--only`` with an existing ``out/results.json``: that file and its provenance record, after
+  checking that it was written with the same budget (``--seeds``, ``--steps``, ``--smoke``); None
+  when there is no such file (then only the named arms are reported, as before)."""
+  path = os.path.join(out, "results.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    res = json.load(f)
+  differ = {k: (res.get("config", {}).get(k), getattr(args, k)) for k in BUDGET
+            if res.get("config", {}).get(k) != getattr(args, k)}
+  if differ:
+    raise ValueError(
+        f"--only: {path} was written with a different budget "
+        + ", ".join(f"--{k} {old!r} (this run: {new!r})" for k, (old, new) in differ.items())
+        + "; its other arms cannot be kept next to this run's. Use the same options, or another "
+          "--out.")
+  record = provenance.load(os.path.join(out, "results.md")) or {}
+  return {"res": res, "record": record}
+
+
+def _kept_from(record, res_prev, arm):
+  """Where a kept arm's stored results came from: the earlier run's provenance (or, for an arm that
+  run had itself kept, the run before it)."""
+  if arm in (res_prev.get("kept") or {}):
+    return res_prev["kept"][arm]
+  git = record.get("git", {})
+  return {"commit": git.get("commit"), "dirty": git.get("dirty"),
+          "modified": git.get("modified", []), "created_utc": record.get("created_utc"),
+          "finished_utc": record.get("finished_utc"), "command": record.get("command"),
+          "note": record.get("extra", {}).get("note")}
+
+
+def merge_previous(res, previous, *, order):
+  """This run's results (the ``--only`` arms) merged into the earlier ``results.json``: the named
+  arms replaced, every other stored arm (and the masked-fraction arm, unless ActDiff ran) copied
+  as stored, listed in ``kept`` with its provenance; arms in the order of ``order``."""
+  prev, record = previous["res"], previous["record"]
+  ran = set(res["arms"]) | set(res["not_run"])
+  out = {k: v for k, v in res.items() if k not in ("arms", "fractions", "not_run")}
+  kept = {}
+  arms = {}
+  for a in order + [a for a in prev.get("arms", {}) if a not in order]:
+    if a in res["arms"]:
+      arms[a] = res["arms"][a]
+    elif a not in ran and a in prev.get("arms", {}):
+      arms[a] = prev["arms"][a]
+      kept[a] = _kept_from(record, prev, a)
+  out["arms"] = arms
+  if "actdiff" in ran:
+    out["fractions"] = res["fractions"]
+  else:
+    out["fractions"] = prev.get("fractions") or {}
+    if out["fractions"]:
+      kept["actdiff fractions"] = _kept_from(record, prev, "actdiff fractions")
+  out["not_run"] = ([a for a in prev.get("not_run", [])
+                     if a not in ran and not (a == "actdiff fractions" and "actdiff" in ran)]
+                    + res["not_run"])
+  out["kept"] = kept
+  out["grid_maps"] = {a: p for a, p in (prev.get("grid_maps") or {}).items() if a in kept}
+  return out
 
 
 def _print(name, r, t0):
@@ -334,11 +423,13 @@ def flat_runs(res):
   return out
 
 
-def grid_maps(res):
+def grid_maps(res, skip=None):
   """``{arm: path of the saliency npz of its chosen point's first seed}`` (written by the
-  trainer's attribution evaluator in the sweep's ``replicas/<r>/``)."""
+  trainer's attribution evaluator in the sweep's ``replicas/<r>/``), arms in ``skip`` left out."""
   out = {}
   for arm, r in res["arms"].items():
+    if skip and arm in skip:
+      continue
     idx = r["selected"]["replicas"][0]
     path = os.path.join(r["workdir"], "replicas", str(idx), SALIENCY_NPZ)
     if os.path.exists(path):
@@ -426,7 +517,8 @@ def write_report(res, out, record):
   ce_speed = arms["ce"]["examples_per_sec"] if "ce" in arms else float("nan")
   lines = [
       "# Attribution control with masks on procedural crosses (offline study)", "",
-      f"Generated by `python experiments/attribution/run.py{' --smoke' if cfg['smoke'] else ''}`: "
+      f"Generated by `python experiments/attribution/run.py{' --smoke' if cfg['smoke'] else ''}"
+      f"{' --only ' + ' '.join(cfg['only']) if cfg.get('only') else ''}`: "
       f"every model trained by the trainer (`configs/crosses_attribution.py`, `attribution_cnn`, "
       f"no BatchNorm), {n_seeds} seeds, {cfg['steps']} Adam steps of batch 32 on the 500 training "
       f"images; training and evaluation took {_train_time(res):.0f} s in all (sum over arms, "
@@ -438,7 +530,7 @@ def write_report(res, out, record):
       "(grid points x seeds as replicas of one compiled program, `experiments/tuning.py`) with "
       "the same budget of 6 grid points: CE and classify-masked tune the learning rate "
       "{3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3}; ActDiff, GradMask and RRR tune lambda (3 values) x "
-      "learning rate {1e-3, 3e-3}.", "",
+      "learning rate {1e-3, 3e-3}." + _conv_note(res), ""] + _kept_note(res) + [
       f"**Choice**: the point with the lowest mean validation cross-entropy (`{res['select']}`) "
       f"on `{res['validation']}`, the in-distribution validation split (128 images, the "
       "distractor correlated with the label as in training). Accuracy there is 1.0 for every "
@@ -569,7 +661,65 @@ def write_report(res, out, record):
     if kept:
       f.write("\n\n" + kept)
   plot_scatter(runs, os.path.join(out, "scatter.png"))
-  plot_grid(res, os.path.join(out, "saliency_grid.png"))
+  drawn = available_maps(res)
+  if drawn:
+    plot_grid(res, os.path.join(out, grid_file(res)))
+
+
+def available_maps(res):
+  """The arms whose saved saliency maps (``grid_maps``) exist on this machine."""
+  return [a for a, p in (res.get("grid_maps") or {}).items()
+          if a in res["arms"] and os.path.exists(p)]
+
+
+def grid_file(res):
+  """``saliency_grid.png`` when every arm's maps are available; otherwise (arms kept from an
+  earlier run whose trainer workdirs are gone) ``saliency_grid_<arms>.png`` for those available,
+  so that the earlier complete picture is not overwritten by a partial one."""
+  drawn = available_maps(res)
+  if set(drawn) == set(res["arms"]):
+    return "saliency_grid.png"
+  return "saliency_grid_" + "_".join(drawn) + ".png"
+
+
+def _conv_note(res):
+  arms = [a for a in res["arms"] if a not in (res.get("kept") or {})]
+  impl = {a: CONV_IMPL[a] for a in arms if a in CONV_IMPL}
+  if not impl:
+    return ""
+  return (" Convolutions: `conv_impl=auto` for every arm except "
+          + ", ".join(f"{a} (`{v}`)" for a, v in impl.items())
+          + ": the same convolution as one matrix product of input patches, equal up to float32 "
+            "summation order and ~5x faster in a 30-replica double-backprop sweep on this CPU "
+            "(`bench.md`, models/conv.py).")
+
+
+def _kept_note(res):
+  kept = res.get("kept") or {}
+  if not kept:
+    return []
+  by_src = {}
+  for a, k in kept.items():
+    by_src.setdefault((k.get("commit") or "unknown")[:12], []).append((a, k))
+  parts = []
+  for commit, items in by_src.items():
+    k = items[0][1]
+    parts.append(f"{', '.join(a for a, _ in items)} from the run of commit {commit}"
+                 f"{' (modified tree)' if k.get('dirty') and provenance.modified_code(k) else ''}"
+                 f", {k.get('created_utc')}"
+                 + (f" ({k['note']})" if k.get("note") else ""))
+  trained = [a for a in res["arms"] if a not in kept]
+  drawn = available_maps(res)
+  lines = [f"**Kept from an earlier run** (`--only {' '.join(trained)}` updated results.json in "
+           f"place; those arms' trainer workdirs are not on this machine): {'; '.join(parts)}. "
+           f"Their numbers are copied unchanged from the stored results.json (`kept` there and in "
+           f"the provenance JSON); only {', '.join(trained) or 'nothing'} "
+           f"{'was' if len(trained) == 1 else 'were'} trained or read back in this run."]
+  if drawn and set(drawn) != set(res["arms"]):
+    lines[0] += (f" The saliency maps of the kept arms are gone with their workdirs: "
+                 f"`{grid_file(res)}` shows {', '.join(drawn)}; `saliency_grid.png` is the "
+                 "earlier run's picture.")
+  return lines + [""]
 
 
 def _train_time(res):
