@@ -69,7 +69,8 @@ def base_config(*, dataset: str, model: str, method: str = "ce") -> ml_collectio
   c.model = model
   c.model_kwargs = ml_collections.ConfigDict()
   c.dtype = "float32"         # model compute dtype ("bfloat16" for mixed precision); losses in float32
-  c.conv_impl = "auto"        # conv models: "auto" (patch-matmul kernel gradients on CPU) or "xla"
+  c.conv_impl = "auto"        # conv models: "auto" (patch-matmul kernel gradients on CPU), "xla",
+                              # or "patches" (all of it as patch matmuls: vmapped sweeps on CPU)
   c.method = method
   c.parallel = "pmap"         # "pmap" | "shard_map" | "jit"
   c.num_devices = -1          # -1: all devices
