@@ -602,3 +602,60 @@ def test_mi_loss_value_grad_and_pmap():
   v_single, g_single = jax.value_and_grad(lambda w: C.mutual_information_loss(x @ w))(w)
   np.testing.assert_allclose(value, np.full(4, v_single), rtol=1e-5)
   np.testing.assert_allclose(g[0], g_single, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Found by mutation testing (docs/testing.md, third pass)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_pgd_stops_on_the_absolute_relative_change():
+  """PGD is not monotone: its stopping test is |F_prev - F| / |F| < tol, so a step that raises F by
+  more than tol does not stop it (a signed test would stop at the first increase). The expected
+  count comes from the trajectory itself (tol = 0 runs exactly m iterations), scored by numpy."""
+  sigma = random_probs(34, 16, 4, scale=2.0)
+  kw = dict(step_size=6.0, fairness="classic", fairness_weight=1.0)
+  tol, max_iter = 1e-3, 12
+  f = [np_objective(sigma, sigma, 1.0, "classic")]
+  ys = [None]
+  for m in range(1, max_iter + 1):
+    y_m, n_m = C.pgd_pseudo_labels(sigma, tol=0.0, max_iter=m, **kw)
+    assert int(n_m) == m
+    ys.append(np.asarray(y_m))
+    f.append(np_objective(sigma, y_m, 1.0, "classic"))
+  rel = np.abs(np.diff(f)) / np.abs(f[1:])
+  want = next((m for m in range(1, max_iter + 1) if rel[m - 1] < tol), max_iter)
+  assert any(f[m] > f[m - 1] for m in range(1, want + 1)), f  # F rose on the way: the case tested
+  y, n = C.pgd_pseudo_labels(sigma, tol=tol, max_iter=max_iter, **kw)
+  assert int(n) == want
+  np.testing.assert_allclose(np.asarray(y), ys[want], atol=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["collision", "shannon", "pgd"])
+def test_a_traced_mask_that_keeps_nothing_gives_the_start_point_and_zero_iterations(solver):
+  """Under jit an all-False ``where`` cannot be refused: every solver returns its start point
+  (the predictions) and 0 iterations, and with one row kept it iterates as on that row alone."""
+  fn = {"collision": C.collision_pseudo_labels, "shannon": C.shannon_pseudo_labels,
+        "pgd": functools.partial(C.pgd_pseudo_labels, step_size=0.1)}[solver]
+  sigma = random_probs(36, 6, 3)
+  run = jax.jit(lambda s, w: fn(s, where=w, tol=0.0, max_iter=7))
+  y, n = run(sigma, np.zeros(6, bool))
+  assert int(n) == 0
+  np.testing.assert_array_equal(np.asarray(y), sigma)
+  y, n = run(sigma, np.arange(6) == 2)
+  y_alone, n_alone = fn(sigma[2:3], tol=0.0, max_iter=7)
+  assert int(n) == int(n_alone) == 7
+  np.testing.assert_allclose(np.asarray(y)[2], np.asarray(y_alone)[0], atol=1e-6)
+
+
+def test_solvers_need_two_classes():
+  one = np.ones((4, 1), np.float32)
+  for solver in (C.collision_pseudo_labels, C.shannon_pseudo_labels,
+                 functools.partial(C.pgd_pseudo_labels, step_size=0.1)):
+    with pytest.raises(ValueError, match=r"`probs` must have at least 2 classes, got shape "
+                                         r"\(4, 1\)"):
+      solver(one)
+  with pytest.raises(ValueError, match=r"`pseudo_labels` must have at least 2 classes"):
+    C.self_labeling_objective(random_probs(37, 4, 2), one)
+  y, n = C.collision_pseudo_labels(random_probs(37, 4, 2), tol=0.0, max_iter=3)  # 2 is enough
+  assert np.asarray(y).shape == (4, 2) and int(n) == 3
