@@ -34,7 +34,7 @@ import dataclasses
 import itertools
 import json
 import os
-from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from labelwise.train import sweep as sweep_lib
 from labelwise.train.sweep import stats
@@ -254,6 +254,34 @@ def at_point(result: Mapping[str, Any], point: Mapping[str, float]) -> List[Dict
   """The replicas (one per seed) of ``result`` at the grid ``point``."""
   return [r for r in result["replicas"]
           if all(r["overrides"].get(k) == v for k, v in point.items())]
+
+
+def points(result: Mapping[str, Any]) -> List[Dict[str, float]]:
+  """The distinct grid points of ``result``'s replicas (their ``overrides`` without ``seed``), in
+  the order they first appear (the grid order of :func:`run_arm`)."""
+  seen: List[Dict[str, float]] = []
+  for r in result["replicas"]:
+    p = {k: v for k, v in r["overrides"].items() if k != "seed"}
+    if p not in seen:
+      seen.append(p)
+  return seen
+
+
+def at_edge(result: Mapping[str, Any],
+            point: Optional[Mapping[str, float]] = None) -> Dict[str, Any]:
+  """Where ``point`` (default: ``result``'s selected point) lies on each grid key that varies in
+  ``result`` (two or more distinct values): ``{key: "lowest" | "highest" | None}``, ``None`` for a
+  value inside the grid. A choice at an end (``any(at_edge(r).values())``) suggests the grid is
+  too short: a value beyond that end might be chosen."""
+  point = result["selected"]["point"] if point is None else point
+  out: Dict[str, Any] = {}
+  for key in point:
+    vals = sorted({p[key] for p in points(result) if key in p})
+    if len(vals) < 2:
+      continue
+    out[key] = ("lowest" if point[key] == vals[0] else
+                "highest" if point[key] == vals[-1] else None)
+  return out
 
 
 def selected(result: Mapping[str, Any]) -> List[Dict[str, Any]]:

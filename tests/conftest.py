@@ -19,3 +19,16 @@ os.environ.setdefault("NO_GCE_CHECK", "true")
 import tempfile  # noqa: E402
 
 os.environ.setdefault("TFDS_DATA_DIR", os.path.join(tempfile.gettempdir(), "labelwise-tests-tfds"))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+  """Tiny Fashion-MNIST IDX files written once per test module (no Debian package needed):
+  ``(arrays, sha, data_dir, files)`` = the arrays written, their checksums, an empty TFDS data
+  folder and the folder of the files (the studies' Fashion-MNIST part tests)."""
+  from tests.test_fashion_mnist import write_files
+  root = tmp_path_factory.mktemp("fm_tiny")
+  arrays, sha = write_files(str(root / "files"))
+  return arrays, sha, str(root / "tfds"), str(root / "files")

@@ -9,14 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.test_fashion_mnist import accepted, write_files
-
-
-@pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory):
-  root = tmp_path_factory.mktemp("fm_attr")
-  arrays, sha = write_files(str(root / "files"))
-  return arrays, sha, str(root / "tfds"), str(root / "files")
+from tests.test_fashion_mnist import accepted
 
 
 @pytest.mark.slow   # every arm through the trainer, 5 splits evaluated: ~40 s wall at load 8 (make test-slow)

@@ -12,22 +12,22 @@ import types
 import numpy as np
 import pytest
 
-from tests.test_fashion_mnist import accepted, image_ids, write_files
+from tests.test_fashion_mnist import accepted, image_ids
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(tiny_dirs, tmp_path_factory):
   from labelwise.data.builders import fashion_mnist as fm
   from labelwise.experiments.collision import run
+  arrays, sha, data_dir, files = tiny_dirs
   root = tmp_path_factory.mktemp("coll_fm")
-  arrays, sha = write_files(str(root / "files"))
   out = root / "out"
   out.mkdir()
   (out / "results.md").write_text("# Collision study\n\noffline tables\n")
   with accepted(sha) as mp:
     mp.setattr(fm, "debian_folder", lambda: None)
-    res = run.main(["--part", "fashion_mnist", "--smoke", "--data_dir", str(root / "tfds"),
-                    "--manual_dir", str(root / "files"), "--out", str(out),
+    res = run.main(["--part", "fashion_mnist", "--smoke", "--data_dir", data_dir,
+                    "--manual_dir", files, "--out", str(out),
                     "--workdir", str(root / "runs")])
   return arrays, res, out
 

@@ -7,14 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.test_fashion_mnist import accepted, write_files
-
-
-@pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory):
-  root = tmp_path_factory.mktemp("fm_study")
-  arrays, sha = write_files(str(root / "files"))
-  return arrays, sha, str(root / "tfds"), str(root / "files")
+from tests.test_fashion_mnist import accepted
 
 
 def test_simloss_part_smoke(tiny_dirs, tmp_path, monkeypatch):

@@ -165,3 +165,36 @@ def test_sweep_spec_round_trips_the_values():
   lrs = [p["optimizer.learning_rate"] for p in points[::2]]
   assert lrs == list(grid["optimizer.learning_rate"])   # exactly, not rounded
   assert [p["seed"] for p in points[:2]] == [3, 1]
+
+
+def _result(points, seeds=(0, 1), selected=None):
+  """A hand-made ``run_arm`` result: one replica per point x seed, in that order."""
+  reps = [{"overrides": {**p, "seed": s}, "val/accuracy": 0.5} for p in points for s in seeds]
+  return {"replicas": reps, "selected": {"point": selected or points[0]}}
+
+
+def test_points_are_the_distinct_grid_points_in_order():
+  grid = [{"lr": 0.01, "w": 3.0}, {"lr": 0.001, "w": 3.0}, {"lr": 0.01, "w": 1.0}]
+  assert tuning.points(_result(grid)) == grid          # seeds folded, first-seen order kept
+  assert tuning.points(_result([{}], seeds=(0, 1, 2))) == [{}]   # an empty grid: one point
+  # replicas of the same point need not be adjacent
+  res = {"replicas": [{"overrides": {"a": 1.0, "seed": 0}}, {"overrides": {"a": 2.0, "seed": 0}},
+                      {"overrides": {"a": 1.0, "seed": 1}}]}
+  assert tuning.points(res) == [{"a": 1.0}, {"a": 2.0}]
+
+
+def test_at_edge_names_the_end_of_every_varying_key():
+  line = [{"lr": v} for v in (3e-4, 1e-3, 3e-3, 1e-2)]
+  assert tuning.at_edge(_result(line, selected={"lr": 3e-4})) == {"lr": "lowest"}
+  assert tuning.at_edge(_result(line, selected={"lr": 1e-2})) == {"lr": "highest"}
+  assert tuning.at_edge(_result(line, selected={"lr": 1e-3})) == {"lr": None}
+  assert not any(tuning.at_edge(_result(line, selected={"lr": 3e-3})).values())
+  # an explicit point instead of the selected one; grid order does not matter (sorted values)
+  shuffled = [{"lr": v} for v in (1e-3, 1e-2, 3e-4, 3e-3)]
+  assert tuning.at_edge(_result(shuffled), {"lr": 3e-4}) == {"lr": "lowest"}
+  # two keys: one inside, one at its top; a key with one value is not a grid (left out)
+  grid = [{"lr": a, "w": b, "k": 2.0} for a in (1e-3, 3e-3, 1e-2) for b in (1.0, 10.0)]
+  assert tuning.at_edge(_result(grid, selected={"lr": 3e-3, "w": 10.0, "k": 2.0})) == {
+      "lr": None, "w": "highest"}
+  # a one-point grid has no ends
+  assert tuning.at_edge(_result([{"lr": 1e-3}])) == {}

@@ -4,6 +4,8 @@ r"""Average-K study on the synthetic ambiguous Gaussians (known posterior, so th
     python experiments/average_k/run.py --quick --out runs/avgk_quick   # smoke: seconds (a test)
     python experiments/average_k/run.py --n_train 4000 --ks 2 --variants ce two_head  # a look
     python experiments/average_k/run.py --report_only      # re-render results.md / regret.png
+    python experiments/average_k/run.py --n_train 1000 --keep_sizes   # rerun one size, keep the
+                                  # others' arms from results.json (then --edge_check)
     python experiments/average_k/run.py --part fashion_mnist   # the Fashion-MNIST part (its own
                                   # options: experiments/average_k/fashion_mnist.py, --help)
 
@@ -25,9 +27,13 @@ average-K accuracy of the arm's own head at the K of the cell (``val/avgk/<head>
 the oracle's accuracy is the same for every model, so this is the point of least validation
 regret). Validation is the dataset's own 10k ``validation`` split (``tuning.Arm.validation``): the
 ``average_k`` evaluator calibrates its threshold there (for ``val/`` metrics it calibrates and
-scores on it), and the 50k ``test`` split is only reported. Grids (:data:`GRIDS`): learning rate
-{3e-4, 1e-3, 3e-3, 1e-2} for CE and AN; alpha (the multi-label term's weight) {1, 3, 10, 30} for
-both two-head rules and the control; EPR lambda {10, 30, 100, 300}; the others keep lr 1e-3.
+scores on it), and the 50k ``test`` split is only reported. Grids (:func:`grid_for`), per
+n_train because the optimum moves with it (1500 steps are 192 epochs of 1000 examples but 6 of
+32000): at 4000 and 32000 (:data:`GRIDS`) learning rate {3e-4, 1e-3, 3e-3, 1e-2} for CE and AN,
+alpha (the multi-label term's weight) {1, 3, 10, 30} for both two-head rules and the control, EPR
+lambda {10, 30, 100, 300}; at 1000 (:data:`GRIDS_1K`, shifted after the first run chose an end
+in 17 of its 18 cells) learning rate {3e-5, 1e-4, 3e-4, 1e-3}, alpha {30, 100, 300, 1000},
+EPR lambda {30, 100, 300, 1000}. The arms that do not tune the learning rate keep 1e-3.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ K_INDEPENDENT = ("ce", "assume_negative")          # trained once, evaluated at 
 K_DEPENDENT = ("two_head", "two_head_a", "epr", "oracle")
 VARIANTS = K_INDEPENDENT + K_DEPENDENT
 ALPHA = (1.0, 3.0, 10.0, 30.0)
-#: variant -> grid (4 points each: the same tuning budget for every arm)
+#: variant -> grid at n_train 4000 and 32000 (4 points each: the same tuning budget for every arm)
 GRIDS = {
     "ce": {LR: (3e-4, 1e-3, 3e-3, 1e-2)},
     "assume_negative": {LR: (3e-4, 1e-3, 3e-3, 1e-2)},
@@ -61,12 +67,30 @@ GRIDS = {
     "oracle": {"two_head.weight": ALPHA},
     "epr": {"epr.weight": (10.0, 30.0, 100.0, 300.0)},
 }
+ALPHA_1K = (30.0, 100.0, 300.0, 1000.0)
+#: variant -> grid at n_train 1000 (4 points each): the GRIDS run chose the lowest learning rate
+#: (CE, AN) or the highest alpha / lambda in 17 of its 18 cells there; the values beyond those
+#: ends (``--edge_check``) and a few further validation probes placed the new spans (docs/average_k.md).
+GRIDS_1K = {
+    "ce": {LR: (3e-5, 1e-4, 3e-4, 1e-3)},
+    "assume_negative": {LR: (3e-5, 1e-4, 3e-4, 1e-3)},
+    "two_head": {"two_head.weight": ALPHA_1K},
+    "two_head_a": {"two_head.weight": ALPHA_1K},
+    "oracle": {"two_head.weight": ALPHA_1K},
+    "epr": {"epr.weight": (30.0, 100.0, 300.0, 1000.0)},
+}
+GRIDS_BY_N = {1000: GRIDS_1K}
+
+
+def grid_for(variant: str, n_train: int):
+  """The grid of ``variant`` at ``n_train`` (:data:`GRIDS_BY_N`, else :data:`GRIDS`)."""
+  return GRIDS_BY_N.get(int(n_train), GRIDS)[variant]
+
+
 #: the previous (own-loop) study's fixed value of every arm: one point of each grid
 OLD_POINT = {"ce": {LR: 1e-3}, "assume_negative": {LR: 1e-3}, "two_head": {"two_head.weight": 1.0},
              "two_head_a": {"two_head.weight": 1.0}, "oracle": {"two_head.weight": 1.0},
              "epr": {"epr.weight": 100.0}}
-#: one value beyond each end of a grid (``--edge_check``: tried where the choice fell on that end)
-BEYOND = {LR: (1e-4, 3e-2), "two_head.weight": (0.3, 100.0), "epr.weight": (3.0, 1000.0)}
 #: the head each variant is chosen by (its average-K scores)
 SELECT_HEAD = {"ce": "softmax", "assume_negative": "multilabel", "two_head": "multilabel",
                "two_head_a": "multilabel", "epr": "multilabel", "oracle": "multilabel"}
@@ -125,7 +149,6 @@ def compact(res, variant, ks):
   reps = [{"overrides": r["overrides"],
            **{p + key: r[p + key] for p in ("val/", "eval/") for key in keep if p + key in r}}
           for r in res["replicas"]]
-  grid_keys = [k for k in res["replicas"][0]["overrides"] if k != "seed"]
   selected = {}
   for k in ks:
     by = select_key(variant, k)
@@ -134,21 +157,15 @@ def compact(res, variant, ks):
     metric = by.rpartition(":")[0]
     selected[_tag(k)] = {"by": by, "point": point,
                          "val_mean": chosen["val"][metric]["mean"],
-                         "at_edge": {key: point[key] in (min(v), max(v)) for key, v in
-                                     _grid_of(reps, grid_keys).items() if len(v) >= 2},
+                         "at_edge": {key: end is not None
+                                     for key, end in tuning.at_edge(res, point).items()},
                          "val_means": [{"point": s["point"],
                                         "mean": s["metrics"][metric]["mean"]}
                                        for s in res["summary"]]}
   return {"variant": variant, "sweeps": res["sweeps"], "replicas": reps, "selected": selected}
 
 
-def _grid_of(reps, keys):
-  return {key: sorted({r["overrides"][key] for r in reps}) for key in keys}
-
-
-def at_point(arm, point):
-  return [r for r in arm["replicas"]
-          if all(r["overrides"].get(k) == v for k, v in point.items())]
+at_point = tuning.at_point
 
 
 def chosen(arm, k):
@@ -181,6 +198,11 @@ def main(argv=None):
                            "choice would move; adds to --out/results.json")
   parser.add_argument("--report_only", action="store_true",
                       help="rewrite results.md and the plot from --out/results.json, no training")
+  parser.add_argument("--keep_sizes", action="store_true",
+                      help="rerun only the --n_train sizes: the arms of the other sizes are read "
+                           "from --out/results.json (same steps, seeds, K, variants and "
+                           "validation, else refused) and kept with their edge checks; the rerun "
+                           "sizes' arms of other grids are kept under 'previous' (old vs new)")
   args = parser.parse_args(argv)
   os.makedirs(args.out, exist_ok=True)
   md_path = os.path.join(args.out, "results.md")
@@ -205,8 +227,8 @@ def main(argv=None):
   t0 = time.time()
   tuning.use_compilation_cache(args.workdir)
 
-  def grid_of(variant):
-    g = GRIDS[variant]
+  def grid_of(variant, n):
+    g = grid_for(variant, n)
     return {k: v[:2] for k, v in g.items()} if args.quick else g
 
   plan = []   # (name, variant, n_train, k_train, reported ks, arm)
@@ -215,7 +237,7 @@ def main(argv=None):
       for k_train in ([None] if v in K_INDEPENDENT else args.ks):
         cfg = make_config(v, args.ks[-1] if k_train is None else k_train, n, args.steps,
                           quick=args.quick)
-        arm = tuning.Arm(arm_name(v, n, k_train), cfg, grid_of(v), validation)
+        arm = tuning.Arm(arm_name(v, n, k_train), cfg, grid_of(v, n), validation)
         plan.append((arm.name, v, n, k_train, args.ks if k_train is None else [k_train], arm))
   first = {v: a for (_, v, n, k, _, a) in plan if n == args.n_train[0]
            and k in (None, args.ks[0])}
@@ -227,8 +249,10 @@ def main(argv=None):
   res = {"_meta": {"quick": bool(args.quick), "seeds": seeds, "steps": args.steps,
                    "n_train": args.n_train, "ks": args.ks, "variants": variants,
                    "validation": validation,
-                   "grids": {v: {k: list(g) for k, g in grid_of(v).items()} for v in variants}},
+                   "grids_by_n": {str(n): {v: {k: list(g) for k, g in grid_of(v, n).items()}
+                                           for v in variants} for n in args.n_train}},
          "arms": {}}
+  kept = keep_sizes(res, os.path.join(args.out, "results.json")) if args.keep_sizes else None
   for name, v, n, k_train, ks, arm in plan:
     t1 = time.time()
     wd = os.path.join(args.workdir, f"n{n}", v + ("" if k_train is None else f"_K{k_train:g}"))
@@ -239,13 +263,95 @@ def main(argv=None):
         f"{t}: {tuning.point_label(s['point'])}" for t, s in sel.items())
         + f" ({time.time() - t1:.0f}s, total {time.time() - t0:.0f}s)", flush=True)
   res["_meta"]["seconds"] = time.time() - t0
+  if kept is not None:
+    res = merge_kept(res, kept)
   with open(os.path.join(args.out, "results.json"), "w") as f:
     json.dump(res, f, indent=None, separators=(",", ":"))
   record = provenance.write(md_path, record=record, extra={"seconds": res["_meta"]["seconds"],
-                                                           "quick": bool(args.quick)})
+                                                           "quick": bool(args.quick),
+                                                           **({"kept": res["_meta"]["kept"]}
+                                                              if kept is not None else {})})
   write_report(res, args.out, record)
   print(f"done in {res['_meta']['seconds']:.0f}s -> {md_path}")
   return res
+
+
+def grids_of(meta, n_train):
+  """``{variant: grid}`` of a results.json's run at ``n_train`` (older files: one ``grids``)."""
+  by_n = meta.get("grids_by_n")
+  return by_n[str(n_train)] if by_n else meta["grids"]
+
+
+COMPARABLE = ("quick", "seeds", "steps", "ks", "variants", "validation")
+
+
+def keep_sizes(res, path):
+  """The earlier results.json at ``path`` for ``--keep_sizes``, checked comparable to ``res``."""
+  if not os.path.exists(path):
+    raise ValueError(f"--keep_sizes: no {path} to keep sizes from; run without it.")
+  with open(path) as f:
+    old = json.load(f)
+  diff = [k for k in COMPARABLE if old["_meta"].get(k) != res["_meta"][k]]
+  if diff:
+    raise ValueError(f"--keep_sizes: {path} was run with other {diff} "
+                     f"({ {k: old['_meta'].get(k) for k in diff} } vs "
+                     f"{ {k: res['_meta'][k] for k in diff} }); rerun every size instead.")
+  record = provenance.load(os.path.join(os.path.dirname(path), "results.md")) or {}
+  old["_meta"].setdefault("commit", (record.get("git") or {}).get("commit"))
+  old["_meta"].setdefault("finished_utc", record.get("finished_utc"))
+  return old
+
+
+def merge_kept(res, old):
+  """``res`` (the rerun sizes) with the other sizes' arms and edge checks of ``old``; the rerun
+  sizes' old arms go to ``res["previous"]`` when their grids differ (kept if already there)."""
+  meta, ometa = res["_meta"], old["_meta"]
+  rerun = set(meta["n_train"])
+  others = sorted({a["n_train"] for a in old["arms"].values()} - rerun)
+  out = {**res, "arms": {}, "edge_checks": {}}
+  for n in sorted(rerun | set(others)):   # arms in n_train order, as a full run writes them
+    src = res if n in rerun else old
+    out["arms"].update({k: a for k, a in src["arms"].items() if a["n_train"] == n})
+    out["edge_checks"].update({k: c for k, c in (src.get("edge_checks") or {}).items()
+                               if src["arms"][k]["n_train"] == n})
+  meta = out["_meta"] = {**meta, "n_train": sorted(rerun | set(others))}
+  meta["grids_by_n"] = {**{str(n): grids_of(ometa, n) for n in others}, **meta["grids_by_n"]}
+  meta["grids_by_n"] = {str(n): meta["grids_by_n"][str(n)] for n in meta["n_train"]}
+  kept = ometa.get("kept") or {"n_train": others, "commit": ometa.get("commit"),
+                               "finished_utc": ometa.get("finished_utc"),
+                               "seconds": ometa.get("seconds"),
+                               "edge_check_seconds": ometa.get("edge_check_seconds"),
+                               "n_train_of_run": ometa.get("n_train")}
+  meta["kept"] = {**kept, "n_train": others}
+  if "previous" in old:
+    out["previous"] = old["previous"]
+  else:
+    had = sorted({a["n_train"] for a in old["arms"].values()} & rerun)
+    changed = [n for n in had if grids_of(ometa, n) != meta["grids_by_n"][str(n)]]
+    if changed:
+      out["previous"] = {
+          "n_train": changed, "grids_by_n": {str(n): grids_of(ometa, n) for n in changed},
+          "commit": ometa.get("commit"), "finished_utc": ometa.get("finished_utc"),
+          "arms": {k: a for k, a in old["arms"].items() if a["n_train"] in changed},
+          "edge_checks": {k: c for k, c in (old.get("edge_checks") or {}).items()
+                          if old["arms"][k]["n_train"] in changed}}
+  return out
+
+
+def beyond(grid, value):
+  """The value one step past the end of ``grid`` where ``value`` lies, on the 1-3-10 ladder the
+  grids use (3e-4 -> 1e-4, 1e-2 -> 3e-2, 30 -> 100, 1000 -> 3000)."""
+  grid = sorted(grid)
+  if value not in (grid[0], grid[-1]):
+    raise ValueError(f"`value` {value!r} is not an end of the grid {grid}.")
+  lead = round(value / 10 ** np.floor(np.log10(value)))
+  if lead not in (1, 3):
+    raise ValueError(f"grid end {value!r} is not on the 1-3-10 ladder.")
+  if value == grid[0]:
+    out = value / 3 if lead == 3 else value * 0.3
+  else:
+    out = value * 3 if lead == 1 else value * 10 / 3
+  return float(f"{out:.3g}")
 
 
 def edge_values(arm):
@@ -255,11 +361,11 @@ def edge_values(arm):
     for key, at in s["at_edge"].items():
       if not at:
         continue
-      grid = sorted({r["overrides"][key] for r in arm["replicas"]})
-      beyond = BEYOND[key][0] if s["point"][key] == grid[0] else BEYOND[key][1]
+      grid = sorted({p[key] for p in tuning.points(arm)})
+      value = beyond(grid, s["point"][key])
       out.setdefault(key, [])
-      if beyond not in out[key]:
-        out[key].append(beyond)
+      if value not in out[key]:
+        out[key].append(value)
   return {k: sorted(v) for k, v in out.items()}
 
 
@@ -277,6 +383,10 @@ def edge_check(args, md_path):
     grid = edge_values(arm)
     if not grid:
       continue
+    done = res["edge_checks"].get(name)
+    if done and all(set(vals) <= {p[key] for p in tuning.points(done)}
+                    for key, vals in grid.items()):
+      continue   # checked already (e.g. a size kept by --keep_sizes)
     v, n, k_train = arm["variant"], arm["n_train"], arm["k_train"]
     ks = meta["ks"] if k_train is None else [k_train]
     cfg = make_config(v, meta["ks"][-1] if k_train is None else k_train, n, meta["steps"],
@@ -385,7 +495,7 @@ def edge_lines(res):
            for tag, s in arm["selected"].items() if any(s["at_edge"].values())]
   if not cells:
     return []
-  npts = _points(next(iter(res["_meta"]["grids"].values())))
+  npts = _budget(res["_meta"])
   head = (f"{len(cells)} of {sum(len(a['selected']) for a in res['arms'].values())} cells chose "
           "a value at an end of its grid.")
   if not checks:
@@ -410,8 +520,8 @@ def edge_lines(res):
       lines.append(row + "not run | — |")
       continue
     key = next(k for k, e in s["at_edge"].items() if e)
-    grid = sorted({r["overrides"][key] for r in arm["replicas"]})
-    want = BEYOND[key][0] if s["point"][key] == grid[0] else BEYOND[key][1]
+    grid = sorted({p[key] for p in tuning.points(arm)})
+    want = beyond(grid, s["point"][key])
     q = next(q for q in beyond["selected"][tag]["val_means"] if q["point"][key] == want)
     better = q["mean"] > s["val_mean"]
     moved += better
@@ -516,6 +626,10 @@ def claim_lines(res):
                    f"{vs.count('within noise')}.")
   lines.append("")
   return lines
+
+
+def previous_lines(res):
+  return []
 
 
 def _old_records():
@@ -631,28 +745,64 @@ def _grid_text(variant, grid):
   return _short(variant) + " " + " x ".join(f"{names.get(k, k)} {_set(v)}" for k, v in grid.items())
 
 
-def _points(grid):
-  n = 1
-  for v in grid.values():
-    n *= len(v)
-  return n
+def _budget(meta):
+  """The number of grid points of every arm (one number: the same budget), checked."""
+  sizes = {len(tuning.Arm("", None, g).points())
+           for n in meta["n_train"] for g in grids_of(meta, n).values()}
+  if len(sizes) != 1:
+    raise ValueError(f"the arms' grids have different sizes {sorted(sizes)}: not one budget.")
+  return sizes.pop()
+
+
+def _grids_text(meta):
+  """Every arm's grid, per n_train where they differ."""
+  by_n = {n: grids_of(meta, n) for n in meta["n_train"]}
+  groups = []   # (sizes, grids) with equal grids merged
+  for n, g in by_n.items():
+    same = next((grp for grp in groups if grp[1] == g), None)
+    if same:
+      same[0].append(n)
+    else:
+      groups.append(([n], g))
+  text = lambda g: "; ".join(_grid_text(v, g[v]) for v in meta["variants"])  # noqa: E731
+  if len(groups) == 1:
+    return text(groups[0][1])
+  return " — ".join(f"at n_train {' and '.join(map(str, ns))}: " + text(g) for ns, g in groups)
+
+
+def _time_text(meta):
+  kept = meta.get("kept")
+  if not kept:
+    return f"{meta['seconds']:.0f} s on a shared 2-core CPU"
+  rerun = [n for n in meta["n_train"] if n not in kept["n_train"]]
+  return (f"n_train {', '.join(map(str, rerun))} in {meta['seconds']:.0f} s on a shared 2-core "
+          f"CPU; n_train {' and '.join(map(str, kept['n_train']))} kept from the run of commit "
+          f"{(kept.get('commit') or '?')[:12]} ({kept.get('finished_utc')}, "
+          f"{(kept.get('seconds') or float('nan')):.0f} s for n_train "
+          f"{', '.join(map(str, kept.get('n_train_of_run') or []))}; same configs, seeds, "
+          "validation and evaluator; `--keep_sizes`)")
 
 
 def write_report(res, out, record):
   meta = res["_meta"]
-  grids = meta["grids"]
   seeds = meta["seeds"]
+  npts = _budget(meta)
   lines = [
       "# Average-K study: ambiguous Gaussians (generated by `experiments/average_k/run.py`"
       + (" --quick" if meta["quick"] else "") + ")", "",
       f"12 long-tailed classes in 4 ambiguous groups, d = 8; MLP (128, 128), Adam cosine, batch "
       f"128, {meta['steps']} steps for every n_train. Every model trained by the trainer: each "
-      f"arm is ONE sweep ({_points(next(iter(grids.values())))} grid points x {len(seeds)} seeds as replicas of one compiled "
-      f"program), {meta['seconds']:.0f} s on a shared 2-core CPU. Every arm gets the same budget "
-      f"of {_points(next(iter(grids.values())))} grid points: "
-      + "; ".join(_grid_text(v, grids[v]) for v in meta["variants"])
+      f"arm is ONE sweep ({npts} grid points x {len(seeds)} seeds as replicas of one compiled "
+      f"program), {_time_text(meta)}. Every arm gets the same budget of {npts} grid points: "
+      + _grids_text(meta)
       + " (alpha = the multi-label term's weight); the arms that do not "
-      "tune it keep lr 1e-3. The point is chosen, per cell, by the "
+      "tune it keep lr 1e-3."
+      + (" The grids are per n_train because the optimum moves with it (the same 1500 steps are "
+         "192 epochs of 1000 examples, 6 of 32000): the first run's grids chose an end in 17 of "
+         "the 18 cells at n_train 1000, so its spans were shifted there (see 'Widened grids')."
+         if len({json.dumps(grids_of(meta, n), sort_keys=True) for n in meta["n_train"]}) > 1
+         else "")
+      + " The point is chosen, per cell, by the "
       "mean VALIDATION average-K accuracy of the arm's own head at that K (= least validation "
       f"regret; `{meta['validation']}` split, on which the threshold is also calibrated); "
       "`(edge)` marks a chosen value at the end of its grid. The grid ranges were placed after "
@@ -669,6 +819,7 @@ def write_report(res, out, record):
   for k in meta["ks"]:
     lines += main_table(res, k)
   lines += claim_lines(res)
+  lines += previous_lines(res)
   lines += old_lines(res)
   lines += edge_lines(res)
   lines += grid_lines(res)
