@@ -28,11 +28,12 @@ smaller tuning budget, the same for every arm), for parts with many arms.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import os
 import time
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
 
 from labelwise.experiments import tuning
 from labelwise.train import sweep as sweep_lib
@@ -60,6 +61,41 @@ def study_config(c, *, steps: int, batch_size: int = 128, validation: str = VALI
   if manual_dir:
     c.data.manual_dir = manual_dir
   return c
+
+
+def parse_part(argv, doc: str, *, out: str, workdir: str, seeds: int, smoke: str,
+               report: str = "the section", tune_seeds: bool = True,
+               helps: Optional[Mapping[str, str]] = None,
+               add: Optional[Callable[[argparse.ArgumentParser], None]] = None):
+  """The command line every Fashion-MNIST part shares, parsed from ``argv``.
+
+  ``--out`` (default ``out``), ``--seeds`` (default ``seeds``), ``--tune_seeds`` (default 1;
+  without it where ``tune_seeds`` is False), ``--steps`` (100), ``--batch_size`` (128), then the
+  part's own options (``add(parser)``), then ``--data_dir``, ``--manual_dir``, ``--workdir``
+  (default ``workdir``), ``--smoke`` (help ``smoke``) and ``--report_only`` (re-renders
+  ``report`` from --out/results_fashion_mnist.json). ``helps``: help text per option name
+  (``"seeds"``) where a part says more. The part applies its ``--smoke`` sizes and checks.
+  """
+  helps = dict(helps or {})
+  ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+  ap.add_argument("--out", default=out)
+  ap.add_argument("--seeds", type=int, default=seeds, help=helps.pop("seeds", None))
+  if tune_seeds:
+    ap.add_argument("--tune_seeds", type=int, default=1,
+                    help=helps.pop("tune_seeds", "the grid is tried on this many seeds"))
+  ap.add_argument("--steps", type=int, default=100, help=helps.pop("steps", None))
+  ap.add_argument("--batch_size", type=int, default=128)
+  if add is not None:
+    add(ap)
+  ap.add_argument("--data_dir", default="", help="TFDS data dir ('' = the default)")
+  ap.add_argument("--manual_dir", default="", help="folder of the four IDX files")
+  ap.add_argument("--workdir", default=workdir, help="trainer runs (reused)")
+  ap.add_argument("--smoke", action="store_true", help=smoke)
+  ap.add_argument("--report_only", action="store_true",
+                  help=f"re-render {report} from --out/results_fashion_mnist.json")
+  if helps:
+    raise ValueError(f"`helps`: no shared option {sorted(helps)}.")
+  return ap.parse_args(argv)
 
 
 def run_one(config, workdir: str) -> Dict[str, float]:

@@ -22,7 +22,7 @@ def test_quick_runs_each_arm_as_one_trainer_sweep(quick):
   assert raw["_meta"]["quick"] is True and raw["_meta"]["seeds"] == [0, 1]
   assert sorted(raw["arms"]) == ["ce|n1000", "two_head|n1000|K2"]
   for name, arm in raw["arms"].items():
-    grid = run.GRIDS[arm["variant"]]
+    grid = run.grid_for(arm["variant"], 1000)
     (key, values), = grid.items()
     # 2 grid points x 2 seeds, every combination once, as ONE config.sweep.
     assert arm["sweeps"] == [f"{key}={values[0]!r},{values[1]!r};seed=0,1"]
@@ -129,9 +129,9 @@ def test_edge_check_tries_the_value_beyond_the_chosen_end(quick, tmp_path):
   assert "## Choices at a grid end" in md
   moved = 0
   for name, arm in raw["arms"].items():
-    (key, grid), = run.GRIDS[arm["variant"]].items()
+    (key, grid), = run.grid_for(arm["variant"], 1000).items()
     chosen = arm["selected"]["K2"]["point"][key]
-    want = run.BEYOND[key][0] if chosen == grid[0] else run.BEYOND[key][1]
+    want = run.beyond(grid[:2], chosen)       # the quick grid: its first two values
     check = raw["edge_checks"][name]
     assert {r["overrides"][key] for r in check["replicas"]} == {want}
     assert [r["overrides"]["seed"] for r in check["replicas"]] == [0, 1]
@@ -139,3 +139,77 @@ def test_edge_check_tries_the_value_beyond_the_chosen_end(quick, tmp_path):
     beyond = np.mean([r[f"val/avgk/{head}/K2/accuracy"] for r in check["replicas"]])
     moved += beyond > arm["selected"]["K2"]["val_mean"]
   assert f"would move beyond the grid in {moved} of 2 such cells" in md
+
+
+def test_beyond_is_one_rung_past_the_end_on_the_1_3_10_ladder():
+  from labelwise.experiments.average_k import run
+  lr = (3e-4, 1e-3, 3e-3, 1e-2)
+  assert run.beyond(lr, 3e-4) == 1e-4 and run.beyond(lr, 1e-2) == 3e-2
+  assert run.beyond((1.0, 3.0, 10.0, 30.0), 1.0) == 0.3
+  assert run.beyond((1.0, 3.0, 10.0, 30.0), 30.0) == 100.0
+  assert run.beyond((30.0, 100.0, 300.0, 1000.0), 1000.0) == 3000.0
+  assert run.beyond((3e-5, 1e-4, 3e-4, 1e-3), 3e-5) == 1e-5
+  with pytest.raises(ValueError, match="not an end"):
+    run.beyond(lr, 1e-3)
+  with pytest.raises(ValueError, match="ladder"):
+    run.beyond((5.0, 50.0), 5.0)
+
+
+def test_every_arm_has_the_same_budget_at_every_size():
+  from labelwise.experiments.average_k import run
+  for n in (1000, 4000, 32000):
+    sizes = {len(run.tuning.Arm("", None, run.grid_for(v, n)).points()) for v in run.VARIANTS}
+    assert sizes == {4}, n
+  assert run.grid_for("ce", 1000) != run.grid_for("ce", 4000) == run.GRIDS["ce"]
+
+
+def _arm(variant, n, values, key="optimizer.learning_rate", k_train=None):
+  """A hand-made compact arm: 2 seeds per value, chosen at the first value at K2."""
+  reps = [{"overrides": {key: v, "seed": s}, "eval/avgk/softmax/K2/regret": 0.01 * s}
+          for v in values for s in (0, 1)]
+  return {"variant": variant, "n_train": n, "k_train": k_train, "sweeps": [], "replicas": reps,
+          "selected": {"K2": {"point": {key: values[0]}, "val_mean": 0.5,
+                              "at_edge": {key: True}, "val_means": []}}}
+
+
+def test_keep_sizes_keeps_the_other_sizes_and_the_previous_grid(tmp_path):
+  from labelwise.experiments.average_k import run
+  meta = {"quick": False, "seeds": [0, 1], "steps": 1500, "ks": [2.0], "variants": ["ce"],
+          "validation": "validation"}
+  old = {"_meta": {**meta, "n_train": [1000, 4000], "seconds": 90.0,
+                   "grids": {"ce": {run.LR: [3e-4, 1e-3]}}},
+         "arms": {"ce|n1000": _arm("ce", 1000, [3e-4, 1e-3]),
+                  "ce|n4000": _arm("ce", 4000, [3e-4, 1e-3])},
+         "edge_checks": {"ce|n1000": _arm("ce", 1000, [1e-4]),
+                         "ce|n4000": _arm("ce", 4000, [1e-4])}}
+  path = tmp_path / "results.json"
+  path.write_text(json.dumps(old))
+  new = {"_meta": {**meta, "n_train": [1000], "seconds": 10.0,
+                   "grids_by_n": {"1000": {"ce": {run.LR: [1e-4, 3e-4]}}}},
+         "arms": {"ce|n1000": _arm("ce", 1000, [1e-4, 3e-4])}}
+  out = run.merge_kept(new, run.keep_sizes(new, str(path)))
+  assert list(out["arms"]) == ["ce|n1000", "ce|n4000"]
+  assert out["arms"]["ce|n1000"] == new["arms"]["ce|n1000"]          # the rerun size: new
+  assert out["arms"]["ce|n4000"] == old["arms"]["ce|n4000"]          # kept as it was
+  assert out["edge_checks"] == {"ce|n4000": old["edge_checks"]["ce|n4000"]}  # 1000's is stale
+  assert out["_meta"]["n_train"] == [1000, 4000]
+  assert out["_meta"]["grids_by_n"] == {"1000": {"ce": {run.LR: [1e-4, 3e-4]}},
+                                        "4000": {"ce": {run.LR: [3e-4, 1e-3]}}}
+  assert out["_meta"]["kept"]["n_train"] == [4000] and out["_meta"]["kept"]["seconds"] == 90.0
+  prev = out["previous"]
+  assert prev["n_train"] == [1000] and prev["arms"] == {"ce|n1000": old["arms"]["ce|n1000"]}
+  assert prev["edge_checks"] == {"ce|n1000": old["edge_checks"]["ce|n1000"]}
+  assert prev["grids_by_n"] == {"1000": {"ce": {run.LR: [3e-4, 1e-3]}}}
+  # A second rerun of the same size keeps the first 'previous' (not the rerun's own arms).
+  path.write_text(json.dumps(out))
+  again = run.merge_kept(new, run.keep_sizes(new, str(path)))
+  assert again["previous"] == prev and again["_meta"]["kept"] == out["_meta"]["kept"]
+  # The same grids as before: nothing to compare, no 'previous'.
+  path.write_text(json.dumps({k: v for k, v in out.items() if k != "previous"}))
+  assert "previous" not in run.merge_kept(new, run.keep_sizes(new, str(path)))
+  # A run of other seeds is not mixed in.
+  path.write_text(json.dumps({**old, "_meta": {**old["_meta"], "seeds": [0, 1, 2]}}))
+  with pytest.raises(ValueError, match="--keep_sizes.*seeds"):
+    run.keep_sizes(new, str(path))
+  with pytest.raises(ValueError, match="--keep_sizes: no"):
+    run.keep_sizes(new, str(tmp_path / "none.json"))

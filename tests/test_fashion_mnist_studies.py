@@ -178,3 +178,27 @@ def test_fierce_lr_note():
   text = part.lr_note({"main": {"g": {"CE": ce(1e-3)}}})
   assert "CE chose learning rate 0.001. On seed 0" in text
   assert part.lr_note({"main": {"g": {"CE": _arm([0.8], [0.8])}}}) == ""
+
+
+def test_parse_part_shared_options_and_the_parts_own():
+  """The shared command line: per-part defaults, the part's own options, no --tune_seeds where the
+  part has none, and a help override for an option that is not shared is refused."""
+  from labelwise.experiments import fashion_mnist_runs as fmr
+
+  def own(ap):
+    ap.add_argument("--coarse", default="hcnn6")
+  args = fmr.parse_part([], "doc line\nmore", out="o", workdir="runs/x", seeds=3, smoke="s",
+                        add=own)
+  assert vars(args) == {"out": "o", "seeds": 3, "tune_seeds": 1, "steps": 100, "batch_size": 128,
+                        "coarse": "hcnn6", "data_dir": "", "manual_dir": "", "workdir": "runs/x",
+                        "smoke": False, "report_only": False}
+  args = fmr.parse_part(["--seeds", "5", "--smoke", "--report_only", "--steps", "7"], "doc",
+                        out="o", workdir="w", seeds=3, smoke="s", tune_seeds=False)
+  assert (args.seeds, args.smoke, args.report_only, args.steps) == (5, True, True, 7)
+  assert not hasattr(args, "tune_seeds")
+  with pytest.raises(SystemExit):   # argparse: unknown option
+    fmr.parse_part(["--tune_seeds", "2"], "doc", out="o", workdir="w", seeds=3, smoke="s",
+                   tune_seeds=False)
+  with pytest.raises(ValueError, match="helps.*cluster_seeds"):
+    fmr.parse_part([], "doc", out="o", workdir="w", seeds=3, smoke="s",
+                   helps={"cluster_seeds": "x"})

@@ -41,7 +41,6 @@ images.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -140,24 +139,14 @@ def ceiling_config(args):
 
 
 def parse(argv):
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--out", default=HERE)
-  ap.add_argument("--seeds", type=int, default=3)
-  ap.add_argument("--tune_seeds", type=int, default=1, help="the grid is tried on this many seeds")
-  ap.add_argument("--steps", type=int, default=100)
-  ap.add_argument("--batch_size", type=int, default=128)
-  ap.add_argument("--train_examples", type=int, default=20_000, help="0: all of train")
-  ap.add_argument("--saliency_examples", type=int, default=256,
-                  help="test_shift images the saliency metrics are computed on")
-  ap.add_argument("--data_dir", default="", help="TFDS data dir ('' = the default)")
-  ap.add_argument("--manual_dir", default="", help="folder of the four IDX files")
-  ap.add_argument("--workdir", default="runs/attribution_fm", help="trainer runs (reused)")
-  ap.add_argument("--smoke", action="store_true",
-                  help="2 seeds (grid on 1), CE lr 1e-3 and ActDiff lam 0.1/1, fraction 0.5, "
-                       "the ceiling at lr 1e-3; 4 steps at batch 32")
-  ap.add_argument("--report_only", action="store_true",
-                  help="re-render the section from --out/results_fashion_mnist.json")
-  args = ap.parse_args(argv)
+  def own(ap):
+    ap.add_argument("--train_examples", type=int, default=20_000, help="0: all of train")
+    ap.add_argument("--saliency_examples", type=int, default=256,
+                    help="test_shift images the saliency metrics are computed on")
+  args = fmr.parse_part(
+      argv, __doc__, out=HERE, workdir="runs/attribution_fm", seeds=3, add=own,
+      smoke="2 seeds (grid on 1), CE lr 1e-3 and ActDiff lam 0.1/1, fraction 0.5, the ceiling "
+            "at lr 1e-3; 4 steps at batch 32")
   if args.smoke:
     args.seeds, args.tune_seeds, args.steps, args.batch_size = 2, 1, 4, 32
     args.train_examples = 0
@@ -228,15 +217,6 @@ def col(replicas, key):
   return tuning.values(replicas, key if key.startswith(("eval/", "val/")) else f"eval/{key}")
 
 
-def points(r):
-  seen = []
-  for q in r["replicas"]:
-    p = {k: v for k, v in q["overrides"].items() if k != "seed"}
-    if p not in seen:
-      seen.append(p)
-  return seen
-
-
 def paired(a_reps, b_reps, key):
   """Stats of (a - b) on ``eval/<key>`` over the seeds both have."""
   a = {q["overrides"]["seed"]: q[f"eval/{key}"] for q in a_reps}
@@ -262,7 +242,7 @@ def authors_choice(r):
   tune = set(r["selected"].get("tuned_on") or [])
   sign = 1.0 if how == "max" else -1.0
   best, best_v = None, -np.inf
-  for p in points(r):
+  for p in tuning.points(r):
     reps = [q for q in tuning.at_point(r, p) if not tune or q["overrides"]["seed"] in tune]
     v = sign * float(np.mean(col(reps, metric)))
     if v > best_v:
@@ -322,7 +302,7 @@ def fraction_table(res):
            + " | Δ test_shift acc vs CE |", "|---" * (2 + len(COLUMNS)) + "|"]
   ce = tuning.selected(res["arms"]["ce"]) if "ce" in res["arms"] else None
   rows = [(1.0, tuning.selected(res["arms"]["actdiff"]))]
-  rows += [(p["actdiff.mask_fraction"], tuning.at_point(fr, p)) for p in points(fr)]
+  rows += [(p["actdiff.mask_fraction"], tuning.at_point(fr, p)) for p in tuning.points(fr)]
   for frac, reps in rows:
     d = fmt(paired(reps, ce, "test_shift/accuracy"), sign=True) if ce else "—"
     lines.append(f"| {frac:g} | " + " | ".join(cell(reps, k) for k, _ in COLUMNS) + f" | {d} |")
@@ -341,7 +321,7 @@ def grid_lines(res):
   for a, r in [*res["arms"].items(), *([("ceiling", res["ceiling"])] if res.get("ceiling") else [])]:
     tune = set(r["selected"].get("tuned_on") or [])
     cells = []
-    for p in points(r):
+    for p in tuning.points(r):
       reps = [q for q in tuning.at_point(r, p) if not tune or q["overrides"]["seed"] in tune]
       m = lambda k: float(np.mean(col(reps, k)))  # noqa: E731
       if a == "ceiling":
@@ -393,17 +373,15 @@ def findings(res) -> list:
   if fr and "actdiff" in arms:
     parts = [f"{p['actdiff.mask_fraction']:g}: "
              f"{np.mean(col(tuning.at_point(fr, p), 'test_shift/accuracy')):.3f}"
-             for p in points(fr)]
+             for p in tuning.points(fr)]
     lines.append(f"- ActDiff with fewer masks (test_shift accuracy): 1: "
                  f"{np.mean(col(tuning.selected(arms['actdiff']), 'test_shift/accuracy')):.3f}; "
                  + "; ".join(parts) + ".")
   edges = []
   for a, r in arms.items():
-    for k, v in r["selected"]["point"].items():
-      vals = sorted({p[k] for p in points(r)})
-      if len(vals) > 1 and v in (vals[0], vals[-1]):
-        edges.append(f"{a} ({k.split('.')[-1]} {v:g}, the grid's "
-                     f"{'lowest' if v == vals[0] else 'highest'})")
+    for k, end in tuning.at_edge(r).items():
+      if end:
+        edges.append(f"{a} ({k.split('.')[-1]} {r['selected']['point'][k]:g}, the grid's {end})")
   if edges:
     lines.append("- Chosen at a grid end (a wider grid might choose beyond it): "
                  + ", ".join(edges) + ".")
@@ -426,7 +404,7 @@ def _set(values):
 
 def section(res, record, md_path) -> str:
   meta = res["_meta"]
-  n_points = len(points(res["arms"]["ce"])) if "ce" in res["arms"] else 0
+  n_points = len(tuning.points(res["arms"]["ce"])) if "ce" in res["arms"] else 0
   md = [
       "## Fashion-MNIST part: decoy Fashion-MNIST (Decoy-MNIST protocol), 2-conv CNN", "",
       f"Generated by `python experiments/attribution/run.py --part fashion_mnist"

@@ -40,7 +40,6 @@ the balanced split their accuracy is the same subset's, not a tail.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -127,25 +126,15 @@ def split_counts(config) -> list:
 
 
 def parse(argv):
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--out", default=HERE)
-  ap.add_argument("--seeds", type=int, default=3)
-  ap.add_argument("--tune_seeds", type=int, default=1, help="the grid is tried on this many seeds")
-  ap.add_argument("--steps", type=int, default=100)
-  ap.add_argument("--batch_size", type=int, default=128)
-  ap.add_argument("--train_ks", type=float, nargs="+", default=[2.0],
-                  help="training K of two-head and EPR (each is evaluated at 1.5, 2 and 3)")
-  ap.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
-  ap.add_argument("--balanced_examples", type=int, default=-1,
-                  help="-1: as many as train_lt100; 0: all of train")
-  ap.add_argument("--data_dir", default="", help="TFDS data dir ('' = the default)")
-  ap.add_argument("--manual_dir", default="", help="folder of the four IDX files")
-  ap.add_argument("--workdir", default="runs/average_k_fm", help="trainer runs (reused)")
-  ap.add_argument("--smoke", action="store_true",
-                  help="2 seeds, one point per arm (two for two-head), 4 steps at batch 32")
-  ap.add_argument("--report_only", action="store_true",
-                  help="re-render the section from --out/results_fashion_mnist.json")
-  args = ap.parse_args(argv)
+  def own(ap):
+    ap.add_argument("--train_ks", type=float, nargs="+", default=[2.0],
+                    help="training K of two-head and EPR (each is evaluated at 1.5, 2 and 3)")
+    ap.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
+    ap.add_argument("--balanced_examples", type=int, default=-1,
+                    help="-1: as many as train_lt100; 0: all of train")
+  args = fmr.parse_part(
+      argv, __doc__, out=HERE, workdir="runs/average_k_fm", seeds=3, add=own,
+      smoke="2 seeds, one point per arm (two for two-head), 4 steps at batch 32")
   for k in args.train_ks:
     if k not in EVAL_KS:
       raise ValueError(f"--train_ks: each K must be one of the evaluated {EVAL_KS}, got {k}.")
@@ -274,35 +263,17 @@ def grid_lines(res):
       for v, arm in cell.items():
         head = ARMS[v][1]
         pts = []
-        for p in _points(arm):
+        for p in tuning.points(arm):
           reps = [q for q in tuning.at_point(arm, p) if q["overrides"]["seed"] in tune]
           mark = " (chosen)" if p == arm["selected"]["point"] else ""
           pts.append(f"{tuning.point_label(p)}: "
                      f"{100 * np.mean(tuning.values(reps, _key(head, k, 'accuracy', 'val/'))):.1f}/"
                      f"{100 * np.mean(tuning.values(reps, _key(head, k, 'accuracy'))):.1f}{mark}")
-        at_edge = _at_edge(arm)
+        at_edge = any(tuning.at_edge(arm).values())
         parts.append(f"{v} " + ", ".join(pts) + (" — chosen at a grid end" if at_edge else ""))
       lines.append(f"- `{split}` K={k:g}: " + "; ".join(parts) + ".")
   lines.append("")
   return "\n".join(lines)
-
-
-def _points(arm):
-  seen = []
-  for q in arm["replicas"]:
-    p = {k: v for k, v in q["overrides"].items() if k != "seed"}
-    if p not in seen:
-      seen.append(p)
-  return seen
-
-
-def _at_edge(arm):
-  pts = _points(arm)
-  if len(pts) < 2:
-    return False
-  chosen = arm["selected"]["point"]
-  return any(chosen[key] in (min(p[key] for p in pts), max(p[key] for p in pts))
-             for key in chosen)
 
 
 def claims(res) -> dict:

@@ -510,23 +510,23 @@ def edge_lines(res):
             "|---|---|---|---|---|"]
   moved = 0
   for name, tag in cells:
-    arm, beyond = res["arms"][name], checks.get(name)
+    arm, check = res["arms"][name], checks.get(name)
     s = arm["selected"][tag]
     head = SELECT_HEAD[arm["variant"]]
     reg = lambda a, p: 100 * np.mean(values(at_point(a, p), f"eval/avgk/{head}/{tag}/regret"))  # noqa: E731,E501
     row = (f"| {arm_label(arm)} | {tag[1:]} | {tuning.point_label(s['point'])}: {100 * s['val_mean']:.2f} / "
            f"{reg(arm, s['point']):.2f} | ")
-    if beyond is None:
+    if check is None:
       lines.append(row + "not run | — |")
       continue
     key = next(k for k, e in s["at_edge"].items() if e)
     grid = sorted({p[key] for p in tuning.points(arm)})
     want = beyond(grid, s["point"][key])
-    q = next(q for q in beyond["selected"][tag]["val_means"] if q["point"][key] == want)
+    q = next(q for q in check["selected"][tag]["val_means"] if q["point"][key] == want)
     better = q["mean"] > s["val_mean"]
     moved += better
     lines.append(row + f"{tuning.point_label(q['point'])}: {100 * q['mean']:.2f} / "
-                 f"{reg(beyond, q['point']):.2f} | "
+                 f"{reg(check, q['point']):.2f} | "
                  + ("would move (beyond is better on validation)" if better else "stays") + " |")
   lines += ["", f"The validation choice would move beyond the grid in {moved} of {len(cells)} "
             "such cells.", ""]
@@ -629,7 +629,78 @@ def claim_lines(res):
 
 
 def previous_lines(res):
-  return []
+  """The rerun sizes' previous grids vs the new ones, per cell: choice, validation, test regret."""
+  prev = res.get("previous")
+  if not prev:
+    return []
+  ns = prev["n_train"]
+  pres = {"_meta": {**res["_meta"], "n_train": ns}, "arms": prev["arms"]}
+  lines = ["## Widened grids: previous vs new (n_train " + ", ".join(map(str, ns)) + ")", "",
+           "The previous run (commit " + (prev.get("commit") or "?")[:12] + ", "
+           f"{prev.get('finished_utc')}) tuned n_train {', '.join(map(str, ns))} on "
+           + "; ".join(f"{_grids_text({**res['_meta'], 'n_train': [n], 'grids_by_n': prev['grids_by_n']})}"
+                       for n in ns)
+           + ". Its choice lay at a grid end in "
+           + ", ".join(f"{_n_edges(pres, n)} of {_n_cells(pres, n)}" for n in ns)
+           + " cells there; the new grids put "
+           + ", ".join(f"{_n_edges(res, n)} of {_n_cells(res, n)}" for n in ns)
+           + " at an end. Per cell: the chosen value (`(edge)` at a grid end), its mean "
+           "validation average-K accuracy (%) and test micro regret (%, mean ± std over "
+           f"{len(res['_meta']['seeds'])} seeds); Δ = new - previous test regret, paired by "
+           "seed [95% t-interval] (the same seeds and data; a point in both grids trains the "
+           "same runs).", "",
+           "| n_train | cell | K | previous: chosen | val | regret | new: chosen | val | regret "
+           "| Δ regret |", "|---" * 10 + "|"]
+  for n in ns:
+    for name, arm in res["arms"].items():
+      if arm["n_train"] != n or name not in prev["arms"]:
+        continue
+      old = prev["arms"][name]
+      head = SELECT_HEAD[arm["variant"]]
+      for tag in arm["selected"]:
+        k = float(tag[1:])
+        key = f"eval/avgk/{head}/{tag}/regret"
+        d, lo, hi = _paired(chosen(arm, k), chosen(old, k), key, key)
+        lines.append(
+            f"| {n} | {_short(arm['variant'])}"
+            + ("" if arm["k_train"] is None else f", trained at K {arm['k_train']:g}")
+            + f" | {k:g} | {chosen_label(old, k)} | {100 * old['selected'][tag]['val_mean']:.2f} "
+            f"| {fmt(values(chosen(old, k), key), ci=False)} | {chosen_label(arm, k)} | "
+            f"{100 * arm['selected'][tag]['val_mean']:.2f} | "
+            f"{fmt(values(chosen(arm, k), key), ci=False)} | {100 * d:+.2f}"
+            + (f" [{100 * lo:+.2f}, {100 * hi:+.2f}]" if np.isfinite(lo) else "") + " |")
+  lines.append("")
+  # The headline comparison under both grids.
+  rows = []
+  for n in ns:
+    for k in res["_meta"]["ks"]:
+      t = _tag(k)
+      pair = []
+      for r in (pres, res):
+        ce, th = cell(r, "ce", n, k), cell(r, "two_head", n, k)
+        if ce is None or th is None:
+          break
+        pair.append(_paired(chosen(th, k), chosen(ce, k), f"eval/avgk/multilabel/{t}/accuracy",
+                            f"eval/avgk/softmax/{t}/accuracy"))
+      if len(pair) == 2:
+        rows.append(f"| {n} | {k:g} | " + " | ".join(
+            f"{100 * d:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}] ({_verdict(lo, hi)})"
+            for d, lo, hi in pair) + " |")
+  if rows:
+    lines += ["Two-head rule B minus softmax thresholding (CE), micro test average-K accuracy "
+              "(points, paired by seed, each arm at its validation choice), under the previous "
+              "and the new grids:", "",
+              "| n_train | K | previous grids | new grids |", "|---|---|---|---|", *rows, ""]
+  return lines
+
+
+def _n_cells(res, n):
+  return sum(len(a["selected"]) for a in res["arms"].values() if a["n_train"] == n)
+
+
+def _n_edges(res, n):
+  return sum(any(s["at_edge"].values()) for a in res["arms"].values() if a["n_train"] == n
+             for s in a["selected"].values())
 
 
 def _old_records():
@@ -654,8 +725,9 @@ def old_lines(res):
            "`results_own_loop.json` holds the previous study: its own vmapped loop over the "
            "trainer's per-device step (same configs, batches and evaluator), with FIXED "
            "hyperparameters: lr 1e-3 for every arm, two-head alpha 1 (never tuned), EPR lambda "
-           "100 (picked on TEST metrics at n_train 4000, K 2). Every such value is one point of "
-           "the new grids, so 'same point' compares the two code paths at identical "
+           "100 (picked on TEST metrics at n_train 4000, K 2). Each such value is one point of "
+           "the new grids (except where a grid no longer holds it, e.g. alpha 1 at a size whose "
+           "grid was shifted: '—'), so 'same point' compares the two code paths at identical "
            "hyperparameters (expected equal up to float drift; the old study's trainer check "
            "measured 1.3e-3 on one config) and 'tuned' adds the validation choice. Micro test "
            "regret, %, mean ± std (ddof 1) over 5 seeds; Δ = new - old ± its standard error "
@@ -806,8 +878,9 @@ def write_report(res, out, record):
       "mean VALIDATION average-K accuracy of the arm's own head at that K (= least validation "
       f"regret; `{meta['validation']}` split, on which the threshold is also calibrated); "
       "`(edge)` marks a chosen value at the end of its grid. The grid ranges were placed after "
-      "the previous study's probes (EPR lambda and alpha probes that read test metrics); the "
-      "choice inside each grid reads validation only. CE and AN are trained once per n_train and "
+      "the previous study's probes (EPR lambda and alpha probes that read test metrics) and, "
+      "where shifted, after the first run's `--edge_check` and a few validation-only probes "
+      "(docs/average_k.md); the choice inside each grid reads validation only. CE and AN are trained once per n_train and "
       "chosen separately at every K; the two-head's softmax head is reported at the point chosen "
       "by its multi-label head.", "",
       f"Cells on the 50k test split, in %: regret and macro regret mean ± std [95% t-interval "

@@ -38,7 +38,6 @@ Writes ``results_fashion_mnist.md`` (the section), ``results_fashion_mnist.json`
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -113,26 +112,19 @@ def cluster_config(method: str, augment: bool, args):
 
 
 def parse(argv):
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--out", default=HERE)
-  ap.add_argument("--seeds", type=int, default=5, help="seeds of (a)")
-  ap.add_argument("--tune_seeds", type=int, default=1, help="(a): the lr grid is tried on these")
-  ap.add_argument("--steps", type=int, default=100, help="training steps of (a)")
-  ap.add_argument("--batch_size", type=int, default=128)
-  ap.add_argument("--train_examples", type=int, default=20_000, help="(a); 0: all of train")
-  ap.add_argument("--cluster_seeds", type=int, default=3)
-  ap.add_argument("--cluster_steps", type=int, default=200)
-  ap.add_argument("--cluster_batch_size", type=int, default=256)
-  ap.add_argument("--cluster_examples", type=int, default=10_000, help="(b); 0: all of train")
-  ap.add_argument("--data_dir", default="", help="TFDS data dir ('' = the default)")
-  ap.add_argument("--manual_dir", default="", help="folder of the four IDX files")
-  ap.add_argument("--workdir", default="runs/collision_fm", help="trainer runs (reused)")
-  ap.add_argument("--smoke", action="store_true",
-                  help="(a) 2 seeds (lr tuned on 1), mix 0.9 and flat 0.5 only; (b) 1 seed; 4 steps "
-                  "at batch 32 on all of the tiny train split")
-  ap.add_argument("--report_only", action="store_true",
-                  help="re-render the section and plot from --out/results_fashion_mnist.json")
-  args = ap.parse_args(argv)
+  def own(ap):
+    ap.add_argument("--train_examples", type=int, default=20_000, help="(a); 0: all of train")
+    ap.add_argument("--cluster_seeds", type=int, default=3)
+    ap.add_argument("--cluster_steps", type=int, default=200)
+    ap.add_argument("--cluster_batch_size", type=int, default=256)
+    ap.add_argument("--cluster_examples", type=int, default=10_000, help="(b); 0: all of train")
+  args = fmr.parse_part(
+      argv, __doc__, out=HERE, workdir="runs/collision_fm", seeds=5, add=own,
+      report="the section and plot",
+      helps={"seeds": "seeds of (a)", "tune_seeds": "(a): the lr grid is tried on these",
+             "steps": "training steps of (a)"},
+      smoke="(a) 2 seeds (lr tuned on 1), mix 0.9 and flat 0.5 only; (b) 1 seed; 4 steps at "
+            "batch 32 on all of the tiny train split")
   if args.smoke:
     args.seeds, args.tune_seeds, args.steps, args.batch_size = 2, 1, 4, 32
     args.cluster_seeds, args.cluster_steps, args.cluster_batch_size = 1, 4, 32

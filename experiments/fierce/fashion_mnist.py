@@ -28,7 +28,6 @@ trained on the fine labels (learning rate 1e-3, every seed) as the upper bound.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -79,22 +78,12 @@ def make_config(arg: str, coarse: str, args, *, train_on: str = "coarse"):
 
 
 def parse(argv):
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--out", default=HERE)
-  ap.add_argument("--seeds", type=int, default=3)
-  ap.add_argument("--tune_seeds", type=int, default=1, help="the grid is tried on this many seeds")
-  ap.add_argument("--steps", type=int, default=100)
-  ap.add_argument("--batch_size", type=int, default=128)
-  ap.add_argument("--train_examples", type=int, default=20_000, help="0: all of train")
-  ap.add_argument("--coarse", default=",".join(COARSE))
-  ap.add_argument("--data_dir", default="", help="TFDS data dir ('' = the default)")
-  ap.add_argument("--manual_dir", default="", help="folder of the four IDX files")
-  ap.add_argument("--workdir", default="runs/fierce_fm", help="trainer runs (reused)")
-  ap.add_argument("--smoke", action="store_true",
-                  help="2 seeds, hcnn6, one point per arm (two for FIERCE), 4 steps at batch 32")
-  ap.add_argument("--report_only", action="store_true",
-                  help="re-render the section from --out/results_fashion_mnist.json")
-  args = ap.parse_args(argv)
+  def own(ap):
+    ap.add_argument("--train_examples", type=int, default=20_000, help="0: all of train")
+    ap.add_argument("--coarse", default=",".join(COARSE))
+  args = fmr.parse_part(
+      argv, __doc__, out=HERE, workdir="runs/fierce_fm", seeds=3, add=own,
+      smoke="2 seeds, hcnn6, one point per arm (two for FIERCE), 4 steps at batch 32")
   if args.smoke:
     args.seeds, args.steps, args.batch_size, args.coarse = 2, 4, 32, "hcnn6"
     args.train_examples = 0

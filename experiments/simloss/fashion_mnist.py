@@ -28,7 +28,6 @@ offline source of word vectors was found (see docs/simloss.md).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -73,20 +72,12 @@ def make_config(arg: str, args):
 
 
 def parse(argv):
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--out", default=HERE)
-  ap.add_argument("--seeds", type=int, default=5)
-  ap.add_argument("--steps", type=int, default=100)
-  ap.add_argument("--batch_size", type=int, default=128)
-  ap.add_argument("--train_examples", type=int, default=20_000, help="0: all of train")
-  ap.add_argument("--data_dir", default="", help="TFDS data dir ('' = the default)")
-  ap.add_argument("--manual_dir", default="", help="folder of the four IDX files")
-  ap.add_argument("--workdir", default="runs/simloss_fm", help="trainer runs (reused)")
-  ap.add_argument("--smoke", action="store_true",
-                  help="2 seeds, CE lr 1e-3 and SimLoss r 0.1/0.7, 4 steps at batch 32")
-  ap.add_argument("--report_only", action="store_true",
-                  help="re-render the section and plots from --out/results_fashion_mnist.json")
-  args = ap.parse_args(argv)
+  def own(ap):
+    ap.add_argument("--train_examples", type=int, default=20_000, help="0: all of train")
+  args = fmr.parse_part(
+      argv, __doc__, out=HERE, workdir="runs/simloss_fm", seeds=5, add=own, tune_seeds=False,
+      report="the section and plots",
+      smoke="2 seeds, CE lr 1e-3 and SimLoss r 0.1/0.7, 4 steps at batch 32")
   if args.smoke:
     args.seeds, args.steps, args.batch_size = 2, 4, 32
     args.train_examples = 0
@@ -132,15 +123,6 @@ def _read_confusion(workdir, arm, rep):
 # ------------------------------------------------------------------------------------ report
 
 
-def _points(r):
-  seen = []
-  for q in r["replicas"]:
-    p = {k: v for k, v in q["overrides"].items() if k != "seed"}
-    if p not in seen:
-      seen.append(p)
-  return seen
-
-
 def _by_seed(reps, metric):
   return {q["overrides"]["seed"]: q[f"eval/{metric}"] for q in reps}
 
@@ -166,7 +148,7 @@ def _ce_at_lr(res, lr=1e-3):
 def curve(res):
   """[(r, replicas)] with r = 0 the CE runs at the SimLoss arm's learning rate (same seeds)."""
   out = [(0.0, _ce_at_lr(res, SIM_LR))] if _ce_at_lr(res, SIM_LR) else []
-  for p in _points(res["SimLoss"]):
+  for p in tuning.points(res["SimLoss"]):
     out.append((p[R], tuning.at_point(res["SimLoss"], p)))
   return sorted(out, key=lambda t: t[0])
 
@@ -207,7 +189,7 @@ def table(res):
       f"{tuning.point_label(p)}: {np.mean(tuning.values(tuning.at_point(res['CE'], p), 'eval/accuracy')):.4f}"
       f" / {np.mean(tuning.values(tuning.at_point(res['CE'], p), 'val/accuracy')):.4f}"
       + (" (chosen)" if p == res["CE"]["selected"]["point"] else "")
-      for p in _points(res["CE"])), ""]
+      for p in tuning.points(res["CE"])), ""]
   return "\n".join(lines)
 
 
@@ -307,7 +289,7 @@ def confusion_panels(res):
           total(tuning.selected(res["CE"])))]
   chosen = res["SimLoss"]["selected"]["point"]
   out.append((f"SimLoss r={chosen[R]:g} (chosen)", total(tuning.selected(res["SimLoss"]))))
-  largest = max(_points(res["SimLoss"]), key=lambda p: p[R])
+  largest = max(tuning.points(res["SimLoss"]), key=lambda p: p[R])
   if largest != chosen:
     out.append((f"SimLoss r={largest[R]:g}", total(tuning.at_point(res["SimLoss"], largest))))
   return out
@@ -369,7 +351,7 @@ def section(res, record, md_path) -> str:
       "comparison** (every arm the same short budget), not the converged baseline. Each (point, "
       "seed) is its own run "
       "(see experiments/fashion_mnist_runs.py for why not a sweep); every arm has "
-      f"{len(_points(res['CE']))} grid points x {meta['seeds']} seeds; the choice is on `validation`, test is only reported.", "",
+      f"{len(tuning.points(res['CE']))} grid points x {meta['seeds']} seeds; the choice is on `validation`, test is only reported.", "",
       table(res), verdicts(res),
       "### Confusion matrices", "",
       "![confusion matrices](fashion_mnist_confusion.png)", "",

@@ -213,15 +213,6 @@ def compare_runs(res, prev):
   return out
 
 
-def _grid_points(r):
-  seen = []
-  for q in r["replicas"]:
-    p = {k: v for k, v in q["overrides"].items() if k != "seed"}
-    if p not in seen:
-      seen.append(p)
-  return seen
-
-
 def _paired_interval(r, ce, metric):
   """(mean, lo, hi): the 95% t-interval of the per-seed difference (arm - CE) on ``metric``."""
   a = {q["overrides"]["seed"]: q[f"eval/{metric}"] for q in tuning.selected(r)}
@@ -268,7 +259,7 @@ def table(res, e):
             + ", mean over seeds; the chosen one in bold):", ""]
   for name, r in arms.items():
     cells = []
-    for p in _grid_points(r):
+    for p in tuning.points(r):
       reps = tuning.at_point(r, p)
       ms = [np.mean(tuning.values(reps, f"eval/{c}")) for c in cols[:2]]
       if e == "E2":
@@ -283,7 +274,7 @@ def table(res, e):
 def _curve(r, metric):
   """SimLoss test ``metric`` per r: [(r, mean, std)]."""
   out = []
-  for p in _grid_points(r):
+  for p in tuning.points(r):
     v = tuning.values(tuning.at_point(r, p), f"eval/{metric}")
     out.append((p["simloss.reduction_factor"], float(np.mean(v)), float(np.std(v))))
   return sorted(out)
