@@ -57,28 +57,23 @@ LR = "optimizer.learning_rate"
 K_INDEPENDENT = ("ce", "assume_negative")          # trained once, evaluated at every K
 K_DEPENDENT = ("two_head", "two_head_a", "epr", "oracle")
 VARIANTS = K_INDEPENDENT + K_DEPENDENT
-ALPHA = (1.0, 3.0, 10.0, 30.0)
-#: variant -> grid at n_train 4000 and 32000 (4 points each: the same tuning budget for every arm)
-GRIDS = {
-    "ce": {LR: (3e-4, 1e-3, 3e-3, 1e-2)},
-    "assume_negative": {LR: (3e-4, 1e-3, 3e-3, 1e-2)},
-    "two_head": {"two_head.weight": ALPHA},
-    "two_head_a": {"two_head.weight": ALPHA},
-    "oracle": {"two_head.weight": ALPHA},
-    "epr": {"epr.weight": (10.0, 30.0, 100.0, 300.0)},
-}
-ALPHA_1K = (30.0, 100.0, 300.0, 1000.0)
-#: variant -> grid at n_train 1000 (4 points each): the GRIDS run chose the lowest learning rate
-#: (CE, AN) or the highest alpha / lambda in 17 of its 18 cells there; the values beyond those
-#: ends (``--edge_check``) and a few further validation probes placed the new spans (docs/average_k.md).
-GRIDS_1K = {
-    "ce": {LR: (3e-5, 1e-4, 3e-4, 1e-3)},
-    "assume_negative": {LR: (3e-5, 1e-4, 3e-4, 1e-3)},
-    "two_head": {"two_head.weight": ALPHA_1K},
-    "two_head_a": {"two_head.weight": ALPHA_1K},
-    "oracle": {"two_head.weight": ALPHA_1K},
-    "epr": {"epr.weight": (30.0, 100.0, 300.0, 1000.0)},
-}
+
+
+def _grids(lr, alpha, lam):
+  """variant -> grid: ``lr`` for CE and AN, ``alpha`` for the two-head rules and the control,
+  ``lam`` for EPR (4 points each: the same tuning budget for every arm)."""
+  return {"ce": {LR: lr}, "assume_negative": {LR: lr}, "two_head": {"two_head.weight": alpha},
+          "two_head_a": {"two_head.weight": alpha}, "oracle": {"two_head.weight": alpha},
+          "epr": {"epr.weight": lam}}
+
+
+#: variant -> grid at n_train 4000 and 32000
+GRIDS = _grids((3e-4, 1e-3, 3e-3, 1e-2), (1.0, 3.0, 10.0, 30.0), (10.0, 30.0, 100.0, 300.0))
+#: variant -> grid at n_train 1000: the GRIDS run chose the lowest learning rate (CE, AN) or the
+#: highest alpha / lambda in 17 of its 18 cells there; the values beyond those ends
+#: (``--edge_check``) and a few further validation probes placed the new spans (docs/average_k.md).
+GRIDS_1K = _grids((3e-5, 1e-4, 3e-4, 1e-3), (30.0, 100.0, 300.0, 1000.0),
+                  (30.0, 100.0, 300.0, 1000.0))
 GRIDS_BY_N = {1000: GRIDS_1K}
 
 
