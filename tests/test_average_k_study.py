@@ -213,3 +213,33 @@ def test_keep_sizes_keeps_the_other_sizes_and_the_previous_grid(tmp_path):
     run.keep_sizes(new, str(path))
   with pytest.raises(ValueError, match="--keep_sizes: no"):
     run.keep_sizes(new, str(tmp_path / "none.json"))
+
+
+def test_lr_probe_trains_the_two_head_on_lr_x_alpha(quick, tmp_path):
+  """--lr_probe: one more sweep for the two-head (learning rate x alpha, the quick run's first two
+  values of each), chosen on validation, reported next to CE with a paired difference."""
+  import shutil
+  run, _, out, runs = quick
+  mine = tmp_path / "out"
+  shutil.copytree(out, mine)
+  run.main(["--lr_probe", "--out", str(mine), "--workdir", str(runs)])
+  raw = json.loads((mine / "results.json").read_text())
+  probe = raw["lr_probe"]["two_head|n1000|K2"]
+  lrs, alphas = (v[:2] for v in run.LR_PROBE["grid"].values())
+  assert [tuple(r["overrides"].values()) for r in probe["replicas"]] == [
+      (a, b, s) for a in lrs for b in alphas for s in (0, 1)]
+  # The choice is the validation argmax over the 4 points (recomputed here).
+  means = {}
+  for r in probe["replicas"]:
+    p = (r["overrides"][run.LR], r["overrides"]["two_head.weight"])
+    means.setdefault(p, []).append(r["val/avgk/multilabel/K2/accuracy"])
+  best = max(means, key=lambda p: (np.mean(means[p]), -list(means).index(p)))
+  assert probe["selected"]["K2"]["point"] == {run.LR: best[0], "two_head.weight": best[1]}
+  md = (mine / "results.md").read_text()
+  assert "## Probe: the two-head rules with the learning rate tuned too" in md
+  ce = raw["arms"]["ce|n1000"]
+  pick = lambda arm: {r["overrides"]["seed"]: r for r in run.chosen(arm, 2.0)}  # noqa: E731
+  a, b = pick(probe), pick(ce)
+  d = np.mean([a[s]["eval/avgk/multilabel/K2/accuracy"] - b[s]["eval/avgk/softmax/K2/accuracy"]
+               for s in (0, 1)])
+  assert f"Chosen point minus CE (learning_rate=" in md and f"{100 * d:+.2f} [" in md

@@ -75,6 +75,11 @@ GRIDS = _grids((3e-4, 1e-3, 3e-3, 1e-2), (1.0, 3.0, 10.0, 30.0), (10.0, 30.0, 10
 GRIDS_1K = _grids((3e-5, 1e-4, 3e-4, 1e-3), (30.0, 100.0, 300.0, 1000.0),
                   (30.0, 100.0, 300.0, 1000.0))
 GRIDS_BY_N = {1000: GRIDS_1K}
+#: ``--lr_probe`` (outside the 4-point budget): the two-head rules at the first n_train and the
+#: middle K with the learning rate varied too, 2 x 3 points: how much of CE's lead at 1k comes
+#: from CE tuning the learning rate while the two-head arms keep 1e-3
+LR_PROBE = {"variants": ("two_head", "two_head_a"),
+            "grid": {LR: (1e-4, 3e-4), "two_head.weight": (1.0, 10.0, 100.0)}}
 
 
 def grid_for(variant: str, n_train: int):
@@ -191,6 +196,10 @@ def main(argv=None):
                       help="after a run: for every cell whose choice lies at a grid end, train the "
                            "value beyond that end (same seeds) and report whether the validation "
                            "choice would move; adds to --out/results.json")
+  parser.add_argument("--lr_probe", action="store_true",
+                      help="after a run: train the two-head rules at the first n_train and the "
+                           "middle K on learning rate x alpha (LR_PROBE, outside the budget) and "
+                           "report them next to CE; adds to --out/results.json")
   parser.add_argument("--report_only", action="store_true",
                       help="rewrite results.md and the plot from --out/results.json, no training")
   parser.add_argument("--keep_sizes", action="store_true",
@@ -208,6 +217,8 @@ def main(argv=None):
     return res
   if args.edge_check:
     return edge_check(args, md_path)
+  if args.lr_probe:
+    return lr_probe(args, md_path)
   if args.quick:
     args.n_train, args.ks, args.seeds, args.steps = [1000], [2.0], 2, 10
     args.variants = args.variants or ["ce", "two_head"]
@@ -362,6 +373,86 @@ def edge_values(arm):
       if value not in out[key]:
         out[key].append(value)
   return {k: sorted(v) for k, v in out.items()}
+
+
+def lr_probe(args, md_path):
+  """Trains :data:`LR_PROBE` (one sweep per two-head rule, the run's seeds), chosen on validation."""
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  with open(os.path.join(args.out, "results.json")) as f:
+    res = json.load(f)
+  meta = res["_meta"]
+  n, k = meta["n_train"][0], meta["ks"][len(meta["ks"]) // 2]
+  t0 = time.time()
+  tuning.use_compilation_cache(args.workdir)
+  res["lr_probe"] = {}
+  for v in LR_PROBE["variants"]:
+    if v not in meta["variants"]:
+      continue
+    grid = ({key: vals[:2] for key, vals in LR_PROBE["grid"].items()} if meta["quick"]
+            else LR_PROBE["grid"])
+    arm = tuning.Arm(arm_name(v, n, k) + "|lr_probe",
+                     make_config(v, k, n, meta["steps"], quick=meta["quick"]), grid,
+                     meta["validation"])
+    out = tuning.run_arm(arm, os.path.join(args.workdir, f"n{n}", f"{v}_K{k:g}_lr_probe"),
+                         seeds=meta["seeds"], select=select_key(v, k))
+    res["lr_probe"][arm_name(v, n, k)] = {**compact(out, v, [k]), "n_train": n, "k_train": k}
+    print(f"{v} lr probe: {tuning.point_label(res['lr_probe'][arm_name(v, n, k)]['selected'][_tag(k)]['point'])}"
+          f" ({time.time() - t0:.0f}s)", flush=True)
+  meta["lr_probe_seconds"] = time.time() - t0
+  with open(os.path.join(args.out, "results.json"), "w") as f:
+    json.dump(res, f, indent=None, separators=(",", ":"))
+  record = provenance.write(md_path, record=provenance.load(md_path),
+                            extra={"lr_probe_seconds": meta["lr_probe_seconds"],
+                                   "lr_probe_commit": provenance.git_info().get("commit")})
+  write_report(res, args.out, record)
+  return res
+
+
+def lr_probe_lines(res):
+  """The two-head rules on learning rate x alpha (``--lr_probe``) next to CE at the same cell."""
+  probes = res.get("lr_probe") or {}
+  if not probes:
+    return []
+  lines = ["## Probe: the two-head rules with the learning rate tuned too (outside the budget)", "",
+           "The two-head arms tune alpha at lr 1e-3 while CE tunes its learning rate; `--lr_probe` "
+           "trains the two-head rules on learning rate x alpha "
+           + " x ".join(_set(v) for v in LR_PROBE["grid"].values())
+           + " (6 points x the same seeds: MORE budget than CE's 4, so a reading, not a "
+           "table row). Per point: mean validation average-K accuracy (the choice) / mean test "
+           "micro regret (%); the best on validation in bold; then the chosen point minus CE "
+           "(at CE's own validation choice), paired by seed, test micro accuracy (points).", ""]
+  for name, probe in probes.items():
+    v, n, k = probe["variant"], probe["n_train"], probe["k_train"]
+    tag = _tag(k)
+    s = probe["selected"][tag]
+    cells = []
+    for q in s["val_means"]:
+      reg = np.mean(values(at_point(probe, q["point"]), f"eval/avgk/multilabel/{tag}/regret"))
+      text = f"{tuning.point_label(q['point'])}: {100 * q['mean']:.2f} / {100 * reg:.2f}"
+      cells.append(f"**{text}**" if q["point"] == s["point"] else text)
+    lines.append(f"- {_short(v)}, n_train {n}, K {k:g}: " + "; ".join(cells) + ".")
+    ce = cell(res, "ce", n, k)
+    if ce is not None:
+      d, lo, hi = _paired(chosen(probe, k), chosen(ce, k), f"eval/avgk/multilabel/{tag}/accuracy",
+                          f"eval/avgk/softmax/{tag}/accuracy")
+      lines.append(f"  Chosen point minus CE ({chosen_label(ce, k)}, val "
+                   f"{100 * ce['selected'][tag]['val_mean']:.2f}): {100 * d:+.2f} "
+                   + (f"[{100 * lo:+.2f}, {100 * hi:+.2f}] ({_verdict(lo, hi)})"
+                      if np.isfinite(lo) else "(one seed)") + "; at lr 1e-3 (the table): "
+                   + _diff_text(res, v, n, k) + ".")
+  lines.append("")
+  return lines
+
+
+def _diff_text(res, variant, n, k):
+  arm, ce = cell(res, variant, n, k), cell(res, "ce", n, k)
+  if arm is None or ce is None:
+    return "—"
+  t = _tag(k)
+  d, lo, hi = _paired(chosen(arm, k), chosen(ce, k), f"eval/avgk/multilabel/{t}/accuracy",
+                      f"eval/avgk/softmax/{t}/accuracy")
+  return f"{100 * d:+.2f}" + (f" [{100 * lo:+.2f}, {100 * hi:+.2f}]" if np.isfinite(lo) else "")
 
 
 def edge_check(args, md_path):
@@ -888,6 +979,7 @@ def write_report(res, out, record):
     lines += main_table(res, k)
   lines += claim_lines(res)
   lines += previous_lines(res)
+  lines += lr_probe_lines(res)
   lines += old_lines(res)
   lines += edge_lines(res)
   lines += grid_lines(res)
