@@ -6,6 +6,7 @@ r"""Average-K study on the synthetic ambiguous Gaussians (known posterior, so th
     python experiments/average_k/run.py --report_only      # re-render results.md / regret.png
     python experiments/average_k/run.py --n_train 1000 --keep_sizes   # rerun one size, keep the
                                   # others' arms from results.json (then --edge_check)
+    python experiments/average_k/run.py --lr_probe         # two-head on lr x alpha at 1k, K 2
     python experiments/average_k/run.py --part fashion_mnist   # the Fashion-MNIST part (its own
                                   # options: experiments/average_k/fashion_mnist.py, --help)
 
