@@ -79,7 +79,7 @@ def test_soft_configs_are_the_arms_asked_for():
 
 
 @pytest.mark.slow   # 15 trainer runs: ~60 s of CPU (220 s wall at load 11)
-def test_cluster_arms_and_kmeans(smoke):
+def test_cluster_arms_and_kmeans(smoke, tiny_dirs):
   from labelwise.data.builders import fashion_mnist as fm
   from labelwise.eval import metrics
   from labelwise.experiments.collision import fashion_mnist as part
@@ -98,7 +98,7 @@ def test_cluster_arms_and_kmeans(smoke):
   # by the id written into each image, in the split's order), standardized with the published
   # mean and std.
   config = part.cluster_config("collision_cluster", True, part.parse(
-      ["--smoke", "--data_dir", str(out.parent / "tfds"), "--manual_dir", str(out.parent / "files")]))
+      ["--smoke", "--data_dir", tiny_dirs[2], "--manual_dir", tiny_dirs[3]]))
   x, y = part.split_pixels(config, "train")
   ids = image_ids(np.rint((x.reshape(-1, 28, 28) * fm.STD + fm.MEAN) * 255).astype(np.int64))
   assert sorted(ids) == sorted(rows)
