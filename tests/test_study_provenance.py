@@ -74,10 +74,11 @@ def test_average_k_study_records_provenance(tmp_path):
   assert set(prov["configs"]) == {"args", "grid", "select", "validation", "ce", "epr"}
   epr = prov["configs"]["epr"]
   assert epr["config"]["method"] == "epr" and epr["config"]["total_steps"] == 10
-  assert epr["grid"] == {"epr.weight": [10.0, 30.0]} and epr["validation"] == "validation[:1000]"
+  # (--quick: n_train 1000, the first two values of that size's grid, lambda {30, 100, 300, 1000})
+  assert epr["grid"] == {"epr.weight": [30.0, 100.0]} and epr["validation"] == "validation[:1000]"
   raw = json.loads((tmp_path / "out" / "results.json").read_text())
   assert {r["overrides"]["epr.weight"] for r in raw["arms"]["epr|n1000|K2"]["replicas"]} == {
-      10.0, 30.0}
+      30.0, 100.0}
   _run_script("average_k", ["--report_only", "--out", str(tmp_path / "out")])
   assert (tmp_path / "out" / "results.md").read_text() == md
 
