@@ -400,14 +400,7 @@ def lr_probe(args, md_path):
     res["lr_probe"][arm_name(v, n, k)] = {**compact(out, v, [k]), "n_train": n, "k_train": k}
     print(f"{v} lr probe: {tuning.point_label(res['lr_probe'][arm_name(v, n, k)]['selected'][_tag(k)]['point'])}"
           f" ({time.time() - t0:.0f}s)", flush=True)
-  meta["lr_probe_seconds"] = time.time() - t0
-  with open(os.path.join(args.out, "results.json"), "w") as f:
-    json.dump(res, f, indent=None, separators=(",", ":"))
-  record = provenance.write(md_path, record=provenance.load(md_path),
-                            extra={"lr_probe_seconds": meta["lr_probe_seconds"],
-                                   "lr_probe_commit": provenance.git_info().get("commit")})
-  write_report(res, args.out, record)
-  return res
+  return _save_addition(res, args, md_path, "lr_probe", time.time() - t0)
 
 
 def lr_probe_lines(res):
@@ -484,12 +477,18 @@ def edge_check(args, md_path):
     out = tuning.run_arm(extra, wd, seeds=meta["seeds"], select=select_key(v, ks[0]))
     res["edge_checks"][name] = compact(out, v, ks)
     print(f"{name:28s} beyond: {_grid_text(v, grid)} ({time.time() - t0:.0f}s)", flush=True)
-  meta["edge_check_seconds"] = time.time() - t0
+  return _save_addition(res, args, md_path, "edge_check", time.time() - t0)
+
+
+def _save_addition(res, args, md_path, what, seconds):
+  """After ``--edge_check`` / ``--lr_probe``: results.json rewritten, the provenance record
+  extended with ``<what>_seconds`` and ``<what>_commit``, the report re-rendered."""
+  res["_meta"][f"{what}_seconds"] = seconds
   with open(os.path.join(args.out, "results.json"), "w") as f:
     json.dump(res, f, indent=None, separators=(",", ":"))
   record = provenance.write(md_path, record=provenance.load(md_path),
-                            extra={"edge_check_seconds": meta["edge_check_seconds"],
-                                   "edge_check_commit": provenance.git_info().get("commit")})
+                            extra={f"{what}_seconds": seconds,
+                                   f"{what}_commit": provenance.git_info().get("commit")})
   write_report(res, args.out, record)
   return res
 
