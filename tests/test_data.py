@@ -278,3 +278,59 @@ def test_train_indices_are_one_global_batch_per_step():
   assert all(len(i) == c.batch_size for i in steps)
   epoch = np.concatenate(steps)
   assert len(np.unique(epoch)) == len(epoch)
+
+
+# --- found by mutation testing (docs/testing.md, third pass) -----------------------------------
+def test_check_labels_finds_negative_and_too_large_labels_and_names_the_row():
+  from labelwise.data.pipeline import LabelRangeError, check_labels
+  check_labels(np.array([0, 2, 1]), 3, "split 'x'")  # in range: nothing
+  with pytest.raises(LabelRangeError, match=r"split 'x' has 1 label outside \[0, 3\) \(e.g. "
+                                            r"example 1: label -1\)"):
+    check_labels(np.array([0, -1, 2]), 3, "split 'x'")
+  with pytest.raises(LabelRangeError, match=r"has 1 label outside \[0, 3\) \(e.g. example 2: "
+                                            r"label 3\)"):
+    check_labels(np.array([0, 1, 3]), 3, "split 'x'")
+  # with ``indices`` (a chunk of a split) the message names the example's row in the split
+  with pytest.raises(LabelRangeError, match=r"has 2 labels outside \[0, 3\) \(e.g. example 11: "
+                                            r"label -2\)"):
+    check_labels(np.array([1, -2, 5]), 3, "split 'x'", indices=np.array([10, 11, 12]))
+
+
+def test_dataset_check_labels_reads_each_named_split():
+  d = make_dataset(load_config("digits_ce", "runlocal"))
+  read, real = [], d.split
+  d.split = lambda name: read.append(name) or real(name)
+  d.check_labels("test", "", None, "train")
+  assert read == ["test", "train"]  # empty names (an unset eval split) are skipped
+
+
+def test_the_permutation_cache_is_bounded_at_1024_seeds():
+  """A sweep keeps one epoch order per seed; past 1024 seeds the cache starts again. Orders are
+  those of ``default_rng([seed, epoch])`` whatever the cache holds."""
+  d = make_dataset(load_config("digits_ce", "runlocal"))
+  n = d.train.num_examples
+  for seed in range(1024):
+    d._permutation(0, seed)
+  assert len(d._perm_cache) == 1024
+  np.testing.assert_array_equal(d._permutation(0, 1024),
+                                np.random.default_rng([1024, 0]).permutation(n))
+  assert list(d._perm_cache) == [1024]
+  np.testing.assert_array_equal(d._permutation(1, 5), np.random.default_rng([5, 1]).permutation(n))
+
+
+def test_a_dataset_does_not_augment_unless_asked():
+  from labelwise.data.pipeline import Dataset
+  c = load_config("digits_ce", "runlocal")
+  plain = Dataset(registry.get_dataset_spec(c.dataset), train_split="train",
+                  global_batch_size=c.batch_size, seed=c.seed)
+  b = plain.train_batch(2)
+  np.testing.assert_array_equal(b["input"], plain.train.get(b["index"])["input"])
+
+
+def test_an_offline_dataset_is_generated_in_an_empty_data_dir(tmp_path):
+  c = load_config("digits_ce", "runlocal")
+  shared = make_dataset(c)
+  c.data.data_dir = str(tmp_path / "fresh")
+  fresh = make_dataset(c)
+  assert os.listdir(tmp_path / "fresh")
+  np.testing.assert_array_equal(fresh.train_batch(1)["input"], shared.train_batch(1)["input"])

@@ -659,3 +659,43 @@ def test_solvers_need_two_classes():
     C.self_labeling_objective(random_probs(37, 4, 2), one)
   y, n = C.collision_pseudo_labels(random_probs(37, 4, 2), tol=0.0, max_iter=3)  # 2 is enough
   assert np.asarray(y).shape == (4, 2) and int(n) == 3
+
+
+def test_bfloat16_probabilities_get_a_tolerance_of_two_ulps():
+  """The simplex check's tolerance grows to 2 eps of the dtype (bfloat16: 2 * 2^-7 = 0.0156): a row
+  3 ulps (of [0.5, 1)) off sums to 1.0117 and passes, one 5 ulps off (1.0195) does not."""
+  import ml_dtypes
+  eps = float(np.finfo(ml_dtypes.bfloat16).eps)
+  assert eps == 2.0 ** -7
+  ok = np.array([[0.5, 0.5 + 3 * 2.0 ** -8], [0.25, 0.75]], ml_dtypes.bfloat16)
+  bad = np.array([[0.5, 0.5 + 5 * 2.0 ** -8], [0.25, 0.75]], ml_dtypes.bfloat16)
+  assert 1e-3 < float(ok.astype(np.float64).sum(1).max()) - 1 < 2 * eps
+  assert 2 * eps < float(bad.astype(np.float64).sum(1).max()) - 1 < 3 * eps
+  C.collision_pseudo_labels(ok, tol=0.0, max_iter=2)
+  with pytest.raises(ValueError, match=r"`probs` must be probabilities on the simplex .*row sum "
+                                       r"of 1.01953"):
+    C.collision_pseudo_labels(bad, tol=0.0, max_iter=2)
+
+
+def test_classic_fairness_gradient_is_finite_at_an_empty_cluster():
+  """d/dy of the objective with a cluster no pseudo-label uses: 0 log 0 is taken as 0 without a NaN
+  slope (the log's argument is guarded, not only its result); the other columns are numpy's."""
+  sigma = random_probs(38, 6, 3)
+  y = dirichlet(39, 6, 3)
+  y[:, 2] = 0.0
+  y /= y.sum(1, keepdims=True)
+  g = np.asarray(jax.grad(lambda v: C.self_labeling_objective(
+      sigma, v, fairness="classic", fairness_weight=2.0))(jnp.asarray(y)))
+  assert np.all(np.isfinite(g)), g
+  with np.errstate(divide="ignore"):  # numpy's column 2 is -inf: only columns 0 and 1 compared
+    want = np_grad_y(sigma, y, 2.0, "classic")[:, :2] / 6
+  np.testing.assert_allclose(g[:, :2], want, rtol=1e-4)
+
+
+def test_mi_loss_refuses_a_negative_marginal_weight():
+  z = np.random.default_rng(40).normal(size=(5, 3)).astype(np.float32)
+  for bad in (-0.5, -1.0, float("nan")):
+    with pytest.raises(ValueError, match=r"`marginal_weight` must be a finite number >= 0"):
+      C.mutual_information_loss(z, marginal_weight=bad)
+  np.testing.assert_allclose(C.mutual_information_loss(z, marginal_weight=0.0),
+                             np_mi_loss(z, 0.0), rtol=1e-5)

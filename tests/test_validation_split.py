@@ -41,3 +41,22 @@ def test_dataset_carves_validation_out_of_train():
   counts = np.bincount(labels[held_rows], minlength=10)
   np.testing.assert_allclose(counts, 0.1 * np.bincount(labels, minlength=10), atol=0.51)
   assert ds.split(ds.validation.split) is ds.validation
+
+
+def test_stratified_holdout_refuses_an_empty_part():
+  """A fraction that rounds every class to 0 held-out examples (or to all of them), or no labels
+  at all, is an error that names the counts; found by mutation testing (docs/testing.md)."""
+  labels = np.array([0, 0, 1, 1, 2])
+  with pytest.raises(ValueError, match=r"`data.validation_fraction`=0.1 leaves 5 training and 0 "
+                                       r"validation examples; both must be > 0"):
+    stratified_holdout(labels, 0.1)   # round(0.1 * 2) = round(0.1 * 1) = 0
+  with pytest.raises(ValueError, match=r"`data.validation_fraction`=0.9 leaves 0 training and 5 "
+                                       r"validation examples"):
+    stratified_holdout(labels, 0.9)   # round(0.9 * 2) = 2, round(0.9 * 1) = 1: everything
+  with pytest.raises(ValueError, match=r"leaves 0 training and 0 validation examples"):
+    stratified_holdout(np.zeros(0, np.int64), 0.5)
+  for bad in (0.0, -0.2, 1.5):
+    with pytest.raises(ValueError, match=r"`data.validation_fraction` must be in \(0, 1\), got"):
+      stratified_holdout(labels, bad)
+  fit, held = stratified_holdout(labels, 0.5)  # round(0.5 * 2) = 1, round(0.5 * 1) = 0 (to even)
+  assert np.bincount(labels[held], minlength=3).tolist() == [1, 1, 0] and len(fit) == 3

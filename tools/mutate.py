@@ -71,7 +71,8 @@ TARGETS: Dict[str, List[str]] = {
     # takes minutes, and a mutant in those code paths would run them all.
     "train/trainer.py": ["tests/test_train_e2e.py", "tests/test_loop.py", "tests/test_errors.py",
                          "tests/test_trainer_contracts.py"],
-    "data/pipeline.py": ["tests/test_data.py", "tests/test_device_feed.py"],
+    "data/pipeline.py": ["tests/test_data.py", "tests/test_device_feed.py",
+                         "tests/test_validation_split.py"],
     "eval/evaluators.py": ["tests/test_evaluators.py", "tests/test_fierce_eval.py"],
     "eval/metrics.py": ["tests/test_metrics_contracts.py", "tests/test_evaluators.py",
                         "tests/test_average_k_metrics.py",
