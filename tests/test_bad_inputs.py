@@ -310,7 +310,7 @@ CASES = [
      ValueError, r"unknown config argument 'runloca' in 'runloca'; this config knows: model, "
                  r"runlocal, seed"),
     ("config/conv_impl", lambda: trainer.validate_config(_config(conv_impl="fast")),
-     ValueError, r"`conv_impl` must be one of \['auto', 'xla', 'matmul'\], got 'fast'"),
+     ValueError, r"`conv_impl` must be one of \['auto', 'xla', 'matmul', 'patches'\], got 'fast'"),
     # --- issue 16: the last bad inputs found by fuzzing -----------------------------------------
     ("validate/targets classes", lambda: losses.validate(logits=Z, targets=T[:, :4]),
      ValueError, r"`targets` must have the shape of `logits` \(3, 5\).*got \(3, 4\)"),

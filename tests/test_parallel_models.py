@@ -55,5 +55,6 @@ def test_conv_impl_is_a_config_key(tmp_path):
   c = load_config("digits_ce", "runlocal", model="small_cnn", conv_impl="xla")
   c.model_kwargs = {}
   assert trainer.Trainer(c, str(tmp_path)).model.conv_impl == "xla"
-  with pytest.raises(ValueError, match=r"`conv_impl` must be one of \['auto', 'xla', 'matmul'\]"):
+  with pytest.raises(ValueError,
+                     match=r"`conv_impl` must be one of \['auto', 'xla', 'matmul', 'patches'\]"):
     trainer.validate_config(load_config("digits_ce", "runlocal", conv_impl="fast"))
