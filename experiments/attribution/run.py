@@ -651,6 +651,11 @@ def write_report(res, out, record):
   if os.path.exists(bench):
     lines += ["", "## Step time on an accelerator (`experiments/attribution/bench.py`)", ""]
     lines += open(bench).read().strip().splitlines()[2:]
+  sweep_bench = os.path.join(HERE, "bench_sweep.md")
+  if os.path.exists(sweep_bench):
+    lines += ["", "## Why vmapped double-backprop sweeps are slow on the CPU "
+              "(`experiments/attribution/bench_sweep.py`)", ""]
+    lines += open(sweep_bench).read().strip().splitlines()[2:]
   md_path = os.path.join(out, "results.md")
   from labelwise.experiments import fashion_mnist_runs
   from labelwise.experiments.attribution import fashion_mnist
