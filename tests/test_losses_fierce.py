@@ -497,3 +497,27 @@ def test_assignments_are_one_hot_and_logits_shape():
   assert set(np.round(z, 5).ravel()) <= {0.0, 1.0}
   np.testing.assert_allclose(np.asarray(fierce_logits(f, c, similarity="dot")),
                              np_logits(f, c, "dot"), rtol=1e-5, atol=1e-6)
+
+
+# --- found by mutation testing (docs/testing.md, third pass) ------------------------------------
+def test_fierce_loss_defaults_to_the_difference_form_with_lambda_one():
+  logits = rand(32, (9, 3))
+  labels = jnp.arange(9) % 3
+  f = rand(33, (9, 5))
+  codes = codebook(34, 16, 5)
+  got = np.asarray(eager_fierce_loss(logits, labels, f, codes))  # noiseless (key None)
+  z = np.asarray(logits, np.float64)
+  ce = np.log(np.exp(z).sum(1)) - z[np.arange(9), np.asarray(labels)]
+  h = np_plugin_entropy_bits(np_logits(f, codes, "cosine").argmax(1), 16)
+  assert h > 0.5  # so that lambda matters
+  np.testing.assert_allclose(got, ce - 1.0 * h, rtol=1e-5, atol=1e-6)
+
+
+def test_convex_max_entropy_must_be_finite_and_non_negative():
+  ce, h = jnp.ones(4), jnp.float32(1.0)
+  for bad in (-1.0, -0.01, float("inf"), float("nan")):
+    with pytest.raises(ValueError, match=r"`max_entropy` \(the entropy's upper bound, log2 K\) "
+                                         r"must be a finite number >= 0"):
+      fierce_objective(ce, h, lam=1.0, form="convex", max_entropy=bad)
+  np.testing.assert_allclose(fierce_objective(ce, h, lam=1.0, form="convex", max_entropy=0.0),
+                             np.full(4, 0.5 * 1.0 + 0.5 * (0.0 - 1.0)))
