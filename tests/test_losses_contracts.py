@@ -42,6 +42,17 @@ def test_keyword_only_hyperparameters_refuse_positions():
     losses.simloss_with_targets(z, t, s, -1)
   np.testing.assert_allclose(losses.simloss_with_targets(z, t, s, axis=-1), [np.log(3.0)] * 2,
                              rtol=1e-6)
+  # fierce_entropy: two features on two orthogonal codes (noiseless): one example each, 1 bit
+  f, codes = np.array([[1.0, 0.1], [0.1, 1.0]], np.float32), np.eye(2, dtype=np.float32)
+  with pytest.raises(TypeError):
+    losses.fierce_entropy(f, codes, None, 1.0)
+  assert float(losses.fierce_entropy(f, codes, temperature=1.0)) == pytest.approx(1.0, abs=1e-5)
+  # average_k_pseudo_labels: rule B with k = 1.5 adds the best non-true entry (0.4) to the labels
+  p = np.array([[0.7, 0.2, 0.1], [0.4, 0.5, 0.1]], np.float32)
+  with pytest.raises(TypeError):
+    losses.average_k_pseudo_labels(p, np.array([0, 1]), 1.5)
+  np.testing.assert_array_equal(losses.average_k_pseudo_labels(p, np.array([0, 1]), k=1.5),
+                                [[1, 0, 0], [1, 1, 0]])
 
 
 def test_similarity_range_tolerance_is_inclusive():
