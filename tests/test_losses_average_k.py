@@ -219,6 +219,13 @@ def test_num_pseudo_positives_counts():
   assert ak.num_pseudo_positives(4.0, 3, 4) == 9  # every candidate
   with pytest.raises(ValueError, match="not reachable"):
     ak.num_pseudo_positives(0.99, 10, 4)
+  # found by mutation testing (docs/testing.md, third pass): include_true is keyword-only, and the
+  # "rounds to 0" message gives (k - 1) * B
+  with pytest.raises(TypeError):
+    ak.num_pseudo_positives(2.0, 10, 4, False)
+  with pytest.raises(ValueError, match=r"`k`=1.04 with a batch of 10 gives \(k - 1\)\*B = 0.4, "
+                                       r"which rounds to 0 pseudo-positives"):
+    ak.num_pseudo_positives(1.04, 10, 4)
 
 
 # ------------------------------------------------------------------------------------------------
