@@ -53,6 +53,11 @@ def test_keyword_only_hyperparameters_refuse_positions():
     losses.average_k_pseudo_labels(p, np.array([0, 1]), 1.5)
   np.testing.assert_array_equal(losses.average_k_pseudo_labels(p, np.array([0, 1]), k=1.5),
                                 [[1, 0, 0], [1, 1, 0]])
+  # rrr_penalty: the gradient outside the mask, squared: (-2)^2 = 4; a masked example gives 0
+  g, m = np.array([[[1.0, -2.0]], [[3.0, 1.0]]]), np.array([[[1, 0]], [[0, 1]]])
+  with pytest.raises(TypeError):
+    losses.rrr_penalty(g, m, np.array([True, False]))
+  np.testing.assert_allclose(losses.rrr_penalty(g, m, where=np.array([True, False])), [4.0, 0.0])
 
 
 def test_similarity_range_tolerance_is_inclusive():
