@@ -428,3 +428,18 @@ def test_reexported_from_losses_package():
                "gradmask_score", "rrr_score", "input_gradients", "mask_weights",
                "reduce_masked_penalty"):
     assert getattr(L, name) is getattr(A, name)
+
+
+def test_input_gradients_with_aux_needs_a_pair():
+  """has_aux=True wants (scores, aux): a tuple of another length (or a bare array) is a TypeError
+  that says what came back; found by mutation testing (docs/testing.md, third pass)."""
+  x = jnp.ones((2, 3))
+  three = lambda v: (jnp.sum(v, -1), v, v)
+  with pytest.raises(TypeError, match=r"`score_fn` must return a pair \(\[batch\] scores, aux\) "
+                                      r"with has_aux=True, got a tuple of length 3"):
+    A.input_gradients(three, x, has_aux=True)
+  with pytest.raises(TypeError, match=r"got a list of length 1"):
+    A.input_gradients(lambda v: [jnp.sum(v, -1)], x, has_aux=True)
+  g, aux = A.input_gradients(lambda v: (jnp.sum(2.0 * v, -1), v), x, has_aux=True)
+  np.testing.assert_allclose(g, np.full((2, 3), 2.0))
+  np.testing.assert_array_equal(aux, x)
