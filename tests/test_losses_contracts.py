@@ -58,6 +58,12 @@ def test_keyword_only_hyperparameters_refuse_positions():
   with pytest.raises(TypeError):
     losses.rrr_penalty(g, m, np.array([True, False]))
   np.testing.assert_allclose(losses.rrr_penalty(g, m, where=np.array([True, False])), [4.0, 0.0])
+  # reduce_masked_penalty: (2 + 4) / 2 over the masked examples; the sum is 6
+  pen, w = np.array([2.0, 4.0, 9.0]), np.array([1.0, 1.0, 0.0])
+  with pytest.raises(TypeError):
+    losses.reduce_masked_penalty(pen, w, "sum")
+  assert float(losses.reduce_masked_penalty(pen, w)) == pytest.approx(3.0)
+  assert float(losses.reduce_masked_penalty(pen, w, normalization="sum")) == pytest.approx(6.0)
 
 
 def test_similarity_range_tolerance_is_inclusive():
