@@ -6,7 +6,8 @@ Same model, batch, optimizer and data in both:
   checkpoints; examples/s is ``train/examples_per_sec`` from ``metrics.jsonl`` (the trainer times
   the steps between two log records, host syncs included), the median over the log records after
   the first one (which holds the compilation). Evaluation runs after the timed steps and is not
-  counted.
+  counted. ``config.steps_per_call`` is the config's (0: auto, 16 steps per compiled call for
+  these small models); ``--steps_per_call=1`` measures one step per call.
 * **minimal**: the training split placed once on the devices, one ``jax.jit`` step with the state
   donated that gathers its batch from the split by indices (placed before timing), softmax
   cross-entropy, ``jax.value_and_grad``, the config's optax optimizer; no metrics; it waits for a
@@ -47,7 +48,8 @@ MODES = ("pmap", "shard_map", "jit")
 SYNC_EVERY = 20
 
 
-def make_config(module: str, steps: int, log_every: int, parallel: str, num_devices: int):
+def make_config(module: str, steps: int, log_every: int, parallel: str, num_devices: int,
+                steps_per_call: int = 0):
   import importlib
   config = importlib.import_module(f"labelwise.configs.{module}").get_config(None)
   config.total_steps = steps
@@ -57,17 +59,20 @@ def make_config(module: str, steps: int, log_every: int, parallel: str, num_devi
   config.num_devices = num_devices
   config.progress_bar = False
   config.tensorboard = False
+  config.steps_per_call = steps_per_call
   return config
 
 
-def trainer_examples_per_sec(config) -> float:
+def trainer_examples_per_sec(config):
+  """``(examples/s, the run's resolved steps_per_call)``."""
   from labelwise.train import trainer
   from labelwise.train.writers import read_metrics
   with tempfile.TemporaryDirectory() as workdir:
-    trainer.train_and_evaluate(config, workdir)
+    t = trainer.Trainer(config, workdir)
+    t.run()
     rates = [m["train/examples_per_sec"] for m in read_metrics(workdir)
              if "train/examples_per_sec" in m]
-  return _common.median(rates[1:])
+  return _common.median(rates[1:]), getattr(t, "steps_per_call", 1)
 
 
 def minimal_examples_per_sec(config) -> float:
@@ -142,7 +147,8 @@ def dispatch_us(module: str, num_devices: int, calls: int) -> dict:
       step_fn = step_lib.make_train_step(t.method, t.model.apply, t.tx,
                                          axis_name=t.parallel.axis_name)
       par = t.parallel
-      variants = {f"{mode} (trainer)": (par.compile_train_step(step_fn, guard=True), False)}
+      variants = {f"{mode} (trainer, one step per call)": (
+          par.compile_train_step(step_fn, guard=True), False)}
       if mode == "pmap":
         plain = jax.pmap(step_lib.guard_nonfinite(step_fn), axis_name=step_lib.AXIS,
                          donate_argnums=(0, 1))
@@ -150,6 +156,12 @@ def dispatch_us(module: str, num_devices: int, calls: int) -> dict:
         variants["jax.pmap + metrics fetched every step (old loop)"] = (plain, True)
       batch = par.put_batch(t.host_batch(0))
       host_state = t.initial_state()
+      if t.train_steps_on_data is not None:  # the trainer's looped program, LOOP_STEPS per call
+        looped = t.train_steps_on_data
+        index_block = t.batch_feed(0, calls).next()[1]
+        data = t._device_split.data
+        loop_name = f"{mode} (trainer, {LOOP_STEPS} steps per call, per step)"
+        out[loop_name] = _looped_us(par, t, host_state, looped, data, index_block, calls)
       for name, (fn, fetch) in variants.items():
         state, guard = par.put_state(host_state), t.new_guard()
         state, guard, metrics = fn(state, guard, batch)
@@ -164,6 +176,30 @@ def dispatch_us(module: str, num_devices: int, calls: int) -> dict:
         jax.block_until_ready(metrics)
         out[name] = (time.perf_counter() - t0) / calls * 1e6
   return out
+
+
+LOOP_STEPS = 16
+
+
+def _looped_us(par, t, host_state, looped, data, index_block, calls) -> float:
+  """Microseconds per step of the trainer's looped program at LOOP_STEPS steps per call (a sync
+  every 2 calls, as the trainer's default). Steps past the index block re-read its last row."""
+  import jax
+  import numpy as np
+
+  count = jax.device_put(np.int32(LOOP_STEPS), t._device_split.place)
+  args = (data, index_block.block, index_block.start, count)
+  state, guard = par.put_state(host_state), t.new_guard()
+  state, guard, metrics = looped(state, guard, *args)
+  jax.block_until_ready(metrics)
+  n = max(1, calls // LOOP_STEPS)
+  t0 = time.perf_counter()
+  for i in range(n):
+    state, guard, metrics = looped(state, guard, *args)
+    if i % 2 == 1:
+      jax.block_until_ready(metrics)
+  jax.block_until_ready(metrics)
+  return (time.perf_counter() - t0) / (n * LOOP_STEPS) * 1e6
 
 
 # XLA:CPU aborts a collective whose device threads do not all arrive within 40 s, which a heavily
@@ -184,15 +220,20 @@ def worker(args) -> None:
     title, module, steps, log_every = CASES[case]
     if args.quick:
       steps, log_every = 60, 20
-    minimal, trainer = [], {m: [] for m in args.modes.split(",")}
+    spcs = [int(x) for x in str(args.steps_per_call).split(",")]
+    minimal = []
+    trainer = {(m, k): [] for m in args.modes.split(",") for k in spcs}
+    resolved = {}
     for _ in range(args.rounds):
       minimal.append(minimal_examples_per_sec(make_config(module, steps, log_every, "jit",
                                                           args.num_devices)))
-      for mode in trainer:
-        trainer[mode].append(trainer_examples_per_sec(
-            make_config(module, steps, log_every, mode, args.num_devices)))
-    for mode, rates in trainer.items():
+      for mode, spc in trainer:
+        rate, resolved[mode, spc] = trainer_examples_per_sec(
+            make_config(module, steps, log_every, mode, args.num_devices, spc))
+        trainer[mode, spc].append(rate)
+    for (mode, spc), rates in trainer.items():
       out.append(dict(case=title, devices=args.num_devices, mode=mode,
+                      steps_per_call=resolved[mode, spc],
                       trainer=_common.median(rates), minimal=_common.median(minimal),
                       trainer_runs=rates, minimal_runs=minimal))
       print("ROW " + json.dumps(out[-1]), flush=True)
@@ -210,6 +251,8 @@ def main() -> None:
   p.add_argument("--modes", default=",".join(MODES))
   p.add_argument("--devices", default="1,4", help="device counts, each in its own subprocess")
   p.add_argument("--rounds", type=int, default=2)
+  p.add_argument("--steps_per_call", default="0",
+                 help="the trainer's config.steps_per_call, a comma list (0: auto)")
   p.add_argument("--quick", action="store_true", help="tiny step counts; nothing written")
   p.add_argument("--no_write", action="store_true", help="print only, do not append results.md")
   p.add_argument("--label", default="", help="added to the section title (e.g. the commit)")
@@ -226,7 +269,8 @@ def main() -> None:
                XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + PATIENT_COLLECTIVES +
                           f" --xla_force_host_platform_device_count={n}").strip())
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", f"--num_devices={n}",
-           f"--cases={args.cases}", f"--modes={args.modes}", f"--rounds={args.rounds}"]
+           f"--cases={args.cases}", f"--modes={args.modes}", f"--rounds={args.rounds}",
+           f"--steps_per_call={args.steps_per_call}"]
     cmd += ["--quick"] if args.quick else []
     cmd += [] if args.dispatch else ["--no_dispatch"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -242,9 +286,9 @@ def main() -> None:
     dispatch[n] = result["dispatch"]
     envs.append(f"{n} device(s): {result['env']}")
   table = _common.table(
-      ["case", "devices", "trainer parallel", "trainer ex/s", "minimal jit ex/s", "ratio",
-       "runs (trainer / minimal)"],
-      [(r["case"], r["devices"], r["mode"], r["trainer"], r["minimal"],
+      ["case", "devices", "trainer parallel", "steps/call", "trainer ex/s", "minimal jit ex/s",
+       "ratio", "runs (trainer / minimal)"],
+      [(r["case"], r["devices"], r["mode"], r.get("steps_per_call", 1), r["trainer"], r["minimal"],
         f"{r['trainer'] / r['minimal']:.2f}x",
         " ".join(f"{x:,.0f}" for x in r["trainer_runs"]) + " / " +
         " ".join(f"{x:,.0f}" for x in r["minimal_runs"])) for r in rows])
@@ -252,7 +296,8 @@ def main() -> None:
   if any(dispatch.values()):
     names = list(next(d for d in dispatch.values() if d))
     text += ("\n\nPer-step cost by dispatch path, digits MLP step, batch on the device, a host "
-             f"sync every {SYNC_EVERY} steps (us/step):\n\n")
+             f"sync every {SYNC_EVERY} steps (the looped program: every 2 calls of {LOOP_STEPS} "
+             "steps) (us/step):\n\n")
     text += _common.table(["step compiled as"] + [f"{n} device(s)" for n in dispatch],
                           [[name] + [dispatch[n].get(name, float("nan")) for n in dispatch]
                            for name in names])

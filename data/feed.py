@@ -79,7 +79,8 @@ class Prefetcher:
     self._thread = threading.Thread(target=work, daemon=True)
     self._thread.start()
 
-  def next(self):
+  def next(self, max_steps: int = 1):  # noqa: ARG002 - one host batch is one step
+    """``(step, batch)``: one step's placed batch (``max_steps`` is ignored)."""
     step, batch = self._q.get()
     if step is None:
       raise batch
@@ -96,15 +97,17 @@ BLOCK_STEPS = 64
 
 
 class Indices:
-  """A step's batch as example indices, for a step that gathers its batch itself.
+  """The batches of one call as example indices, for a step that gathers its batch itself.
 
   ``block``: the placed indices of the consecutive steps from ``start`` (a placed int32 scalar) that
-  include this one (:func:`labelwise.train.step.gather_batch` reads the row of ``state.step``);
-  ``step``: this step's number (the row is ``step - start``).
+  include this call's (:func:`labelwise.train.step.gather_batch` reads the row of ``state.step``);
+  ``step``: the call's first step (its row is ``step - start``); ``steps``: how many consecutive
+  steps the call runs (all inside the block), ``count`` the same as a placed int32 scalar (for
+  ``Parallel.compile_train_step(..., loop=True)``).
   """
 
-  def __init__(self, block, start, step: int):
-    self.block, self.start, self.step = block, start, step
+  def __init__(self, block, start, step: int, steps: int = 1, count=None):
+    self.block, self.start, self.step, self.steps, self.count = block, start, step, steps, count
 
 
 class DeviceSplit:
@@ -162,6 +165,7 @@ class DeviceFeed:
     self._dataset, self._parallel, self._split = dataset, parallel, split
     self._step, self._stop, self._replicas = start, stop, replicas
     self._block = None  # (placed block, placed start, start) of the steps being fed
+    self._counts: Dict[int, object] = {}  # call length -> the placed int32 scalar
 
   def _indices(self, step: int) -> np.ndarray:
     """This step's example indices: ``[B]``, or ``[R, B]`` (each replica's seed) in a sweep."""
@@ -186,16 +190,24 @@ class DeviceFeed:
       block = jax.device_put(np.stack(rows), par.block_sharding)
     self._block = (block, jax.device_put(np.int32(start), self._split.place), start)
 
-  def next(self):
+  def next(self, max_steps: int = 1):
+    """``(step, batch)`` of the next call: ``batch.steps`` consecutive steps from ``step``, at most
+    ``max_steps``, never past the current index block or ``stop`` (a gathered batch of one step
+    under multi-process pmap)."""
     if self._step >= self._stop:
       raise StopIteration
-    step, self._step = self._step, self._step + 1
+    step = self._step
     if not self._parallel.gathers_in_step:  # multi-process pmap: gather first, then the step
+      self._step += 1
       return step, self.gathered(step)
     if self._block is None or step >= self._block[2] + BLOCK_STEPS:
       self._place_block(step)
-    block, start, _ = self._block
-    return step, Indices(block, start, step)
+    block, start, first = self._block
+    n = max(1, min(int(max_steps), first + BLOCK_STEPS - step, self._stop - step))
+    self._step += n
+    if n not in self._counts:
+      self._counts[n] = jax.device_put(np.int32(n), self._split.place)
+    return step, Indices(block, start, step, n, self._counts[n])
 
   def close(self):
     pass

@@ -54,10 +54,10 @@ def test_device_batches_equal_host_batches(tmp_path, overrides):
     ("pmap", 2, 5, ""), ("shard_map", 1, 5, "seed=0,1"), ("jit", 2, 5, "seed=3,1")])
 def test_device_feed_trains_bit_identically_to_the_host_feed(tmp_path, monkeypatch, parallel,
                                                              devices, block, sweep):
-  """The step gathers its batch from the device-resident split (one dispatch per step, the
+  """The step gathers its batch from the device-resident split (several steps per call, the
   indices of ``block`` steps placed at once: 12 steps are one padded block, or 3 blocks with a
   padded last one), in all three modes (pmap: one process, see ``Parallel.pmap_through_jit``),
-  single runs and sweeps."""
+  single runs and sweeps, against host batches fed one step per call."""
   monkeypatch.setattr(feed_lib, "BLOCK_STEPS", block)
   runs = {}
   for mode in ("on", "off"):
@@ -69,8 +69,9 @@ def test_device_feed_trains_bit_identically_to_the_host_feed(tmp_path, monkeypat
     logged = [{k: v for k, v in m.items() if k != "train/examples_per_sec"}
               for m in read_metrics(str(tmp_path / mode))]
     runs[mode] = (jax.tree_util.tree_leaves(t.host_state.params), results, logged)
-    if t.train_step_on_data is not None:  # compiled once for all steps
-      assert t.train_step_on_data._cache_size() == 1
+    if t.train_step_on_data is not None:  # compiled once for all steps (and calls)
+      assert t.steps_per_call == 16  # auto: several steps per call, one looped program
+      assert t.train_steps_on_data._cache_size() == 1 and t.train_step_on_data._cache_size() == 0
   for a, b in zip(runs["on"][0], runs["off"][0]):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert runs["on"][1] == runs["off"][1] and runs["on"][2] == runs["off"][2]

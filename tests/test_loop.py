@@ -198,3 +198,183 @@ def test_the_state_is_fetched_only_at_the_end_without_checkpoints_or_evals(tmp_p
 def test_host_sync_every_must_be_non_negative(tmp_path):
   with pytest.raises(ValueError, match="`host_sync_every` must be >= 0"):
     trainer.Trainer(_cfg(host_sync_every=-1), str(tmp_path))
+
+
+# --- several steps per compiled call (config.steps_per_call) -------------------------------------
+def _calls(monkeypatch):
+  """Records ``(first step, steps)`` of every compiled call the trainer makes."""
+  calls = []
+  real = trainer.Trainer.apply_train_step
+
+  def spy(self, dstate, guard, batch):
+    calls.append((batch.step, batch.steps) if isinstance(batch, feed_lib.Indices) else (None, 1))
+    return real(self, dstate, guard, batch)
+
+  monkeypatch.setattr(trainer.Trainer, "apply_train_step", spy)
+  return calls
+
+
+def _leaves(t):
+  return [np.asarray(x) for x in jax.tree_util.tree_leaves(t.host_state)]
+
+
+def test_repeat_steps_is_n_applications_of_the_step():
+  """A toy step (the carry counts and sums its block rows): ``n`` steps in one call are ``n``
+  calls of the step, for every ``n`` through one compiled program; the metrics are the last
+  step's."""
+  def step(state, guard, block, start):
+    row = jax.lax.dynamic_index_in_dim(block, state["step"] - start, keepdims=False)
+    new = {"step": state["step"] + 1, "sum": state["sum"] * 0.5 + row}
+    return new, guard + 1, {"row": row, "step": new["step"].astype(jnp.float32)}
+
+  block = jnp.arange(10, 20, dtype=jnp.float32)
+  looped = jax.jit(step_lib.repeat_steps(step, carried=2))
+  for n in (1, 3, 7):
+    state, guard = {"step": jnp.int32(2), "sum": jnp.float32(1.0)}, jnp.int32(0)
+    got_state, got_guard, got_metrics = looped(state, guard, block, jnp.int32(0), jnp.int32(n))
+    total = 1.0
+    for s in range(2, 2 + n):  # by hand
+      total = total * 0.5 + 10 + s
+    assert int(got_state["step"]) == 2 + n and int(got_guard) == n
+    assert float(got_state["sum"]) == total
+    assert float(got_metrics["row"]) == 10 + 1 + n and float(got_metrics["step"]) == 2 + n
+  assert looped._cache_size() == 1
+
+
+def _spc_cfg(spc, **kw):
+  kw = {"total_steps": 24, "log_every": 12, "host_sync_every": 8, "checkpoint_every": -1,
+        "steps_per_call": spc, **kw}
+  return _cfg(**kw)
+
+
+@pytest.mark.parametrize("parallel,devices,sweep", [
+    ("jit", 1, ""), ("pmap", 1, ""), ("shard_map", 1, ""),
+    ("pmap", 4, ""), ("shard_map", 4, ""), ("jit", 4, ""), ("shard_map", 2, "seed=0,1")])
+def test_k_step_calls_train_bit_identically_to_single_steps(tmp_path, monkeypatch, parallel,
+                                                            devices, sweep):
+  """steps_per_call=8 against 1 (digits MLP): the same state, logged metrics and results, bit for
+  bit, under pmap, shard_map and jit on 1 and 4 devices and in a sweep. The calls: 8 steps up to
+  the host sync at 8, then 4 to the log at 12, 4 to 16 (the end of the 16-step index block), 8 to
+  the end; one compiled program for all of them."""
+  monkeypatch.setattr(feed_lib, "BLOCK_STEPS", 16)
+  calls = _calls(monkeypatch)
+  runs = {}
+  for spc in (1, 8):
+    calls.clear()
+    t = trainer.Trainer(_spc_cfg(spc, parallel=parallel, num_devices=devices, sweep=sweep),
+                        str(tmp_path / str(spc)))
+    results = t.run()
+    runs[spc] = (_leaves(t), results, _logged(tmp_path / str(spc)), list(calls))
+    if spc == 8:
+      assert t.steps_per_call == 8 and t.train_steps_on_data._cache_size() == 1
+  assert runs[1][3] == [(s, 1) for s in range(24)]
+  assert runs[8][3] == [(0, 8), (8, 4), (12, 4), (16, 8)]
+  for a, b in zip(runs[1][0], runs[8][0]):
+    np.testing.assert_array_equal(a, b)
+  assert runs[8][1] == runs[1][1]
+  assert runs[8][2] == runs[1][2] and [m["step"] for m in runs[8][2] if "train/loss" in m] == \
+      ([12, 24] if not sweep else [12, 12, 24, 24])
+
+
+def test_calls_end_at_every_log_eval_checkpoint_sync_and_host_update_step(tmp_path, monkeypatch):
+  """Log every 5, evaluate every 6, checkpoint every 10, host work before 0, 7, 14, 21, 28
+  (steps_per_call 16, blocks of 64): every call ends at the next of these and runs the steps up
+  to it, and the run equals the one-step-per-call run (host-update steps and their buffers,
+  logs, evaluations, checkpoints, state)."""
+  monkeypatch.setattr(feed_lib, "BLOCK_STEPS", 64)
+  calls = _calls(monkeypatch)
+  runs = {}
+  for spc in (1, 16):
+    calls.clear()
+    cfg = _cfg(method="_test_host_every_7", log_every=5, eval_every=6, checkpoint_every=10,
+               host_sync_every=0, steps_per_call=spc, parallel="shard_map", num_devices=2)
+    t = trainer.Trainer(cfg, str(tmp_path / str(spc)))
+    t.run()
+    runs[spc] = (_leaves(t), _logged(tmp_path / str(spc)), t.method.seen,
+                 _checkpoints(tmp_path / str(spc)), list(calls))
+  ends = [5, 6, 7, 10, 12, 14, 15, 18, 20, 21, 24, 25, 28, 30]  # by hand
+  assert runs[16][4] == [(a, b - a) for a, b in zip([0] + ends[:-1], ends)]
+  assert runs[16][2] == runs[1][2] == [(s, s) for s in (0, 7, 14, 21, 28)]
+  assert runs[16][3] == runs[1][3] == [10, 20, 30]
+  assert runs[16][1] == runs[1][1]
+  assert [m["step"] for m in runs[16][1] if "eval/accuracy" in m] == [6, 12, 18, 24, 30]
+  assert {m["step"]: m["train/host_calls"] for m in runs[16][1] if "train/loss" in m} == \
+      {5: 1.0, 10: 2.0, 15: 3.0, 20: 3.0, 25: 4.0, 30: 5.0}
+  for a, b in zip(runs[1][0], runs[16][0]):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_the_guard_names_the_exact_step_inside_a_call(tmp_path, monkeypatch):
+  """Step 13 is non-finite inside the call of steps 10..19 (steps_per_call 16, blocks of 64):
+  the error names step 13, found at the sync after step 20; the checkpoint of 10 is kept."""
+  monkeypatch.setattr(feed_lib, "BLOCK_STEPS", 64)
+  calls = _calls(monkeypatch)
+  t = trainer.Trainer(_cfg(method="_test_bad_step", parallel="pmap", num_devices=4,
+                           steps_per_call=16), str(tmp_path))
+  t.method.bad_step, t.method.bad_input = 12, True
+  with pytest.raises(trainer.NonFiniteLossError) as err:
+    t.run()
+  assert calls == [(0, 10), (10, 10)]
+  msg = str(err.value)
+  assert "non-finite loss or gradient at step 13 " in msg and "after step 20" in msg, msg
+  assert "last good checkpoint (step 10)" in msg and _checkpoints(tmp_path) == [10]
+
+
+def test_preempted_and_crashed_k_step_runs_resume_exactly(tmp_path, monkeypatch):
+  """steps_per_call 8, blocks of 64, nan_policy=skip with NaN inputs at step 13: a run preempted
+  during its first call stops at that call's end (step 8) and one that crashes before step 19
+  resumes from its checkpoint at 15, mid-call and mid-block; both finish with the logs, skip
+  count and state of the uninterrupted run."""
+  monkeypatch.setattr(feed_lib, "BLOCK_STEPS", 64)
+  cfg = lambda: _cfg(method="_test_bad_step", nan_policy="skip", host_sync_every=0,  # noqa: E731
+                     checkpoint_every=15, log_every=10, steps_per_call=8, parallel="jit",
+                     num_devices=2)
+
+  def run(workdir, crash_at=None):
+    t = trainer.Trainer(cfg(), str(workdir))
+    t.method.bad_step, t.method.bad_input, t.method.crash_at = 12, True, crash_at
+    return t, t.run()
+
+  full, full_results = run(tmp_path / "full")
+  assert int(full.host_state.skipped) == 1
+  from labelwise.train import preemption
+  with monkeypatch.context() as m:
+    m.setattr(preemption.PreemptionGuard, "should_stop", lambda self, step: step >= 3)
+    _, stopped = run(tmp_path / "pre")
+  assert stopped["step"] == 8 and stopped["preempted"] and _checkpoints(tmp_path / "pre") == [8]
+  with pytest.raises(RuntimeError, match="crashed before step 19"):
+    run(tmp_path / "crash", crash_at=19)
+  assert _checkpoints(tmp_path / "crash") == [15]
+  for name in ("pre", "crash"):
+    t, results = run(tmp_path / name)
+    assert results == full_results, name
+    assert _logged(tmp_path / name) == _logged(tmp_path / "full"), name
+    for a, b in zip(_leaves(t), _leaves(full)):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_steps_per_call_is_validated_and_auto_resolved(tmp_path, monkeypatch):
+  for bad in (-1, 2.0, True, "8"):
+    config = _cfg()
+    del config["steps_per_call"]  # (the config field is an int: ml_collections refuses a float)
+    config.steps_per_call = bad
+    with pytest.raises(ValueError, match=r"`steps_per_call` must be an int >= 1 \(training steps "
+                                         r"per compiled call\) or 0 / 'auto'"):
+      trainer.Trainer(config, str(tmp_path / "bad"))
+  with pytest.raises(ValueError, match=r"`steps_per_call` 4 needs the training batches gathered "
+                                       r"on the devices \(data.device_cache\), not possible here: "
+                                       r"off in the config"):
+    trainer.Trainer(_cfg(steps_per_call=4, data__device_cache="off"), str(tmp_path / "off"))
+  t = trainer.Trainer(_cfg(), str(tmp_path / "auto"))
+  state = t.initial_state()
+  assert t.config.steps_per_call == 0  # the default: auto
+  assert t.resolve_steps_per_call(state) == trainer.AUTO_STEPS_PER_CALL == 16
+  t.config.steps_per_call = 5
+  assert t.resolve_steps_per_call(state) == 5
+  t.config.steps_per_call = 0
+  monkeypatch.setattr(trainer, "AUTO_STEPS_MAX_PARAMS", 1000)  # the digits MLP is bigger
+  assert t.resolve_steps_per_call(state) == 1
+  off = trainer.Trainer(_cfg(data__device_cache="off", steps_per_call=1), str(tmp_path / "o1"))
+  assert off.resolve_steps_per_call(state) == 1
+  off = trainer.Trainer(_cfg(data__device_cache="off"), str(tmp_path / "o2"))
+  assert off.resolve_steps_per_call(state) == 1

@@ -163,6 +163,35 @@ def gather_batch(step_fn):
   return gathered
 
 
+def repeat_steps(step_fn, carried: int = 1):
+  """``step(*carry, *inputs) -> (*carry, metrics)`` -> ``looped(*carry, *inputs, n)``: ``n`` steps.
+
+  One call runs ``n`` (a traced int32 scalar, ``>= 1``) consecutive steps in a ``lax.fori_loop``
+  with the first ``carried`` arguments (the state, and the non-finite guard) as the loop carry and
+  the other inputs the same in every step: with :func:`gather_batch` each step reads its own row
+  of the index block (``state.step - start``). Returns the carry after the last step and that
+  step's metrics. ``n`` is an argument, not a shape: one compiled program serves every call
+  length, and since the loop body is the same program whatever ``n`` is, how a run's steps are
+  split into calls does not change a single bit of what it computes.
+  """
+  def looped(*args):
+    *args, n = args
+    carry, inputs = tuple(args[:carried]), tuple(args[carried:])
+    # jit: the shapes below and the loop body share one trace of the step (no second trace)
+    one = jax.jit(step_fn)
+    shapes = jax.eval_shape(one, *carry, *inputs)[carried]
+    metrics = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def body(_, carry_metrics):
+      out = one(*carry_metrics[0], *inputs)
+      return tuple(out[:carried]), out[carried]
+
+    carry, metrics = jax.lax.fori_loop(0, jnp.asarray(n, jnp.int32).reshape(()), body,
+                                       (carry, metrics))
+    return (*carry, metrics)
+  return looped
+
+
 def _on_device_blocks(fn, stacked):
   """``fn`` on one device's values -> ``fn`` on its ``[1, ...]`` blocks of stacked arrays.
 
@@ -285,7 +314,8 @@ class Parallel:
         lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), batch)
 
   # --- compiled functions ----------------------------------------------------------------------
-  def compile_train_step(self, step_fn, *, guard: bool = False, on_data: bool = False):
+  def compile_train_step(self, step_fn, *, guard: bool = False, on_data: bool = False,
+                         loop: bool = False):
     """The compiled, state-donating form of the per-device ``step_fn(state, batch)``.
 
     ``on_data``: ``(state, data, block, start)`` with the batch gathered inside the step (all but
@@ -298,6 +328,10 @@ class Parallel:
     second argument and second output (donated like the state).
     In a sweep (``replicas``) the step is vmapped over the replica axis of the state and of the
     batch (or of ``indices``, ``[R, batch]``).
+    ``loop`` (with ``on_data``): ``(state, guard, data, block, start, n)`` runs ``n`` consecutive
+    steps in one call (``n``: a placed int32 scalar, like ``start``), the rows ``state.step -
+    start`` onwards of the block (:func:`repeat_steps`, inside pmap / shard_map / jit, outside the
+    replicas' vmap), and returns the last step's metrics; the caller keeps a call inside one block.
     """
     if self.replicas:
       step_fn = jax.vmap(step_fn)
@@ -310,18 +344,27 @@ class Parallel:
     carried = 2 if guard else 1  # state (+ guard): replicated, donated
     if guard:
       step_fn = guard_nonfinite(step_fn)
+    if loop:
+      if not on_data:
+        raise ValueError("compile_train_step(loop=True) needs on_data=True (each step gathers "
+                         "its batch from its row of the index block)")
+      step_fn = repeat_steps(step_fn, carried)
     donate = tuple(range(carried))
     if self.mode == "pmap" and not self.pmap_through_jit:
       return jax.pmap(step_fn, axis_name=AXIS, donate_argnums=donate)
     if self.mode == "pmap":  # every argument stacked [devices, ...], but the split (replicated)
-      stacked = (True,) * carried + ((False, True, False) if on_data else (True,))
+      stacked = (True,) * carried + ((False, True, False) if on_data else (True,)) + (
+          (False,) if loop else ())
       # check_vma=False as in jax.pmap: collectives transpose as under pmap (the gradient of the
       # per-device parameter copies is summed over the devices), unlike shard_map's typed default.
       mapped = jax.shard_map(_on_device_blocks(step_fn, stacked), mesh=self.local_mesh,
                              in_specs=tuple(P(AXIS) if s else P() for s in stacked),
                              out_specs=P(AXIS), check_vma=False)
-      return jax.jit(mapped, donate_argnums=donate)
-    inputs = (P(), self.block_spec, P()) if on_data else (self.batch_spec,)
+      # out_shardings: on one device XLA would return some leaves as P() (not P(AXIS)), and the
+      # next call, on those outputs, would compile a second program
+      return jax.jit(mapped, donate_argnums=donate, out_shardings=self.stacked)
+    inputs = ((P(), self.block_spec, P()) if on_data else (self.batch_spec,)) + (
+        (P(),) if loop else ())
     if self.mode == "shard_map":
       # check_vma=False (as pmap): the per-device parameter gradients are averaged by the step's
       # one pmean, a single fused all-reduce. With shard_map's typed default every use of a
@@ -337,9 +380,9 @@ class Parallel:
         shardings[spec] for spec in inputs), out_shardings=(self.replicated,) * (carried + 1),
                    donate_argnums=donate)
 
-  def compile_train_step_on_data(self, step_fn, *, guard: bool = False):
-    """``compile_train_step(step_fn, guard=guard, on_data=True)``."""
-    return self.compile_train_step(step_fn, guard=guard, on_data=True)
+  def compile_train_step_on_data(self, step_fn, *, guard: bool = False, loop: bool = False):
+    """``compile_train_step(step_fn, guard=guard, on_data=True, loop=loop)``."""
+    return self.compile_train_step(step_fn, guard=guard, on_data=True, loop=loop)
 
   def compile_predict(self, predict_fn):
     """Eval forward pass, data-parallel over the mesh (all modes), on unreplicated params."""

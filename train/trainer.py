@@ -43,6 +43,13 @@ DTYPES = ("float32", "bfloat16")  # config.dtype: model compute; params and loss
 #: thousands of unsynchronised steps in flight (seen in benchmarks/trainer_overhead.py: 3 of 4
 #: device threads waited 600 s in one all-reduce).
 MAX_STEPS_IN_FLIGHT = 20
+#: ``steps_per_call`` 0 (``"auto"``): this many steps per compiled call when the batches are gathered on the
+#: devices and the train state has at most ``AUTO_STEPS_MAX_PARAMS`` parameters (all replicas), else
+#: 1. A call's host cost (feed, dispatch, the loop's checks: ~30-45 us on a 2-core CPU) is then
+#: paid once per 16 steps; a bigger model's step dwarfs it, and one step per call keeps preemption
+#: and progress at every step.
+AUTO_STEPS_PER_CALL = 16
+AUTO_STEPS_MAX_PARAMS = 1_000_000
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -78,6 +85,11 @@ def validate_config(config) -> Optional[sweep_lib.Sweep]:
   if int(config.get("host_sync_every", 0) or 0) < 0:
     raise ValueError(f"`host_sync_every` must be >= 0 (0: the log interval), got "
                      f"{config.host_sync_every}.")
+  spc = config.get("steps_per_call", 0)
+  if spc != "auto" and (isinstance(spc, bool) or not isinstance(spc, (int, np.integer))
+                        or spc < 0):
+    raise ValueError(f"`steps_per_call` must be an int >= 1 (training steps per compiled call) or "
+                     f"0 / 'auto' (16 for small models), got {spc!r}.")
   if (config.get("dtype") or "float32") not in DTYPES:
     raise ValueError(f"`dtype` (the model compute dtype) must be one of {list(DTYPES)}, "
                      f"got {config.dtype!r}.")
@@ -170,17 +182,48 @@ class Trainer:
     self._device_split: Optional[feed_lib.DeviceSplit] = None  # placed on first use (batch_feed)
     self.device_cache, self.device_cache_reason = feed_lib.device_cache_choice(
         config.data.get("device_cache", "auto"), self.dataset)
+    gathers = self.device_cache and self.parallel.gathers_in_step
     self.train_step_on_data = (self.parallel.compile_train_step_on_data(step_fn, guard=True)
-                               if self.device_cache and self.parallel.gathers_in_step else None)
+                               if gathers else None)
+    # several steps per call (config.steps_per_call): one program for every call length
+    self.train_steps_on_data = (self.parallel.compile_train_step_on_data(step_fn, guard=True,
+                                                                         loop=True)
+                                if gathers else None)
+    spc = config.get("steps_per_call", 0)
+    if spc not in ("auto", 0) and int(spc) > 1 and not gathers:
+      why = (self.device_cache_reason if not self.device_cache else
+             "parallel='pmap' with several processes takes host-built batches")
+      raise ValueError(f"`steps_per_call` {spc} needs the training batches gathered on the "
+                       f"devices (data.device_cache), not possible here: {why}. Use 1 or 'auto'.")
+    self.steps_per_call = 1  # resolved by resolve_steps_per_call() when the run starts
+
+  def resolve_steps_per_call(self, state) -> int:
+    """``config.steps_per_call`` for this run's ``state``: an int >= 1 as is; ``0`` or ``"auto"``:
+    :data:`AUTO_STEPS_PER_CALL` with the batches gathered on the devices and at most
+    :data:`AUTO_STEPS_MAX_PARAMS` parameters, else 1."""
+    spc = self.config.get("steps_per_call", 0)
+    if spc not in ("auto", 0):
+      return int(spc)
+    if self.train_steps_on_data is None:
+      return 1
+    params = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(state.params))
+    return AUTO_STEPS_PER_CALL if params <= AUTO_STEPS_MAX_PARAMS else 1
 
   def new_guard(self):
     """A fresh non-finite guard on the devices (see ``step.guard_nonfinite``)."""
     return self.parallel.put_state(step_lib.new_guard())
 
   def apply_train_step(self, dstate, guard, batch):
-    """One compiled step on a batch from :meth:`batch_feed` (device arrays or ``feed.Indices``):
-    ``(state, guard, metrics)``, all on the devices (nothing is fetched)."""
+    """One compiled call on a batch from :meth:`batch_feed` (device arrays, one step, or
+    ``feed.Indices``, ``batch.steps`` steps): ``(state, guard, metrics of the call's last step)``,
+    all on the devices (nothing is fetched). With ``steps_per_call > 1`` every call (of any
+    length) runs the one looped program, so the split into calls changes no bit."""
     if isinstance(batch, feed_lib.Indices):
+      if self.steps_per_call > 1:
+        return self.train_steps_on_data(dstate, guard, self._device_split.data, batch.block,
+                                        batch.start, batch.count)
+      if batch.steps != 1:
+        raise ValueError(f"a call of {batch.steps} steps with steps_per_call=1")
       return self.train_step_on_data(dstate, guard, self._device_split.data, batch.block,
                                      batch.start)
     return self.train_step(dstate, guard, batch)
@@ -343,11 +386,26 @@ class Trainer:
       return dstate
     return self.parallel.put_state(full.replace(buffers=replicas_lib.stack(new)))
 
-  def host_sync_every(self) -> int:
+  def host_sync_every(self, steps_per_call: int = 1) -> int:
     """Steps between host syncs (``config.host_sync_every``; 0: the log interval, at most
-    ``MAX_STEPS_IN_FLIGHT``)."""
+    ``MAX_STEPS_IN_FLIGHT`` steps or two calls of ``steps_per_call``, whichever is more)."""
     n = int(self.config.get("host_sync_every", 0) or 0)
-    return n or min(max(1, int(self.config.get("log_every", 50))), MAX_STEPS_IN_FLIGHT)
+    return n or min(max(1, int(self.config.get("log_every", 50))),
+                    max(MAX_STEPS_IN_FLIGHT, 2 * int(steps_per_call)))
+
+  def call_length(self, step: int, intervals, total: int) -> int:
+    """How many steps the call that starts at ``step`` may run: at most ``steps_per_call``, and
+    it ends at the next multiple of every positive interval in ``intervals`` (log, eval,
+    checkpoint, host sync), at ``total``, and before the next step that needs the method's host
+    update. (The feed also ends it at its index block's end.)"""
+    n = min(self.steps_per_call, total - step)
+    for every in intervals:
+      if every > 0:
+        n = min(n, every - step % every)
+    for j in range(1, n):
+      if self.method.needs_host_update(step + j):
+        return j
+    return n
 
   def _raise_if_nonfinite(self, guard, done: int, dmetrics, last_good: int) -> None:
     """Stop policy: raises :class:`NonFiniteLossError` if a step up to ``done`` was non-finite."""
@@ -400,7 +458,8 @@ class Trainer:
     log_every = max(1, int(config.get("log_every", 50)))
     eval_every = int(config.get("eval_every", 0) or 0)
     ckpt_every = int(config.get("checkpoint_every", 0) or 0)
-    sync_every = self.host_sync_every()
+    self.steps_per_call = self.resolve_steps_per_call(state)
+    sync_every = self.host_sync_every(self.steps_per_call)
     stop_on_nan = config.get("nan_policy", "stop") == "stop"
     last_good = start
     metrics: Dict[str, float] = {}
@@ -414,22 +473,25 @@ class Trainer:
     t0, seen, shown = time.time(), 0, start
     guard = self.preemption_guard
     preempted = False
+    intervals = (log_every, eval_every, ckpt_every, sync_every)
     try:
-      for step in range(start, total):
+      step = start
+      while step < total:
         if self.method.needs_host_update(step):
           if stop_on_nan:
             self._raise_if_nonfinite(nonfinite, step, None, last_good)
           dstate = self.host_update(step, dstate)
-        _, batch = prefetch.next()
+        _, batch = prefetch.next(self.call_length(step, intervals, total))
+        steps = batch.steps if isinstance(batch, feed_lib.Indices) else 1
         dstate, nonfinite, dmetrics = self.apply_train_step(dstate, nonfinite, batch)
-        seen += config.batch_size
-        done = step + 1
+        seen += steps * config.batch_size
+        done = step = step + steps
         log_now = done % log_every == 0 or done == total
         eval_now = eval_every > 0 and done % eval_every == 0 and done != total
         ckpt_now = ckpt_every > 0 and done % ckpt_every == 0  # -1: never, 0: only at the end
-        stop_now = guard.should_stop(done) and done < total
+        stop_now = guard.should_stop(done) and done < total  # honoured at the end of a call
         if not (log_now or eval_now or ckpt_now or stop_now or done % sync_every == 0):
-          continue  # no host sync: the next step is dispatched while this one runs
+          continue  # no host sync: the next call is dispatched while this one runs
         if stop_on_nan:  # waits for the steps in flight
           self._raise_if_nonfinite(nonfinite, done, dmetrics, last_good)
         if log_now:

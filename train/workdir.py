@@ -42,7 +42,7 @@ EXTEND_OR_OBSERVE = ("log_every", "eval_every", "checkpoint_every", "keep_checkp
                      "progress_bar", "tensorboard", "eval_batch_size", "data.data_dir",
                      "data.cache_limit", "data.device_cache", "nan_policy")
 # The same computation laid out differently: allowed, logged as "not bit-identical".
-LAYOUT = ("parallel", "num_devices", "conv_impl")
+LAYOUT = ("parallel", "num_devices", "conv_impl", "steps_per_call")
 _ABSENT = "<absent>"
 
 
