@@ -83,7 +83,7 @@ def base_config(*, dataset: str, model: str, method: str = "ce") -> ml_collectio
   c.host_sync_every = 0       # steps between host syncs (metrics stay on the device meanwhile);
                               # 0: the log interval, at most 20 steps or 2 calls
   c.steps_per_call = 0        # training steps per compiled call (batches gathered on the devices);
-                              # 0 (auto): 16 for small models (<= 1M parameters), else 1
+                              # 0 (auto): 16 when a step's forward pass is <= 20 MFLOP, else 1
   c.eval_every = 0            # 0: evaluate at the end only
   c.checkpoint_every = 500    # 0: only at the end; -1: never
   c.keep_checkpoints = 3

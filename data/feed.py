@@ -147,8 +147,8 @@ class DeviceFeed:
 
   A step's ``batch`` is its indices (:class:`Indices`): the indices of :data:`BLOCK_STEPS`
   consecutive steps are placed at once and the compiled step picks its own row and gathers the
-  examples itself (``Parallel.compile_train_step(..., on_data=True)``): one dispatch per step, one
-  transfer per block, no thread. Under
+  examples itself (``Parallel.compile_train_step(..., on_data=True)``): one dispatch per call (of
+  up to ``max_steps`` steps of one block, see :meth:`next`), one transfer per block, no thread. Under
   multi-process pmap (``not parallel.gathers_in_step``) the split's jitted gather builds the
   ``[devices, per-device batch, ...]`` batch on the devices first. Either way the batches are the
   host pipeline's batches exactly (``gathered`` returns one for inspection).

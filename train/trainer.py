@@ -43,13 +43,15 @@ DTYPES = ("float32", "bfloat16")  # config.dtype: model compute; params and loss
 #: thousands of unsynchronised steps in flight (seen in benchmarks/trainer_overhead.py: 3 of 4
 #: device threads waited 600 s in one all-reduce).
 MAX_STEPS_IN_FLIGHT = 20
-#: ``steps_per_call`` 0 (``"auto"``): this many steps per compiled call when the batches are gathered on the
-#: devices and the train state has at most ``AUTO_STEPS_MAX_PARAMS`` parameters (all replicas), else
-#: 1. A call's host cost (feed, dispatch, the loop's checks: ~30-45 us on a 2-core CPU) is then
-#: paid once per 16 steps; a bigger model's step dwarfs it, and one step per call keeps preemption
-#: and progress at every step.
+#: ``steps_per_call`` 0 (``"auto"``): this many steps per compiled call when the batches are gathered
+#: on the devices and a step's forward pass costs at most ``AUTO_STEPS_MAX_FLOPS`` (XLA's estimate
+#: for one example times the batch and the replicas), else 1. A call's host cost (feed, dispatch,
+#: the loop's checks: ~30-45 us on a 2-core CPU) is then paid once per 16 steps, which matters only
+#: for steps this small (the digits MLP at batch 128: 6.7 MFLOP, ~440 us); a bigger step dwarfs
+#: it, and XLA:CPU ran the MNIST-1D SmallCNN's step (65 MFLOP) ~10% slower inside the loop
+#: (benchmarks/results.md); one step per call also keeps preemption at every step.
 AUTO_STEPS_PER_CALL = 16
-AUTO_STEPS_MAX_PARAMS = 1_000_000
+AUTO_STEPS_MAX_FLOPS = 2e7
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -198,16 +200,33 @@ class Trainer:
     self.steps_per_call = 1  # resolved by resolve_steps_per_call() when the run starts
 
   def resolve_steps_per_call(self, state) -> int:
-    """``config.steps_per_call`` for this run's ``state``: an int >= 1 as is; ``0`` or ``"auto"``:
-    :data:`AUTO_STEPS_PER_CALL` with the batches gathered on the devices and at most
-    :data:`AUTO_STEPS_MAX_PARAMS` parameters, else 1."""
+    """``config.steps_per_call`` for this run's (host) ``state``: an int >= 1 as is; ``0`` or
+    ``"auto"``: :data:`AUTO_STEPS_PER_CALL` with the batches gathered on the devices and a forward
+    pass of at most :data:`AUTO_STEPS_MAX_FLOPS` per step, else 1."""
     spc = self.config.get("steps_per_call", 0)
     if spc not in ("auto", 0):
       return int(spc)
     if self.train_steps_on_data is None:
       return 1
-    params = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(state.params))
-    return AUTO_STEPS_PER_CALL if params <= AUTO_STEPS_MAX_PARAMS else 1
+    flops = self.forward_flops(state)
+    if flops is None:  # no estimate from this backend
+      return 1
+    return AUTO_STEPS_PER_CALL if flops <= AUTO_STEPS_MAX_FLOPS else 1
+
+  def forward_flops(self, state) -> Optional[float]:
+    """XLA's FLOP estimate of one training step's forward pass (eval mode, one example, times the
+    global batch and the replicas), from the lowered program (nothing is compiled or run)."""
+    one = replicas_lib.take(state, 0) if self.replicas.active else state
+    sample = self.dataset.train.get(np.arange(1))["input"]
+    forward = jax.jit(lambda p, ms, x: self.model.apply({"params": p, **ms}, x, train=False))
+    try:
+      cost = forward.lower(one.params, one.model_state, sample).cost_analysis()
+    except Exception:  # noqa: BLE001 - an estimate only: no estimate, no loop
+      return None
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    if not cost or "flops" not in cost:
+      return None
+    return float(cost["flops"]) * int(self.config.batch_size) * self.replicas.count
 
   def new_guard(self):
     """A fresh non-finite guard on the devices (see ``step.guard_nonfinite``)."""
@@ -435,7 +454,9 @@ class Trainer:
 
     The loop keeps metrics on the devices: the host syncs (waits for the steps in flight) only
     every ``host_sync_every`` steps and at log, eval, checkpoint, host-update and preemption
-    steps. A log record holds the metrics of its own step. The non-finite guard is read at every
+    steps. One compiled call runs up to ``steps_per_call`` steps and ends at each of those steps
+    (:meth:`call_length`; a preemption request is honoured at the end of the running call). A log
+    record holds the metrics of its own step. The non-finite guard is read at every
     sync, so under ``nan_policy="stop"`` a non-finite step is reported with its exact number at
     the next sync and no checkpoint of a non-finite state is ever written.
     """
