@@ -64,6 +64,11 @@ def test_keyword_only_hyperparameters_refuse_positions():
     losses.reduce_masked_penalty(pen, w, "sum")
   assert float(losses.reduce_masked_penalty(pen, w)) == pytest.approx(3.0)
   assert float(losses.reduce_masked_penalty(pen, w, normalization="sum")) == pytest.approx(6.0)
+  # mask_weights: 1 where some pixel is 0 (a mask), 0 for an all-ones mask or a masked-out example
+  masks = np.array([[[1, 0]], [[1, 1]], [[0, 0]]])
+  with pytest.raises(TypeError):
+    losses.mask_weights(masks, np.array([1, 1, 0]))
+  np.testing.assert_array_equal(losses.mask_weights(masks, where=np.array([1, 1, 0])), [1, 0, 0])
 
 
 def test_similarity_range_tolerance_is_inclusive():

@@ -60,3 +60,15 @@ def test_stratified_holdout_refuses_an_empty_part():
       stratified_holdout(labels, bad)
   fit, held = stratified_holdout(labels, 0.5)  # round(0.5 * 2) = 1, round(0.5 * 1) = 0 (to even)
   assert np.bincount(labels[held], minlength=3).tolist() == [1, 1, 0] and len(fit) == 3
+
+
+def test_a_config_without_validation_fraction_carves_nothing():
+  """A user's config that predates data.validation_fraction (no such key) trains on the whole
+  training split, as with 0.0 (found by mutation testing: the default of the key is 0.0)."""
+  c = load_config("digits_ce", "runlocal")
+  full = make_dataset(c)
+  del c.data["validation_fraction"]
+  assert "validation_fraction" not in c.data
+  ds = make_dataset(c)
+  assert ds.validation is None
+  assert ds.train.num_examples == full.train.num_examples
