@@ -176,6 +176,83 @@ def test_only_updates_the_stored_results_in_place(smoke, tmp_path):
   assert not (tmp_path / "other" / "ce").exists()
 
 
+def _fake_result(grid, chosen):
+  """A result with one replica per point of ``grid`` (2 seeds) and ``chosen`` selected."""
+  import itertools
+  keys = list(grid)
+  reps = [{"overrides": {**dict(zip(keys, vals)), "seed": s}}
+          for vals in itertools.product(*grid.values()) for s in (0, 1)]
+  return {"replicas": reps, "selected": {"point": chosen, "by": "val/loss:min",
+                                         "val": {"val/loss": {"mean": 0.5}}}}
+
+
+def test_the_edge_rule_picks_one_spacing_ratio_beyond_the_chosen_ends():
+  from labelwise.experiments.attribution import run
+  lam, lr = "actdiff.lam", "optimizer.learning_rate"
+  # lambda at its low end (grid ratio 3 -> 0.0333 -> 0.03) and lr at its high end (ratio 3 ->
+  # 9e-3 -> 1e-2): each moved alone, then both together.
+  r = _fake_result({lam: (0.1, 0.3, 1.0), lr: (1e-3, 3e-3)}, {lam: 0.1, lr: 3e-3})
+  assert run.edge_points(r) == [((lam,), {lam: 0.03, lr: 3e-3}), ((lr,), {lam: 0.1, lr: 1e-2}),
+                                ((lam, lr), {lam: 0.03, lr: 1e-2})]
+  # lambda inside its grid: only lr moves (its low end: 1e-3 / 3 -> 3e-4).
+  r = _fake_result({lam: (0.1, 0.3, 1.0), lr: (1e-3, 3e-3)}, {lam: 0.3, lr: 1e-3})
+  assert run.edge_points(r) == [((lr,), {lam: 0.3, lr: 3e-4})]
+  # A ratio-10 grid steps by 10; the learning-rate grid's high end 5e-3 (ratio 5/3) -> 1e-2,
+  # its low end 3e-4 (ratio 3/5) -> 1.8e-4 -> 2e-4; an interior choice has no beyond point.
+  assert run.beyond((10.0, 100.0, 1000.0), 10.0) == 1.0
+  assert run.beyond((0.1, 1.0, 10.0), 10.0) == 100.0
+  assert run.beyond(run.LR_ONLY, 5e-3) == 1e-2 and run.beyond(run.LR_ONLY, 3e-4) == 2e-4
+  assert run.edge_points(_fake_result({lr: run.LR_ONLY}, {lr: 3e-3})) == []
+  with pytest.raises(ValueError, match="`value` 0.3 is not an end"):
+    run.beyond((0.1, 0.3, 1.0), 0.3)
+  with pytest.raises(ValueError, match="fewer than two distinct values"):
+    run.beyond((0.1, 0.1), 0.1)
+
+
+def test_edge_check_trains_the_beyond_points_and_keeps_the_arms(smoke, tmp_path):
+  """``--edge_check`` on the smoke results: every arm chose an end of its 2-point grid, so each
+  gets its beyond point (2 seeds) in ``edge_check``; the arms stay byte for byte; the section is
+  written, and a second call reads the finished sweeps back."""
+  import shutil
+  run, _, out, runs = smoke
+  dst = tmp_path / "out"
+  shutil.copytree(out, dst)
+  before = json.loads((dst / "results.json").read_text())
+  run.main(["--edge_check", "--out", str(dst), "--workdir", str(tmp_path / "runs")])
+  after = json.loads((dst / "results.json").read_text())
+  for k in ("arms", "fractions", "config"):
+    assert json.dumps(after[k]) == json.dumps(before[k])
+  assert set(after["edge_check"]) == {"ce", "actdiff"}
+  lr, lam = "optimizer.learning_rate", "actdiff.lam"
+  for arm, key, grid in (("ce", lr, (1e-3, 3e-3)), ("actdiff", lam, (0.1, 1.0))):
+    chk, r = after["edge_check"][arm], after["arms"][arm]
+    end = r["selected"]["point"][key]
+    want = {1e-3: 3e-4, 3e-3: 1e-2, 0.1: 0.01, 1.0: 10.0}[end]   # ratio 3 / 10 past that end
+    assert chk["chosen"] == r["selected"]["point"] and chk["conv_impl"] == "auto"
+    (b,) = chk["beyond"]
+    assert b["point"] == {**r["selected"]["point"], key: want} and b["moved"] == [key]
+    assert [q["overrides"] for q in b["replicas"]] == [{**b["point"], "seed": s} for s in (0, 1)]
+    assert b["val"] == pytest.approx(np.mean([q["val/loss"] for q in b["replicas"]]))
+    chosen_val = np.mean([q["val/loss"] for q in run.tuning.selected(r)])
+    assert b["better_on_val"] == bool(b["val"] < chosen_val)
+    assert all(0.0 <= q["eval/test_shift/auc"] <= 1.0 for q in b["replicas"])
+  md = (dst / "results.md").read_text()
+  assert "## Beyond the grid ends (outside the budget)" in md
+  for arm in ("ce", "actdiff"):
+    b = after["edge_check"][arm]["beyond"][0]
+    assert f"| {arm} | beyond ({b['moved'][0].split('.')[-1]}): " \
+           f"{run.tuning.point_label(b['point'])} | {b['val']:.3g} |" in md
+  prov = json.loads((dst / "results.provenance.json").read_text())
+  assert "edge_check_seconds" in prov["extra"] and "edge_check_commit" in prov["extra"]
+  # Re-rendering gives the same report; a second edge check trains nothing new.
+  run.main(["--render", "--out", str(dst)])
+  assert (dst / "results.md").read_text() == md
+  again = run.main(["--edge_check", "--out", str(dst), "--workdir", str(tmp_path / "runs")])
+  assert json.dumps(again["edge_check"]) == json.dumps(after["edge_check"])
+  with pytest.raises(ValueError, match="--only: arms \\['rrr'\\] are not in"):
+    run.main(["--edge_check", "--only", "rrr", "--out", str(dst)])
+
+
 def test_saliency_grid_file_is_partial_when_kept_arms_lost_their_maps(tmp_path):
   from labelwise.experiments.attribution import run
   have = tmp_path / "rrr.npz"

@@ -213,6 +213,13 @@ def main(argv=None):
   ap.add_argument("--finished_only", action="store_true",
                   help="train nothing: report the arms whose sweep already finished in --workdir "
                        "and list the others as not run (a partial report while runs go on)")
+  ap.add_argument("--edge_check", action="store_true",
+                  help="train nothing of the main study: for every arm in --out/results.json whose "
+                       "chosen point lies at a grid end, train the points one step beyond that "
+                       "end (EDGE_MOVES, the same seeds and steps, outside the budget) and add "
+                       "them to results.json under `edge_check`; with --only, those arms in that "
+                       "order. Arms already checked are kept; results.json and results.md are "
+                       "rewritten after every beyond point")
   ap.add_argument("--render", action="store_true",
                   help="only re-render results.md and the plots from --out/results.json")
   args = ap.parse_args(argv)
@@ -223,6 +230,8 @@ def main(argv=None):
     record = provenance.load(os.path.join(args.out, "results.md"))
     write_report(res, args.out, record)
     return res
+  if args.edge_check:
+    return edge_check(args)
   if args.smoke:
     args.seeds, args.steps = 2, 4
   from absl import logging
@@ -358,6 +367,10 @@ def merge_previous(res, previous, *, order):
                      if a not in ran and not (a == "actdiff fractions" and "actdiff" in ran)]
                     + res["not_run"])
   out["kept"] = kept
+  # an edge check belongs to the arm's stored choice: kept with a kept arm, dropped with a rerun one
+  edge = {a: c for a, c in (prev.get("edge_check") or {}).items() if a in kept}
+  if edge:
+    out["edge_check"] = edge
   out["grid_maps"] = {a: p for a, p in (prev.get("grid_maps") or {}).items() if a in kept}
   return out
 
@@ -369,6 +382,192 @@ def _print(name, r, t0):
         f"IoU {tuning.fmt(col(sel, 'saliency/grad_iou'), scale=1, digits=2)} "
         f"({r['wall_s']:.0f}s{', reused' if r['reused'] else ''}; {time.time() - t0:.0f}s)",
         flush=True)
+
+
+# --------------------------------------------------------------------------------- edge check
+
+# ``--edge_check``: conv_impl of the beyond sweeps. The double-backprop arms (GradMask, RRR) run
+# with "patches" (bench.md: ~4-5x faster for vmapped replicas on this CPU, equal to "auto" up to
+# float32 summation order); GradMask's own grid ran with "auto", so its beyond points differ from
+# it also in that (float order only). The others as their arms ran ("auto").
+EDGE_CONV_IMPL = {"gradmask": "patches", "rrr": "patches"}
+#: The beyond points of a choice at the end of several keys: each such key moved alone (the others
+#: at the chosen point), then all of them moved together.
+EDGE_MOVES = "each key alone, then all edge keys together"
+#: Values a beyond point is rounded to (log scale): the 1-2-3-5 ladder the grids use.
+LADDER = (1.0, 2.0, 3.0, 5.0)
+
+
+def beyond(grid, value):
+  """The value one step past the end of ``grid`` at which ``value`` lies: the end times the
+  grid's own spacing ratio there (end / its neighbour), rounded in log scale to the nearest
+  1-2-3-5 value (lam 0.1 in {0.1, 0.3, 1} -> 0.03; 0.1 in {0.1, 1, 10} -> 0.01; lr 3e-3 in
+  {1e-3, 3e-3} -> 1e-2; lr 5e-3 in {3e-4, ..., 3e-3, 5e-3} -> 1e-2)."""
+  grid = sorted({float(v) for v in grid})
+  if len(grid) < 2:
+    raise ValueError(f"`grid` {grid} has fewer than two distinct values: it has no end to step past.")
+  if value not in (grid[0], grid[-1]):
+    raise ValueError(f"`value` {value!r} is not an end of the grid {grid}.")
+  if grid[0] <= 0:
+    raise ValueError(f"`grid` {grid} has a value <= 0: the spacing ratio is undefined.")
+  raw = value * (value / (grid[1] if value == grid[0] else grid[-2]))
+  e = math.floor(math.log10(raw))
+  cands = [m * 10.0 ** k for k in (e - 1, e, e + 1) for m in LADDER]
+  out = min(cands, key=lambda c: abs(math.log(c) - math.log(raw)))
+  return float(f"{out:.3g}")
+
+
+def edge_points(result):
+  """``[(moved keys, point)]``: the points one step beyond each grid end at which ``result``'s
+  chosen point lies (:data:`EDGE_MOVES`); ``[]`` when the choice is inside the grid in every key."""
+  chosen = dict(result["selected"]["point"])
+  ends = [k for k, e in tuning.at_edge(result).items() if e]
+  step = {k: beyond([p[k] for p in tuning.points(result)], chosen[k]) for k in ends}
+  out = [((k,), {**chosen, k: step[k]}) for k in ends]
+  if len(ends) > 1:
+    out.append((tuple(ends), {**chosen, **step}))
+  return out
+
+
+def _edge_dir(workdir, arm, point):
+  return os.path.join(workdir, "edge", arm,
+                      "_".join(f"{k.split('.')[-1]}{v:g}" for k, v in point.items()))
+
+
+def edge_check(args):
+  """Trains the points beyond the grid ends of the chosen points (``--edge_check``)."""
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  path = os.path.join(args.out, "results.json")
+  md_path = os.path.join(args.out, "results.md")
+  with open(path) as f:
+    res = json.load(f)
+  cfg = res["config"]
+  spec = SMOKE_ARMS if cfg["smoke"] else ARMS
+  names = list(res["arms"]) if args.only is None else list(args.only)
+  unknown = [a for a in names if a not in res["arms"]]
+  if unknown:
+    raise ValueError(f"--only: arms {unknown} are not in {path}; its arms: {sorted(res['arms'])}.")
+  seeds = list(range(cfg["seeds"]))
+  tuning.use_compilation_cache(args.workdir)
+  t0 = time.time()
+  checks = res.setdefault("edge_check", {})
+  for name in names:
+    r = res["arms"][name]
+    todo = edge_points(r)
+    if not todo:
+      continue
+    impl = EDGE_CONV_IMPL.get(name, "auto")
+    chk = checks.get(name)
+    if chk is None or chk.get("chosen") != r["selected"]["point"]:
+      chk = checks[name] = {"chosen": r["selected"]["point"], "at_edge": tuning.at_edge(r),
+                            "chosen_val": tuning.val_mean(r), "moves": EDGE_MOVES,
+                            "conv_impl": impl, "seeds": seeds, "steps": cfg["steps"],
+                            "beyond": []}
+    for moved, point in todo:
+      if any(b["point"] == point for b in chk["beyond"]):
+        continue
+      config = make_config(spec[name][0], steps=cfg["steps"], smoke=cfg["smoke"], conv_impl=impl)
+      arm = tuning.Arm(f"{name}|beyond", config, {k: (v,) for k, v in point.items()}, VALIDATION)
+      out = run_one_arm(arm, _edge_dir(args.workdir, name, point), seeds)
+      val = tuning.val_mean(out)
+      chk["beyond"].append({
+          "moved": list(moved), "point": point, "val": val,
+          "better_on_val": bool(val < chk["chosen_val"]),
+          **{k: out[k] for k in ("replicas", "summary", "sweeps", "wall_s", "train_wall_s",
+                                 "examples_per_sec", "workdir", "reused")}})
+      print(f"{name:16s} beyond {tuning.point_label(point):36s} val loss {val:.3g} "
+            f"(chosen {chk['chosen_val']:.3g}) shift AUC "
+            f"{tuning.fmt(col(out['replicas'], 'test_shift/auc'), scale=1, digits=2)} "
+            f"({out['wall_s']:.0f}s; {time.time() - t0:.0f}s)", flush=True)
+      _save_edge(res, path, md_path, time.time() - t0)
+  _save_edge(res, path, md_path, time.time() - t0)
+  return res
+
+
+def _save_edge(res, path, md_path, seconds):
+  """results.json rewritten (the arms untouched, ``edge_check`` added), the provenance record
+  extended with the edge check's time and commit, results.md re-rendered."""
+  with open(path, "w") as f:
+    f.write(provenance.portable(json.dumps(res, indent=1)))
+  prev = provenance.load(md_path) or {}
+  record = provenance.write(md_path, record=prev, extra={
+      "edge_check_seconds": seconds, "edge_check_commit": provenance.git_info().get("commit"),
+      "edge_check_dirty": provenance.git_info().get("dirty")})
+  write_report(res, os.path.dirname(path), record)
+
+
+def edge_extended(r, chk):
+  """The point the validation choice picks when the beyond points join ``r``'s grid (the lowest
+  mean val/loss; ties: the grid's choice) and its replicas."""
+  best, reps, v = r["selected"]["point"], tuning.selected(r), tuning.val_mean(r)
+  for b in chk["beyond"]:
+    if b["val"] < v:
+      best, reps, v = b["point"], b["replicas"], b["val"]
+  return best, reps
+
+
+def _ends(r):
+  return ", ".join(f"{k.split('.')[-1]} {e}" for k, e in tuning.at_edge(r).items() if e)
+
+
+def edge_lines(res):
+  """The results.md section on the points beyond the grid ends."""
+  arms = res["arms"]
+  at_end = [a for a, r in arms.items() if edge_points(r)]
+  if not at_end:
+    return []
+  lines = ["## Beyond the grid ends (outside the budget)", ""]
+  checks = res.get("edge_check") or {}
+  head = (f"{len(at_end)} of {len(arms)} arms chose a point at an end of their grid: "
+          + "; ".join(f"{a} ({_ends(arms[a])})" for a in at_end) + ".")
+  if not checks:
+    return lines + [head + " The points beyond those ends were not trained (`--edge_check` not "
+                    "run).", ""]
+  lines += [head + " `python experiments/attribution/run.py --edge_check` trained the points one "
+            "step beyond each such end, through the trainer with the same seeds and steps (one "
+            "sweep of the seeds per beyond point), OUTSIDE the 6-point budget: the main table "
+            "keeps the equal-budget choice. Beyond value = the end times the grid's own spacing "
+            "ratio there, rounded to the 1-2-3-5 ladder (lambda at its low end / 3 or / 10, the "
+            f"learning rate at its high end to 1e-2). Moves: {EDGE_MOVES}. Validation only "
+            "decides whether a beyond point would have been chosen (lower mean val/loss on "
+            "valid_id than the chosen point); its test numbers are a reading. conv_impl: "
+            + ", ".join(f"{a} `{c['conv_impl']}`" for a, c in checks.items())
+            + (" (GradMask's own grid ran with `auto`: same model, float32 summation order "
+               "differs)" if checks.get("gradmask", {}).get("conv_impl") == "patches" else "")
+            + ".", "",
+            "| arm | point | val loss (valid_id) | would be chosen | test_id acc | test_shift acc "
+            "| test_shift AUC | no-distractor acc | grad IoU |", "|---|---|---|---|---|---|---|---|---|"]
+  keys = ("test_id/accuracy", "test_shift/accuracy", "test_shift/auc",
+          "test_nodistractor/accuracy", "saliency/grad_iou")
+  moved = []
+  for a in at_end:
+    r, chk = arms[a], checks.get(a)
+    lines.append(f"| {a} | chosen: {tuning.point_label(r['selected']['point'])} | "
+                 f"{tuning.val_mean(r):.3g} | (grid's choice) | "
+                 + " | ".join(f2(col(tuning.selected(r), k)) for k in keys) + " |")
+    if chk is None or chk.get("chosen") != r["selected"]["point"]:
+      lines.append(f"| {a} | beyond | not run | | | | | | |")
+      continue
+    for b in chk["beyond"]:
+      lines.append(f"| {a} | beyond ({', '.join(k.split('.')[-1] for k in b['moved'])}): "
+                   f"{tuning.point_label(b['point'])} | {b['val']:.3g} | "
+                   f"{'yes' if b['better_on_val'] else 'no'} | "
+                   + " | ".join(f2(col(b["replicas"], k)) for k in keys) + " |")
+    left = [p for m, p in edge_points(r) if not any(b["point"] == p for b in chk["beyond"])]
+    for p in left:
+      lines.append(f"| {a} | beyond: {tuning.point_label(p)} | not run | | | | | | |")
+    best, reps = edge_extended(r, chk)
+    if best != r["selected"]["point"]:
+      d = np.mean(col(reps, "test_shift/auc")) - np.mean(col(tuning.selected(r), "test_shift/auc"))
+      moved.append(f"{a} to {tuning.point_label(best)} (test_shift AUC {d:+.2f})")
+  checked = [a for a in at_end if a in checks]
+  lines += ["", f"Checked: {', '.join(checked)}. With the beyond points in the grid, the "
+            "validation choice would move for "
+            + (f"{len(moved)} of {len(checked)} arms: " + "; ".join(moved) if moved
+               else f"none of the {len(checked)} arms")
+            + ". The equal-budget tables and findings above do not use these points.", ""]
+  return lines
 
 
 # ------------------------------------------------------------------------------------- results
@@ -386,26 +585,17 @@ def col(replicas, key):
   return tuning.values(replicas, key if key.startswith(("eval/", "val/")) else f"eval/{key}")
 
 
-def grid_points(r):
-  seen = []
-  for q in r["replicas"]:
-    p = {k: v for k, v in q["overrides"].items() if k != "seed"}
-    if p not in seen:
-      seen.append(p)
-  return seen
-
-
 def choose(r, select):
   """The grid point with the best mean of ``select`` (``"<key>:max|min"``) over seeds (ties: the
   first in grid order). Used for the authors' protocol; the main choice is the sweep's."""
   metric, _, how = select.rpartition(":")
   sign = 1.0 if how == "max" else -1.0
   best, best_v = None, -math.inf
-  for p in grid_points(r):
+  for p in tuning.points(r):
     v = float(np.nanmean(tuning.values(tuning.at_point(r, p), metric)))
     if math.isfinite(v) and sign * v > best_v:
       best, best_v = p, sign * v
-  return best if best is not None else grid_points(r)[0]
+  return best if best is not None else tuning.points(r)[0]
 
 
 def flat_runs(res):
@@ -579,7 +769,7 @@ def write_report(res, out, record):
               "| masked fraction | test_id acc | test_shift acc | test_shift AUC | "
               "no-distractor acc | grad IoU | grad mass |", "|---|---|---|---|---|---|---|"]
     rows = [(1.0, tuning.selected(arms["actdiff"]))]
-    rows += [(p["actdiff.mask_fraction"], tuning.at_point(fr, p)) for p in grid_points(fr)]
+    rows += [(p["actdiff.mask_fraction"], tuning.at_point(fr, p)) for p in tuning.points(fr)]
     for frac, reps in rows:
       lines.append(f"| {frac:g} | " + " | ".join(f2(col(reps, k)) for k in (
           "test_id/accuracy", "test_shift/accuracy", "test_shift/auc",
@@ -605,13 +795,16 @@ def write_report(res, out, record):
             "val loss (valid_id) / valid_shift AUC / test_shift AUC / grad IoU.", ""]
   for a, r in arms.items():
     cells = []
-    for p in grid_points(r):
+    for p in tuning.points(r):
       reps = tuning.at_point(r, p)
       m = lambda k: float(np.mean(col(reps, k)))  # noqa: E731
       label = (f"{tuning.point_label(p)}: {m('val/loss'):.3g} / {m('valid_shift/auc'):.2f} / "
                f"{m('test_shift/auc'):.2f} / {m('saliency/grad_iou'):.2f}")
       cells.append(f"**{label}**" if p == r["selected"]["point"] else label)
     lines.append(f"- {a}: " + "; ".join(cells))
+  edge = edge_lines(res)
+  if edge:
+    lines += [""] + edge[:-1]
   # The central test.
   runs = flat_runs(res)
   pts = [r for r in runs if r["method"] != "classify_masked"]
