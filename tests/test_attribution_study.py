@@ -238,10 +238,15 @@ def test_edge_check_trains_the_beyond_points_and_keeps_the_arms(smoke, tmp_path)
     assert all(0.0 <= q["eval/test_shift/auc"] <= 1.0 for q in b["replicas"])
   md = (dst / "results.md").read_text()
   assert "## Beyond the grid ends (outside the budget)" in md
+  moved = 0
   for arm in ("ce", "actdiff"):
     b = after["edge_check"][arm]["beyond"][0]
-    assert f"| {arm} | beyond ({b['moved'][0].split('.')[-1]}): " \
-           f"{run.tuning.point_label(b['point'])} | {b['val']:.3g} |" in md
+    label = f"beyond ({b['moved'][0].split('.')[-1]}): {run.tuning.point_label(b['point'])}"
+    label = f"**{label}**" if b["better_on_val"] else label   # bold: the extended choice
+    assert f"| {arm} | {label} | {b['val']:.3g} | {'yes' if b['better_on_val'] else 'no'} |" in md
+    moved += b["better_on_val"]
+  assert (f"would move for {moved} of 2 arms" if moved else "would move for none of the 2 arms") \
+      in md
   prov = json.loads((dst / "results.provenance.json").read_text())
   assert "edge_check_seconds" in prov["extra"] and "edge_check_commit" in prov["extra"]
   # Re-rendering gives the same report; a second edge check trains nothing new.

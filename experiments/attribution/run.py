@@ -549,24 +549,39 @@ def edge_lines(res):
     if chk is None or chk.get("chosen") != r["selected"]["point"]:
       lines.append(f"| {a} | beyond | not run | | | | | | |")
       continue
+    best, reps = edge_extended(r, chk)
     for b in chk["beyond"]:
-      lines.append(f"| {a} | beyond ({', '.join(k.split('.')[-1] for k in b['moved'])}): "
-                   f"{tuning.point_label(b['point'])} | {b['val']:.3g} | "
+      label = (f"beyond ({', '.join(k.split('.')[-1] for k in b['moved'])}): "
+               f"{tuning.point_label(b['point'])}")
+      lines.append(f"| {a} | {f'**{label}**' if b['point'] == best else label} | {b['val']:.3g} | "
                    f"{'yes' if b['better_on_val'] else 'no'} | "
                    + " | ".join(f2(col(b["replicas"], k)) for k in keys) + " |")
     left = [p for m, p in edge_points(r) if not any(b["point"] == p for b in chk["beyond"])]
     for p in left:
       lines.append(f"| {a} | beyond: {tuning.point_label(p)} | not run | | | | | | |")
-    best, reps = edge_extended(r, chk)
     if best != r["selected"]["point"]:
-      d = np.mean(col(reps, "test_shift/auc")) - np.mean(col(tuning.selected(r), "test_shift/auc"))
-      moved.append(f"{a} to {tuning.point_label(best)} (test_shift AUC {d:+.2f})")
+      auc = lambda q: float(np.mean(col(q, "test_shift/auc")))  # noqa: E731
+      text = (f"{a} to {tuning.point_label(best)} (test_shift AUC {auc(reps):.2f} vs "
+              f"{auc(tuning.selected(r)):.2f}")
+      if "ce" in arms and a != "ce":
+        ce = {q["overrides"]["seed"]: q["eval/test_shift/auc"] for q in tuning.selected(arms["ce"])}
+        st = tuning.stats([q["eval/test_shift/auc"] - ce[q["overrides"]["seed"]] for q in reps
+                           if q["overrides"]["seed"] in ce])
+        text += (f"; minus tuned CE, paired by seed, {st['mean']:+.2f}"
+                 + (f" [{st['ci95'][0]:+.2f}, {st['ci95'][1]:+.2f}]" if st["ci95"] else ""))
+      at = [k.split(".")[-1] for k, e in tuning.at_edge(
+          {"replicas": r["replicas"] + [q for b in chk["beyond"] for q in b["replicas"]],
+           "selected": {"point": best}}).items() if e]
+      moved.append(text + ")" + (f", again at an end of the extended grid ({', '.join(at)})"
+                                 if at else ""))
   checked = [a for a in at_end if a in checks]
   lines += ["", f"Checked: {', '.join(checked)}. With the beyond points in the grid, the "
             "validation choice would move for "
             + (f"{len(moved)} of {len(checked)} arms: " + "; ".join(moved) if moved
                else f"none of the {len(checked)} arms")
-            + ". The equal-budget tables and findings above do not use these points.", ""]
+            + ". The row in bold is the extended choice (the lowest val loss over the grid and "
+            "the beyond points). The equal-budget tables and findings above do not use these "
+            "points.", ""]
   return lines
 
 
