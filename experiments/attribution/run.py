@@ -9,6 +9,8 @@ left/right distractor block perfectly correlated with the label in training and 
     python experiments/attribution/run.py --smoke --out runs/attr_smoke --workdir runs/attr_smoke
                                                            # CE and ActDiff, 2 points, 2 seeds
     python experiments/attribution/run.py --render         # re-render results.md from results.json
+    python experiments/attribution/run.py --edge_check     # train one step beyond the grid ends
+                                  # that were chosen (outside the budget; results.json edge_check)
     python experiments/attribution/run.py --part fashion_mnist   # the Fashion-MNIST part (its own
                                   # options: experiments/attribution/fashion_mnist.py, --help)
 
@@ -45,6 +47,14 @@ where the shortcut breaks and so leaks the test shift; results.md also shows wha
 (``valid_shift`` AUC, a split disjoint from ``test_shift``) would have picked, clearly labelled.
 The test splits never take part in the main choice. The masked-fraction arms (ActDiff at masked
 fraction 0.5, 0.25, 0) train at the chosen ActDiff point (its lambda and learning rate).
+
+Beyond the grid ends (``--edge_check``, OUTSIDE the budget): for every arm whose chosen point lies
+at an end of its grid in some key, the point one step beyond that end (:func:`beyond`: the end
+times the grid's own spacing ratio, on the 1-2-3-5 ladder), each such key moved alone and then all
+of them together (:func:`edge_points`), is trained with the same seeds and steps, one sweep of the
+seeds per point (``conv_impl`` from :data:`EDGE_CONV_IMPL`: "patches" for GradMask and RRR).
+Validation only says whether it would have been chosen; results.md reports its test numbers next
+to the chosen point's; the main table and findings keep the equal-budget choice.
 
 Saliency (|dz_y/dx| and integrated gradients, top-k with k = mask area) is computed once per model
 by the trainer's ``attribution`` evaluator (jitted once for all replicas); the saliency grid reads
