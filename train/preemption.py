@@ -126,9 +126,10 @@ class PreemptionGuard:
       self.uninstall()
       _deliver(previous, signum)  # default: terminate now (SIGINT: KeyboardInterrupt)
       return
-    logging.warning("received signal %d: the run will checkpoint after the current step and stop "
-                    "(signal %d of %d: the %s exits at once)", signum, len(_received),
-                    EXIT_AT_ONCE, "third" if EXIT_AT_ONCE == 3 else f"{EXIT_AT_ONCE}th")
+    logging.warning("received signal %d: the run will checkpoint after the running compiled call "
+                    "(up to config.steps_per_call steps) and stop (signal %d of %d: the %s exits at "
+                    "once)", signum, len(_received), EXIT_AT_ONCE,
+                    "third" if EXIT_AT_ONCE == 3 else f"{EXIT_AT_ONCE}th")
 
   # --- queries ------------------------------------------------------------------------------------
   def request(self) -> None:
