@@ -90,6 +90,30 @@ def test_host_sync_every_defaults(sync, log_every, expected):
   assert trainer.Trainer.host_sync_every(types.SimpleNamespace(config=config)) == expected
 
 
+@pytest.mark.parametrize("log_every, steps_per_call, expected", [
+    (None, 30, 50),     # no log_every: its default 50 is below two calls (60), so it is the sync
+    (None, 1, 20),      # no log_every, one step per call: MAX_STEPS_IN_FLIGHT (20 < 50)
+    (1000, 16, 32),     # long log interval: two calls of 16 steps (32 > MAX_STEPS_IN_FLIGHT)
+    (1000, 11, 22),     # two calls of 11
+    (1000, 10, 20),     # two calls of 10 = MAX_STEPS_IN_FLIGHT
+    (1000, 4, 20),      # short calls: MAX_STEPS_IN_FLIGHT
+    (25, 16, 25),       # the log interval when it is shorter than two calls
+])
+def test_host_sync_every_default_with_several_steps_per_call(log_every, steps_per_call, expected):
+  """Hand numbers for ``min(log_every or 50, max(MAX_STEPS_IN_FLIGHT = 20, 2 * steps_per_call))``;
+  the first case (a config without ``log_every``, 30 steps per call) tells the default 50 apart
+  from 49, which the cap of 20 hid while the cap did not depend on ``steps_per_call``."""
+  assert trainer.MAX_STEPS_IN_FLIGHT == 20
+  config = _cfg(host_sync_every=0)
+  if log_every is None:
+    del config["log_every"]
+    assert "log_every" not in config
+  else:
+    config.log_every = log_every
+  got = trainer.Trainer.host_sync_every(types.SimpleNamespace(config=config), steps_per_call)
+  assert got == expected
+
+
 def test_checkpoint_every_minus_one_has_no_checkpointer(tmp_path):
   assert trainer.Trainer(_cfg(checkpoint_every=-1), str(tmp_path)).checkpointer is None
 
