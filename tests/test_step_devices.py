@@ -205,3 +205,30 @@ def test_nonfinite_guard_holds_the_first_nonfinite_step(mode):
     dev_state, guard, _ = step(dev_state, guard, par.put_batch(batch))
     seen.append(int(np.max(np.asarray(guard["step"]))))
   assert seen == [ALL_FINITE, 2, 2, 2]
+
+
+def test_repeat_steps_default_carries_the_first_argument_only():
+  """``repeat_steps(step)`` (default ``carried=1``): the first argument is the loop carry, the
+  others are the same in every step; ``n`` steps of ``s -> 0.5 * s + x`` by hand, and the metrics
+  are the last step's."""
+  from labelwise.train.step import repeat_steps
+
+  def step(s, x):
+    new = 0.5 * s + x
+    return new, {"s": new, "twice": 2.0 * new}
+
+  looped = jax.jit(repeat_steps(step))
+  for n in (1, 2, 5):
+    got_s, got_metrics = looped(jnp.float32(3.0), jnp.float32(1.0), jnp.int32(n))
+    want = 3.0
+    for _ in range(n):
+      want = 0.5 * want + 1.0
+    assert float(got_s) == want
+    assert float(got_metrics["s"]) == want and float(got_metrics["twice"]) == 2.0 * want
+
+
+def test_compile_loop_needs_the_batches_on_the_devices():
+  tx, _ = _state({"w": jnp.zeros(3)}, {})
+  step = make_train_step(_LeastSquares({}), None, tx, axis_name="devices")
+  with pytest.raises(ValueError, match=r"loop=True\) needs on_data=True"):
+    Parallel("jit", jax.devices()[:1]).compile_train_step(step, loop=True)
