@@ -239,3 +239,22 @@ def test_preemption_stops_at_that_step(tmp_path, monkeypatch):
   assert results["step"] == 2 and results["preempted"] is True
   assert _checkpoints(tmp_path) == [2]
   assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize("step, intervals, total, host_steps, expected", [
+    (0, (0, 0, 0, 0), 100, (), 16),        # no interval: steps_per_call
+    (90, (0, 0, 0, 0), 100, (), 10),       # the run's end (total - step)
+    (95, (0, 0, 0, 1000), 100, (), 5),     # the run's end before the next sync
+    (3, (5, 0, 0, 0), 100, (), 2),         # the next log step (5)
+    (5, (5, 0, 0, 0), 100, (), 5),         # a call starting at a log step runs to the next one
+    (7, (0, 6, 10, 0), 100, (), 3),        # the nearer of eval 12 and checkpoint 10
+    (7, (0, 0, 0, 0), 100, (9,), 2),       # before the host-update step 9
+    (7, (0, 0, 0, 0), 100, (7,), 16),      # a host update at the call's own first step: no cut
+    (7, (0, 0, 0, 0), 100, (8, 9), 1),     # the first of two host-update steps
+])
+def test_call_length_by_hand(step, intervals, total, host_steps, expected):
+  """``Trainer.call_length`` with ``steps_per_call`` 16: the call from ``step`` ends at the next
+  multiple of each positive interval, at ``total``, and before the next host-update step."""
+  method = types.SimpleNamespace(needs_host_update=lambda s: s in host_steps)
+  me = types.SimpleNamespace(steps_per_call=16, method=method)
+  assert trainer.Trainer.call_length(me, step, intervals, total) == expected
