@@ -232,3 +232,22 @@ def test_compile_loop_needs_the_batches_on_the_devices():
   step = make_train_step(_LeastSquares({}), None, tx, axis_name="devices")
   with pytest.raises(ValueError, match=r"loop=True\) needs on_data=True"):
     Parallel("jit", jax.devices()[:1]).compile_train_step(step, loop=True)
+
+
+@pytest.mark.parametrize("replicas", [0, 2])
+def test_split_for_pmap_gives_each_device_its_slice_of_every_replica(replicas):
+  """``[R, B, ...]`` (a sweep of R = 2, B = 8) -> ``[4 devices, R, 2, ...]`` with device ``d``
+  holding examples ``2d, 2d + 1`` of every replica (numpy indexing), ``[B, ...]`` without
+  replicas; a per-host batch of 6 is refused on 4 devices."""
+  par = Parallel("pmap", jax.devices()[:NUM_DEVICES], replicas=replicas)
+  shape = (2, 8, 3) if replicas else (8, 3)
+  x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+  got = np.asarray(par.split_for_pmap(jnp.asarray(x)))
+  for d in range(NUM_DEVICES):
+    want = x[:, 2 * d:2 * d + 2] if replicas else x[2 * d:2 * d + 2]
+    np.testing.assert_array_equal(got[d], want)
+  assert got.shape == (NUM_DEVICES,) + ((2, 2, 3) if replicas else (2, 3))
+  bad = np.zeros((2, 6, 3) if replicas else (6, 3), np.float32)
+  with pytest.raises(ValueError, match=r"the per-host batch \(6\) must be divisible by the "
+                                       r"number of local devices \(4\)"):
+    par.split_for_pmap(jnp.asarray(bad))
