@@ -251,3 +251,23 @@ def test_split_for_pmap_gives_each_device_its_slice_of_every_replica(replicas):
   with pytest.raises(ValueError, match=r"the per-host batch \(6\) must be divisible by the "
                                        r"number of local devices \(4\)"):
     par.split_for_pmap(jnp.asarray(bad))
+
+
+class _DrawProbe(Method):
+  """Loss 0; metric: a uniform drawn with ``ctx.key``."""
+
+  def loss(self, ctx):
+    return LossOutput(0.0 * jnp.sum(ctx.params["w"]), {"draw": jax.random.uniform(ctx.key)},
+                      ctx.model_state)
+
+
+def test_without_accumulation_the_step_key_is_fold_in_rng_step():
+  """``accum_steps=1`` (no device axis): the method's key is ``fold_in(rng, step)`` itself, the
+  same key as before accumulation existed; the accumulation path (``fold_in(key, i)`` per
+  micro-batch) must not be taken for one micro-batch."""
+  tx, state = _state({"w": jnp.zeros(3)}, {})
+  state = state.replace(step=jnp.int32(5))
+  step = jax.jit(make_train_step(_DrawProbe({}), None, tx, axis_name=None, accum_steps=1))
+  _, metrics = step(state, _least_squares_batch())
+  want = jax.random.uniform(jax.random.fold_in(jax.random.PRNGKey(0), 5))
+  assert float(metrics["draw"]) == float(want)
