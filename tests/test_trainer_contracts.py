@@ -258,3 +258,22 @@ def test_call_length_by_hand(step, intervals, total, host_steps, expected):
   method = types.SimpleNamespace(needs_host_update=lambda s: s in host_steps)
   me = types.SimpleNamespace(steps_per_call=16, method=method)
   assert trainer.Trainer.call_length(me, step, intervals, total) == expected
+
+
+@pytest.mark.parametrize("spc, gathers, flops, expected", [
+    (0, True, trainer.AUTO_STEPS_MAX_FLOPS, 16),          # at the FLOP bound: still looped
+    ("auto", True, trainer.AUTO_STEPS_MAX_FLOPS / 2, 16),
+    (0, True, trainer.AUTO_STEPS_MAX_FLOPS * 1.001, 1),   # above it: one step per call
+    (0, True, None, 1),                                   # no estimate from the backend
+    (0, False, 1.0, 1),                                   # batches not gathered on the devices
+    (7, True, 1e30, 7),                                   # an explicit int as is
+])
+def test_resolve_steps_per_call_by_hand(spc, gathers, flops, expected):
+  """``Trainer.resolve_steps_per_call``: 0 / "auto" gives 16 (``AUTO_STEPS_PER_CALL``) when the
+  batches are gathered on the devices and the forward pass is at most ``AUTO_STEPS_MAX_FLOPS``
+  (the bound included), else 1; an int >= 1 as is."""
+  assert trainer.AUTO_STEPS_PER_CALL == 16
+  me = types.SimpleNamespace(config={"steps_per_call": spc},
+                             train_steps_on_data=object() if gathers else None,
+                             forward_flops=lambda state: flops)
+  assert trainer.Trainer.resolve_steps_per_call(me, None) == expected
