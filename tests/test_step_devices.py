@@ -271,3 +271,12 @@ def test_without_accumulation_the_step_key_is_fold_in_rng_step():
   _, metrics = step(state, _least_squares_batch())
   want = jax.random.uniform(jax.random.fold_in(jax.random.PRNGKey(0), 5))
   assert float(metrics["draw"]) == float(want)
+
+
+def test_make_train_step_options_are_keyword_only():
+  """``axis_name``, ``nan_policy`` and ``accum_steps`` by keyword only (a positional ``None``
+  would silently be the device axis); ``method``, ``apply_fn`` and ``tx`` by position or name."""
+  tx, _ = _state({"w": jnp.zeros(3)}, {})
+  with pytest.raises(TypeError):
+    make_train_step(_LeastSquares({}), None, tx, None)
+  assert callable(make_train_step(method=_LeastSquares({}), apply_fn=None, tx=tx, axis_name=None))
