@@ -276,6 +276,26 @@ def test_k_step_calls_train_bit_identically_to_single_steps(tmp_path, monkeypatc
       ([12, 24] if not sweep else [12, 12, 24, 24])
 
 
+def test_two_steps_per_call_loop_and_one_step_per_call_does_not(tmp_path, monkeypatch):
+  """steps_per_call=2 (jit, 1 device, 6 steps): calls of 2 steps through the looped program,
+  the same state bit for bit as steps_per_call=1, whose run never compiles the looped program
+  (one step per call takes the single-step program)."""
+  calls = _calls(monkeypatch)
+  runs = {}
+  for spc in (1, 2):
+    calls.clear()
+    t = trainer.Trainer(_cfg(total_steps=6, log_every=6, host_sync_every=0, checkpoint_every=-1,
+                             steps_per_call=spc, parallel="jit", num_devices=1),
+                        str(tmp_path / str(spc)))
+    t.run()
+    runs[spc] = (_leaves(t), list(calls), t.train_steps_on_data._cache_size(),
+                 t.train_step_on_data._cache_size())
+  assert runs[1][1] == [(s, 1) for s in range(6)] and runs[1][2:] == (0, 1)
+  assert runs[2][1] == [(0, 2), (2, 2), (4, 2)] and runs[2][2:] == (1, 0)
+  for a, b in zip(runs[1][0], runs[2][0]):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_calls_end_at_every_log_eval_checkpoint_sync_and_host_update_step(tmp_path, monkeypatch):
   """Log every 5, evaluate every 6, checkpoint every 10, host work before 0, 7, 14, 21, 28
   (steps_per_call 16, blocks of 64): every call ends at the next of these and runs the steps up
