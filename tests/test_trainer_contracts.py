@@ -277,3 +277,11 @@ def test_resolve_steps_per_call_by_hand(spc, gathers, flops, expected):
                              train_steps_on_data=object() if gathers else None,
                              forward_flops=lambda state: flops)
   assert trainer.Trainer.resolve_steps_per_call(me, None) == expected
+
+
+def test_host_sync_every_missing_from_the_config_is_the_log_interval():
+  config = _cfg(log_every=7)
+  del config["host_sync_every"]
+  assert "host_sync_every" not in config
+  assert trainer.Trainer.host_sync_every(types.SimpleNamespace(config=config)) == 7
+  assert trainer.Trainer.host_sync_every(types.SimpleNamespace(config=config), 30) == 7
