@@ -230,6 +230,11 @@ def main(argv=None):
                        "them to results.json under `edge_check`; with --only, those arms in that "
                        "order. Arms already checked are kept; results.json and results.md are "
                        "rewritten after every beyond point")
+  ap.add_argument("--edge_steps", type=int, default=1,
+                  help="with --edge_check: walk up to this many steps; step s starts from the "
+                       "validation choice over the grid and the beyond points of steps < s and "
+                       "trains the points beyond its ends; an arm stops as soon as that choice "
+                       "is inside the extended grid in every key (outside the budget)")
   ap.add_argument("--render", action="store_true",
                   help="only re-render results.md and the plots from --out/results.json")
   args = ap.parse_args(argv)
@@ -240,6 +245,8 @@ def main(argv=None):
     record = provenance.load(os.path.join(args.out, "results.md"))
     write_report(res, args.out, record)
     return res
+  if args.edge_steps < 1:
+    raise ValueError(f"--edge_steps must be >= 1, got {args.edge_steps}.")
   if args.edge_check:
     return edge_check(args)
   if args.smoke:
@@ -464,8 +471,7 @@ def edge_check(args):
   checks = res.setdefault("edge_check", {})
   for name in names:
     r = res["arms"][name]
-    todo = edge_points(r)
-    if not todo:
+    if not edge_points(r):
       continue
     impl = EDGE_CONV_IMPL.get(name, "auto")
     chk = checks.get(name)
@@ -474,23 +480,53 @@ def edge_check(args):
                             "chosen_val": tuning.val_mean(r), "moves": EDGE_MOVES,
                             "conv_impl": impl, "seeds": seeds, "steps": cfg["steps"],
                             "beyond": []}
-    for moved, point in todo:
-      if any(b["point"] == point for b in chk["beyond"]):
-        continue
-      config = make_config(spec[name][0], steps=cfg["steps"], smoke=cfg["smoke"], conv_impl=impl)
-      arm = tuning.Arm(f"{name}|beyond", config, {k: (v,) for k, v in point.items()}, VALIDATION)
-      out = run_one_arm(arm, _edge_dir(args.workdir, name, point), seeds)
-      val = tuning.val_mean(out)
-      chk["beyond"].append({
-          "moved": list(moved), "point": point, "val": val,
-          "better_on_val": bool(val < chk["chosen_val"]),
-          **{k: out[k] for k in ("replicas", "summary", "sweeps", "wall_s", "train_wall_s",
-                                 "examples_per_sec", "workdir", "reused")}})
-      print(f"{name:16s} beyond {tuning.point_label(point):36s} val loss {val:.3g} "
-            f"(chosen {chk['chosen_val']:.3g}) shift AUC "
-            f"{tuning.fmt(col(out['replicas'], 'test_shift/auc'), scale=1, digits=2)} "
-            f"({out['wall_s']:.0f}s; {time.time() - t0:.0f}s)", flush=True)
-      _save_edge(res, path, md_path, time.time() - t0)
+    walk = []
+    for step in range(1, args.edge_steps + 1):
+      cur = extended_result(r, chk, before_step=step)
+      todo = edge_points(cur)
+      if not todo:
+        break
+      walk.append({"step": step, "from": cur["selected"]["point"], "from_val": tuning.val_mean(cur),
+                   "at_edge": tuning.at_edge(cur)})
+      new = [(m, p) for m, p in todo if not any(b["point"] == p for b in chk["beyond"])]
+      if not new:   # every beyond point of this choice was trained (diverged ones included)
+        walk[-1]["nothing_new"] = True
+        break
+      for moved, point in new:
+        config = make_config(spec[name][0], steps=cfg["steps"], smoke=cfg["smoke"],
+                             conv_impl=impl)
+        arm = tuning.Arm(f"{name}|beyond", config, {k: (v,) for k, v in point.items()},
+                         VALIDATION)
+        entry = {"step": step, "from": cur["selected"]["point"], "moved": list(moved),
+                 "point": point}
+        t1 = time.time()
+        try:
+          out = run_one_arm(arm, _edge_dir(args.workdir, name, point), seeds)
+        except FloatingPointError as e:   # the trainer's non-finite guard (NonFiniteLossError)
+          entry.update({"val": float("inf"), "better_on_val": False, "diverged": str(e),
+                        "replicas": [], "wall_s": time.time() - t1})
+          chk["beyond"].append(entry)
+          print(f"{name:16s} step {step} beyond {tuning.point_label(point):36s} DIVERGED: {e}",
+                flush=True)
+          _save_edge(res, path, md_path, time.time() - t0)
+          continue
+        val = tuning.val_mean(out)
+        entry.update({"val": val, "better_on_val": bool(val < chk["chosen_val"]),
+                      **{k: out[k] for k in ("replicas", "summary", "sweeps", "wall_s",
+                                             "train_wall_s", "examples_per_sec", "workdir",
+                                             "reused")}})
+        chk["beyond"].append(entry)
+        print(f"{name:16s} step {step} beyond {tuning.point_label(point):36s} val loss {val:.3g} "
+              f"(chosen {chk['chosen_val']:.3g}) shift AUC "
+              f"{tuning.fmt(col(out['replicas'], 'test_shift/auc'), scale=1, digits=2)} "
+              f"({out['wall_s']:.0f}s; {time.time() - t0:.0f}s)", flush=True)
+        _save_edge(res, path, md_path, time.time() - t0)
+    end = extended_result(r, chk)
+    chk["walk"] = {"edge_steps": args.edge_steps, "steps": walk,
+                   "final": end["selected"]["point"], "final_at_edge": tuning.at_edge(end),
+                   "stopped": ("interior" if not edge_points(end) else
+                               "nothing new" if walk and walk[-1].get("nothing_new") else
+                               "edge_steps reached")}
   _save_edge(res, path, md_path, time.time() - t0)
   return res
 
@@ -509,12 +545,25 @@ def _save_edge(res, path, md_path, seconds):
 
 def edge_extended(r, chk):
   """The point the validation choice picks when the beyond points join ``r``'s grid (the lowest
-  mean val/loss; ties: the grid's choice) and its replicas."""
+  mean val/loss; ties: the earlier point, grid first; diverged points never) and its replicas."""
   best, reps, v = r["selected"]["point"], tuning.selected(r), tuning.val_mean(r)
   for b in chk["beyond"]:
     if b["val"] < v:
       best, reps, v = b["point"], b["replicas"], b["val"]
   return best, reps
+
+
+def extended_result(r, chk, before_step=None):
+  """``r`` with the trained beyond points of ``chk`` (those of steps before ``before_step``; None:
+  all) in its grid (their replicas appended; a diverged point has none, so it does not extend the
+  grid) and the extended choice selected: what step ``before_step`` of the walk
+  (``--edge_steps``) starts from."""
+  pool = [b for b in chk["beyond"] if before_step is None or b.get("step", 1) < before_step]
+  best, _ = edge_extended(r, {"beyond": pool})
+  metric = r["selected"]["by"].rpartition(":")[0]
+  v = min([tuning.val_mean(r)] + [b["val"] for b in pool])
+  return {"replicas": r["replicas"] + [q for b in pool for q in b["replicas"]],
+          "selected": {"point": best, "by": r["selected"]["by"], "val": {metric: {"mean": v}}}}
 
 
 def _ends(r):
@@ -550,7 +599,7 @@ def edge_lines(res):
             "| test_shift AUC | no-distractor acc | grad IoU |", "|---|---|---|---|---|---|---|---|---|"]
   keys = ("test_id/accuracy", "test_shift/accuracy", "test_shift/auc",
           "test_nodistractor/accuracy", "saliency/grad_iou")
-  moved = []
+  moved, walks = [], []
   for a in at_end:
     r, chk = arms[a], checks.get(a)
     lines.append(f"| {a} | chosen: {tuning.point_label(r['selected']['point'])} | "
@@ -560,15 +609,34 @@ def edge_lines(res):
       lines.append(f"| {a} | beyond | not run | | | | | | |")
       continue
     best, reps = edge_extended(r, chk)
-    for b in chk["beyond"]:
-      label = (f"beyond ({', '.join(k.split('.')[-1] for k in b['moved'])}): "
+    for b in sorted(chk["beyond"], key=lambda b: b.get("step", 1)):
+      step = b.get("step", 1)
+      label = (f"{'' if step == 1 else f'step {step} '}beyond "
+               f"({', '.join(k.split('.')[-1] for k in b['moved'])}): "
                f"{tuning.point_label(b['point'])}")
-      lines.append(f"| {a} | {f'**{label}**' if b['point'] == best else label} | {b['val']:.3g} | "
-                   f"{'yes' if b['better_on_val'] else 'no'} | "
+      label = f"**{label}**" if b["point"] == best else label
+      if b.get("diverged"):
+        lines.append(f"| {a} | {label} | diverged | no | " + " | ".join(
+            ["diverged (the trainer's non-finite guard)"] + [""] * (len(keys) - 1)) + " |")
+        continue
+      start = extended_result(r, chk, before_step=step)
+      lines.append(f"| {a} | {label} | {b['val']:.3g} | "
+                   f"{'yes' if b['val'] < tuning.val_mean(start) else 'no'} | "
                    + " | ".join(f2(col(b["replicas"], k)) for k in keys) + " |")
     left = [p for m, p in edge_points(r) if not any(b["point"] == p for b in chk["beyond"])]
     for p in left:
       lines.append(f"| {a} | beyond: {tuning.point_label(p)} | not run | | | | | | |")
+    walk = chk.get("walk")
+    if walk and walk["steps"]:
+      walks.append(f"{a}: {len(walk['steps'])} step{'s' if len(walk['steps']) > 1 else ''} "
+                   f"(from " + " -> ".join(tuning.point_label(w["from"]) for w in walk["steps"])
+                   + f"), ended at {tuning.point_label(walk['final'])}, " + {
+                       "interior": "inside the extended grid in every key (the walk stopped)",
+                       "nothing new": "again at an end, with no untrained beyond point",
+                       "edge_steps reached": "again at an end ("
+                       + ", ".join(f"{k.split('.')[-1]} {e}"
+                                   for k, e in walk["final_at_edge"].items() if e)
+                       + f"; --edge_steps {walk['edge_steps']} reached)"}[walk["stopped"]])
     if best != r["selected"]["point"]:
       auc = lambda q: float(np.mean(col(q, "test_shift/auc")))  # noqa: E731
       text = (f"{a} to {tuning.point_label(best)} (test_shift AUC {auc(reps):.2f} vs "
@@ -592,6 +660,12 @@ def edge_lines(res):
             + ". The row in bold is the extended choice (the lowest val loss over the grid and "
             "the beyond points). The equal-budget tables and findings above do not use these "
             "points.", ""]
+  if any(b.get("step", 1) > 1 for c in checks.values() for b in c["beyond"]) or walks:
+    lines[-1:] = ["", "Walk (`--edge_steps N`): step s starts from the validation choice over the "
+                  "grid and the beyond points of steps before s and trains the points beyond its "
+                  "ends (the same rule and moves); an arm stops as soon as that choice is inside "
+                  "the extended grid in every key. 'would be chosen': lower val loss than the "
+                  "step's starting choice. " + "; ".join(walks) + ".", ""]
   return lines
 
 
