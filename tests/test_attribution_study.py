@@ -7,6 +7,7 @@ the choice from the replicas' validation losses.
 """
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -362,3 +363,97 @@ def test_a_validation_pass_skips_the_saliency(tmp_path):
   assert not list(tmp_path.iterdir())
   ctx.eval_split = "test_shift"
   assert "saliency/grad_iou" in saliency.attribution_evaluator(ctx)
+
+
+def _hand_results(tmp_path, val):
+  """A stored results.json of the smoke arms (CE: lr {1e-3, 3e-3}; ActDiff: lam {0.1, 1}, 2 seeds)
+  whose validation losses are ``val[arm](point)``, chosen by the lowest one (no training)."""
+  lr, lam = "optimizer.learning_rate", "actdiff.lam"
+  arms = {}
+  for arm, key, grid in (("ce", lr, (1e-3, 3e-3)), ("actdiff", lam, (0.1, 1.0))):
+    reps = [{"overrides": {key: v, "seed": s}, "val/loss": val[arm]({key: v})}
+            for v in grid for s in (0, 1)]
+    best = min(grid, key=lambda v: val[arm]({key: v}))
+    arms[arm] = {"replicas": reps, "selected": {"point": {key: best}, "by": "val/loss:min",
+                                                "val": {"val/loss": {"mean": val[arm]({key: best})}}}}
+  res = {"config": {"seeds": 2, "steps": 4, "smoke": True}, "arms": arms}
+  (tmp_path / "results.json").write_text(json.dumps(res))
+  return res
+
+
+def _hand_trainer(run, monkeypatch, val, diverge=()):
+  """``run_one_arm`` replaced by the hand losses ``val`` (``diverge``: points that raise the
+  trainer's non-finite error); results.json written, the report skipped. Returns the list of
+  trained points."""
+  trained = []
+
+  def fake(arm, workdir, seeds):
+    point = {k: v[0] for k, v in arm.grid.items()}
+    name = arm.name.split("|")[0]
+    trained.append((name, point))
+    if point in diverge:
+      raise FloatingPointError("non-finite loss or gradient at step 3 (hand)")
+    v = val[name](point)
+    return {"replicas": [{"overrides": {**point, "seed": s}, "val/loss": v} for s in seeds],
+            "selected": {"point": point, "by": "val/loss:min", "val": {"val/loss": {"mean": v}}},
+            "summary": None, "sweeps": 1, "wall_s": 0.0, "train_wall_s": 0.0,
+            "examples_per_sec": 1.0, "workdir": workdir, "reused": False}
+
+  monkeypatch.setattr(run, "run_one_arm", fake)
+  monkeypatch.setattr(run, "_save_edge",
+                      lambda res, path, md_path, seconds: open(path, "w").write(json.dumps(res)))
+  return trained
+
+
+def test_the_edge_walk_stops_when_the_choice_is_interior(tmp_path, monkeypatch):
+  """Hand losses: CE's val loss |log10(lr / 1e-2)| has its minimum at 1e-2, one step beyond the
+  grid's end 3e-3: step 1 moves the choice there (again at an end), step 2 trains 3e-2 (worse),
+  and the walk stops with 1e-2 inside the extended grid. ActDiff's 0.1 + |log10(lam / 0.1)| is
+  lowest at the grid's end 0.1: step 1 trains 0.01 (worse) and the walk stops after one step."""
+  from labelwise.experiments.attribution import run
+  lr, lam = "optimizer.learning_rate", "actdiff.lam"
+  val = {"ce": lambda p: abs(math.log10(p[lr] / 1e-2)),
+         "actdiff": lambda p: 0.1 + abs(math.log10(p[lam] / 0.1))}
+  _hand_results(tmp_path, val)
+  trained = _hand_trainer(run, monkeypatch, val)
+  res = run.main(["--edge_check", "--edge_steps", "5", "--out", str(tmp_path),
+                  "--workdir", str(tmp_path / "runs")])
+  assert trained == [("ce", {lr: 1e-2}), ("ce", {lr: 3e-2}), ("actdiff", {lam: 0.01})]
+  ce, ad = res["edge_check"]["ce"], res["edge_check"]["actdiff"]
+  assert [(b["step"], b["from"], b["point"]) for b in ce["beyond"]] == [
+      (1, {lr: 3e-3}, {lr: 1e-2}), (2, {lr: 1e-2}, {lr: 3e-2})]
+  assert [w["from"] for w in ce["walk"]["steps"]] == [{lr: 3e-3}, {lr: 1e-2}]
+  assert ce["walk"]["final"] == {lr: 1e-2} and ce["walk"]["stopped"] == "interior"
+  assert ce["beyond"][1]["val"] == pytest.approx(math.log10(3.0))
+  assert [(b["step"], b["point"]) for b in ad["beyond"]] == [(1, {lam: 0.01})]
+  assert ad["walk"]["final"] == {lam: 0.1} and ad["walk"]["stopped"] == "interior"
+  assert len(ad["walk"]["steps"]) == 1
+  # A walk that runs out of steps says so; a second walk trains nothing already trained.
+  trained.clear()
+  again = run.main(["--edge_check", "--edge_steps", "1", "--out", str(tmp_path),
+                    "--workdir", str(tmp_path / "runs")])
+  assert trained == []
+  assert again["edge_check"]["ce"]["walk"]["stopped"] == "edge_steps reached"
+  assert again["edge_check"]["ce"]["walk"]["final"] == {lr: 1e-2}
+  with pytest.raises(ValueError, match="--edge_steps must be >= 1, got 0"):
+    run.main(["--edge_check", "--edge_steps", "0", "--out", str(tmp_path)])
+
+
+def test_a_diverged_beyond_point_is_recorded_and_does_not_extend_the_grid(tmp_path, monkeypatch):
+  """CE's hand loss falls with the learning rate (1 / lr), so the walk would go on; lr 3e-2 hits
+  the non-finite guard: it is stored as diverged (no replicas, never chosen), the choice stays at
+  1e-2, whose only beyond point is the diverged one: the walk stops (nothing new to train)."""
+  from labelwise.experiments.attribution import run
+  lr, lam = "optimizer.learning_rate", "actdiff.lam"
+  val = {"ce": lambda p: 1e-3 / p[lr], "actdiff": lambda p: 0.1 + abs(math.log10(p[lam] / 0.1))}
+  _hand_results(tmp_path, val)
+  trained = _hand_trainer(run, monkeypatch, val, diverge=[{lr: 3e-2}])
+  res = run.main(["--edge_check", "--edge_steps", "4", "--only", "ce", "--out", str(tmp_path),
+                  "--workdir", str(tmp_path / "runs")])
+  assert trained == [("ce", {lr: 1e-2}), ("ce", {lr: 3e-2})]
+  ce = res["edge_check"]["ce"]
+  b = ce["beyond"][1]
+  assert b["diverged"].startswith("non-finite") and b["replicas"] == [] and not b["better_on_val"]
+  assert ce["walk"]["final"] == {lr: 1e-2} and ce["walk"]["stopped"] == "nothing new"
+  assert ce["walk"]["final_at_edge"] == {lr: "highest"} and len(ce["walk"]["steps"]) == 2
+  assert "actdiff" not in res["edge_check"]

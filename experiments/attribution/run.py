@@ -480,7 +480,7 @@ def edge_check(args):
                             "chosen_val": tuning.val_mean(r), "moves": EDGE_MOVES,
                             "conv_impl": impl, "seeds": seeds, "steps": cfg["steps"],
                             "beyond": []}
-    walk = []
+    walk, stuck = [], False
     for step in range(1, args.edge_steps + 1):
       cur = extended_result(r, chk, before_step=step)
       todo = edge_points(cur)
@@ -489,9 +489,13 @@ def edge_check(args):
       walk.append({"step": step, "from": cur["selected"]["point"], "from_val": tuning.val_mean(cur),
                    "at_edge": tuning.at_edge(cur)})
       new = [(m, p) for m, p in todo if not any(b["point"] == p for b in chk["beyond"])]
-      if not new:   # every beyond point of this choice was trained (diverged ones included)
-        walk[-1]["nothing_new"] = True
-        break
+      if not new:   # every beyond point of this step was trained already (diverged ones included)
+        if (extended_result(r, chk, before_step=step + 1)["selected"]["point"]
+            == cur["selected"]["point"]):   # and they do not move the choice: the walk is stuck
+          walk.pop()
+          stuck = True
+          break
+        continue
       for moved, point in new:
         config = make_config(spec[name][0], steps=cfg["steps"], smoke=cfg["smoke"],
                              conv_impl=impl)
@@ -521,11 +525,11 @@ def edge_check(args):
               f"{tuning.fmt(col(out['replicas'], 'test_shift/auc'), scale=1, digits=2)} "
               f"({out['wall_s']:.0f}s; {time.time() - t0:.0f}s)", flush=True)
         _save_edge(res, path, md_path, time.time() - t0)
-    end = extended_result(r, chk)
+    end = extended_result(r, chk, before_step=len(walk) + 1)   # the points of this walk's steps
     chk["walk"] = {"edge_steps": args.edge_steps, "steps": walk,
                    "final": end["selected"]["point"], "final_at_edge": tuning.at_edge(end),
                    "stopped": ("interior" if not edge_points(end) else
-                               "nothing new" if walk and walk[-1].get("nothing_new") else
+                               "nothing new" if stuck else
                                "edge_steps reached")}
   _save_edge(res, path, md_path, time.time() - t0)
   return res
