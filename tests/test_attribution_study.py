@@ -257,6 +257,35 @@ def test_edge_check_trains_the_beyond_points_and_keeps_the_arms(smoke, tmp_path)
   assert json.dumps(again["edge_check"]) == json.dumps(after["edge_check"])
   with pytest.raises(ValueError, match="--only: arms \\['rrr'\\] are not in"):
     run.main(["--edge_check", "--only", "rrr", "--out", str(dst)])
+  # A walk of 2 steps through the trainer: step 1 is read from the stored points; an arm whose
+  # step-1 point was better on validation starts step 2 there (one spacing ratio further, e.g. lr
+  # 1e-2 -> 3e-2, lam 0.01 -> 0.001) unless that choice is interior; the others stop after step 1.
+  walked = run.main(["--edge_check", "--edge_steps", "2", "--out", str(dst),
+                     "--workdir", str(tmp_path / "runs")])
+  md = (dst / "results.md").read_text()
+  for arm in ("ce", "actdiff"):
+    chk, r = walked["edge_check"][arm], walked["arms"][arm]
+    b1 = chk["beyond"][0]
+    assert json.dumps(b1) == json.dumps(after["edge_check"][arm]["beyond"][0])
+    key = b1["moved"][0]
+    if b1["better_on_val"]:   # the choice moved to the beyond point: again at the (new) end
+      want = {(lr, 3e-4): 1e-4, (lr, 1e-2): 3e-2, (lam, 0.01): 0.001,
+              (lam, 10.0): 100.0}[key, b1["point"][key]]
+      (b2,) = chk["beyond"][1:]
+      assert (b2["step"], b2["from"], b2["point"]) == (2, b1["point"], {key: want})
+      assert [q["overrides"] for q in b2["replicas"]] == [{key: want, "seed": s} for s in (0, 1)]
+      assert [w["from"] for w in chk["walk"]["steps"]] == [r["selected"]["point"], b1["point"]]
+      assert f"| {arm} | " + ("**" if b2["val"] < b1["val"] else "") + \
+          f"step 2 beyond ({key.split('.')[-1]}): {run.tuning.point_label(b2['point'])}" in md
+      final = b2["point"] if b2["val"] < b1["val"] else b1["point"]
+    else:   # the grid's choice stays, inside the extended grid: the walk stops after step 1
+      assert len(chk["beyond"]) == 1 and len(chk["walk"]["steps"]) == 1
+      final = r["selected"]["point"]
+    assert chk["walk"]["final"] == final
+    # at the step-2 point the choice is again at an end; at the step-1 point or the grid's inside
+    assert chk["walk"]["stopped"] == ("edge_steps reached" if len(chk["beyond"]) == 2
+                                      and final == chk["beyond"][1]["point"] else "interior")
+  assert "Walk (`--edge_steps N`)" in md
 
 
 def test_saliency_grid_file_is_partial_when_kept_arms_lost_their_maps(tmp_path):
