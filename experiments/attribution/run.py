@@ -11,6 +11,8 @@ left/right distractor block perfectly correlated with the label in training and 
     python experiments/attribution/run.py --render         # re-render results.md from results.json
     python experiments/attribution/run.py --edge_check     # train one step beyond the grid ends
                                   # that were chosen (outside the budget; results.json edge_check)
+    python experiments/attribution/run.py --edge_check --edge_steps 5 --only rrr
+                                  # walk on: up to 5 steps, until the choice is inside
     python experiments/attribution/run.py --part fashion_mnist   # the Fashion-MNIST part (its own
                                   # options: experiments/attribution/fashion_mnist.py, --help)
 
@@ -54,7 +56,13 @@ times the grid's own spacing ratio, on the 1-2-3-5 ladder), each such key moved 
 of them together (:func:`edge_points`), is trained with the same seeds and steps, one sweep of the
 seeds per point (``conv_impl`` from :data:`EDGE_CONV_IMPL`: "patches" for GradMask and RRR).
 Validation only says whether it would have been chosen; results.md reports its test numbers next
-to the chosen point's; the main table and findings keep the equal-budget choice.
+to the chosen point's; the main table and findings keep the equal-budget choice. ``--edge_steps N``
+walks on: step s starts from the validation choice over the grid and the beyond points of steps
+before s (:func:`extended_result`) and trains the points beyond its ends by the same rule; an arm
+stops as soon as that choice is inside the extended grid in every key, or when its beyond points
+were all trained and do not move it (a beyond point that hits the trainer's non-finite guard is
+stored as diverged and does not extend the grid). The walk is recorded in ``edge_check[arm]["walk"]``;
+every beyond point keeps its ``step`` and the choice it started ``from``.
 
 Saliency (|dz_y/dx| and integrated gradients, top-k with k = mask area) is computed once per model
 by the trainer's ``attribution`` evaluator (jitted once for all replicas); the saliency grid reads
