@@ -285,3 +285,25 @@ def test_host_sync_every_missing_from_the_config_is_the_log_interval():
   assert "host_sync_every" not in config
   assert trainer.Trainer.host_sync_every(types.SimpleNamespace(config=config)) == 7
   assert trainer.Trainer.host_sync_every(types.SimpleNamespace(config=config), 30) == 7
+
+
+@pytest.mark.parametrize("cost, expected", [
+    ({"flops": 3.0}, 3.0 * 8 * 2),        # flops x the global batch x the replicas
+    ([{"flops": 3.0}], 3.0 * 8 * 2),      # older jax: a list of one dict per program
+    ({"bytes accessed": 5.0}, None),      # an estimate without flops: none
+    ({}, None),
+    (None, None),
+])
+def test_forward_flops_reads_the_cost_estimate(monkeypatch, cost, expected):
+  """``Trainer.forward_flops`` on a stub model, with XLA's cost analysis replaced by ``cost``: the
+  forward pass's FLOPs times the batch (8) and the replicas (2), or ``None`` when the backend's
+  estimate has no ``flops`` (then ``steps_per_call`` 'auto' falls back to one step per call)."""
+  monkeypatch.setattr(jax.stages.Lowered, "cost_analysis", lambda self: cost)
+  model = types.SimpleNamespace(apply=lambda variables, x, train: x @ variables["params"]["w"])
+  dataset = types.SimpleNamespace(train=types.SimpleNamespace(
+      get=lambda idx: {"input": np.ones((len(idx), 4), np.float32)}))
+  me = types.SimpleNamespace(model=model, dataset=dataset,
+                             replicas=types.SimpleNamespace(active=False, count=2),
+                             config=types.SimpleNamespace(batch_size=8))
+  state = types.SimpleNamespace(params={"w": np.ones((4, 2), np.float32)}, model_state={})
+  assert trainer.Trainer.forward_flops(me, state) == expected
