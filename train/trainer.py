@@ -54,6 +54,12 @@ AUTO_STEPS_PER_CALL = 16
 AUTO_STEPS_MAX_FLOPS = 2e7
 
 
+def configured_steps_per_call(config) -> int:
+  """``config.steps_per_call`` (checked by :func:`validate_config`) as an int: 0 for auto."""
+  spc = config.get("steps_per_call", 0)
+  return 0 if spc == "auto" else int(spc)
+
+
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or infinite; the last good checkpoint is kept."""
 
@@ -191,8 +197,8 @@ class Trainer:
     self.train_steps_on_data = (self.parallel.compile_train_step_on_data(step_fn, guard=True,
                                                                          loop=True)
                                 if gathers else None)
-    spc = config.get("steps_per_call", 0)
-    if spc not in ("auto", 0) and int(spc) > 1 and not gathers:
+    spc = configured_steps_per_call(config)
+    if spc > 1 and not gathers:
       why = (self.device_cache_reason if not self.device_cache else
              "parallel='pmap' with several processes takes host-built batches")
       raise ValueError(f"`steps_per_call` {spc} needs the training batches gathered on the "
@@ -203,9 +209,9 @@ class Trainer:
     """``config.steps_per_call`` for this run's (host) ``state``: an int >= 1 as is; ``0`` or
     ``"auto"``: :data:`AUTO_STEPS_PER_CALL` with the batches gathered on the devices and a forward
     pass of at most :data:`AUTO_STEPS_MAX_FLOPS` per step, else 1."""
-    spc = self.config.get("steps_per_call", 0)
-    if spc not in ("auto", 0):
-      return int(spc)
+    spc = configured_steps_per_call(self.config)
+    if spc:
+      return spc
     if self.train_steps_on_data is None:
       return 1
     flops = self.forward_flops(state)
