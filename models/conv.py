@@ -205,13 +205,7 @@ def kernel_gradient(x, dy, kernel_shape: Sequence[int], strides: Tuple[int, ...]
   acc_dtype = jnp.promote_types(jnp.float32, jnp.promote_types(x.dtype, dy.dtype))
 
   def patches(xb):
-    cols = []
-    for offset in itertools.product(*(range(k) for k in window)):
-      start = (0,) + offset + (0,)
-      limit = ((xb.shape[0],) + tuple(o + (m - 1) * s + 1 for o, m, s in zip(offset, out_sp, strides))
-               + (c_in,))
-      cols.append(lax.slice(xb, start, limit, (1,) + strides + (1,)))
-    return jnp.concatenate(cols, axis=-1).reshape(-1, len(cols) * c_in)
+    return _patches(xb, window, out_sp, strides).reshape(-1, math.prod(window) * c_in)
 
   def chunk_grad(xb, db):
     # [C_out, rows] @ [rows, K * C_in]: both operands row-major in their contraction order.
