@@ -114,7 +114,7 @@ def cluster_config(method: str, augment: bool, args):
 def parse(argv):
   def own(ap):
     ap.add_argument("--train_examples", type=int, default=20_000, help="(a); 0: all of train")
-    ap.add_argument("--cluster_seeds", type=int, default=3)
+    ap.add_argument("--cluster_seeds", type=int, default=5)
     ap.add_argument("--cluster_steps", type=int, default=200)
     ap.add_argument("--cluster_batch_size", type=int, default=256)
     ap.add_argument("--cluster_examples", type=int, default=10_000, help="(b); 0: all of train")

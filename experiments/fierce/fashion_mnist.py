@@ -10,7 +10,7 @@ augmentation), shortened to fit a 2-core CPU: ``--steps`` (100) steps on the fir
 ``--train_examples`` (20,000) images of ``train``. Each (grid point, seed) is one trainer run
 (``experiments/fashion_mnist_runs.py``). Every arm gets the same budget: 4 grid points tried on
 seed 0, the point with the best **validation** fine 5-NN accuracy then trained on every seed
-(``--seeds``, 3); ``test`` is only reported:
+(``--seeds``, 5); ``test`` is only reported:
 
 * CE: learning rate {5e-4, 1e-3, 2e-3, 4e-3};
 * label smoothing: alpha {0.05, 0.1, 0.2, 0.3};
@@ -82,7 +82,7 @@ def parse(argv):
     ap.add_argument("--train_examples", type=int, default=20_000, help="0: all of train")
     ap.add_argument("--coarse", default=",".join(COARSE))
   args = fmr.parse_part(
-      argv, __doc__, out=HERE, workdir="runs/fierce_fm", seeds=3, add=own,
+      argv, __doc__, out=HERE, workdir="runs/fierce_fm", seeds=5, add=own,
       smoke="2 seeds, hcnn6, one point per arm (two for FIERCE), 4 steps at batch 32")
   if args.smoke:
     args.seeds, args.steps, args.batch_size, args.coarse = 2, 4, 32, "hcnn6"
