@@ -64,13 +64,13 @@ def study_config(c, *, steps: int, batch_size: int = 128, validation: str = VALI
 
 
 def parse_part(argv, doc: str, *, out: str, workdir: str, seeds: int, smoke: str,
-               report: str = "the section", tune_seeds: bool = True,
+               report: str = "the section", tune_seeds: bool = True, tune_default: int = 1,
                helps: Optional[Mapping[str, str]] = None,
                add: Optional[Callable[[argparse.ArgumentParser], None]] = None):
   """The command line every Fashion-MNIST part shares, parsed from ``argv``.
 
-  ``--out`` (default ``out``), ``--seeds`` (default ``seeds``), ``--tune_seeds`` (default 1;
-  without it where ``tune_seeds`` is False), ``--steps`` (100), ``--batch_size`` (128), then the
+  ``--out`` (default ``out``), ``--seeds`` (default ``seeds``), ``--tune_seeds`` (default
+  ``tune_default``; without it where ``tune_seeds`` is False), ``--steps`` (100), ``--batch_size`` (128), then the
   part's own options (``add(parser)``), then ``--data_dir``, ``--manual_dir``, ``--workdir``
   (default ``workdir``), ``--smoke`` (help ``smoke``) and ``--report_only`` (re-renders
   ``report`` from --out/results_fashion_mnist.json). ``helps``: help text per option name
@@ -81,7 +81,7 @@ def parse_part(argv, doc: str, *, out: str, workdir: str, seeds: int, smoke: str
   ap.add_argument("--out", default=out)
   ap.add_argument("--seeds", type=int, default=seeds, help=helps.pop("seeds", None))
   if tune_seeds:
-    ap.add_argument("--tune_seeds", type=int, default=1,
+    ap.add_argument("--tune_seeds", type=int, default=tune_default,
                     help=helps.pop("tune_seeds", "the grid is tried on this many seeds"))
   ap.add_argument("--steps", type=int, default=100, help=helps.pop("steps", None))
   ap.add_argument("--batch_size", type=int, default=128)

@@ -16,7 +16,7 @@ Every model is trained by the trainer from ``configs/fashion_mnist_attribution.p
 CNN as ``attribution_cnn``, no BatchNorm; Adam with a cosine decay, batch 128), shortened to fit a
 2-core CPU: ``--steps`` (100) steps on the first ``--train_examples`` (20,000) images of ``train``.
 Each (grid point, seed) is one run (``experiments/fashion_mnist_runs.py`` says why not a sweep).
-Every arm gets the same budget: 3 grid points tried on the first ``--tune_seeds`` (1) seed(s),
+Every arm gets the same budget: 3 grid points tried on the first ``--tune_seeds`` (2) seeds,
 the chosen point then trained on every seed (``--seeds``, 5; a run costs ~1 min on an idle 2-core
 CPU, most of it the evaluation of the 40,000 images of the five splits, twice):
 
@@ -145,7 +145,7 @@ def parse(argv):
     ap.add_argument("--saliency_examples", type=int, default=256,
                     help="test_shift images the saliency metrics are computed on")
   args = fmr.parse_part(
-      argv, __doc__, out=HERE, workdir="runs/attribution_fm", seeds=5, add=own,
+      argv, __doc__, out=HERE, workdir="runs/attribution_fm", seeds=5, tune_default=2, add=own,
       smoke="2 seeds (grid on 1), CE lr 1e-3 and ActDiff lam 0.1/1, fraction 0.5, the ceiling "
             "at lr 1e-3; 4 steps at batch 32")
   if args.smoke:

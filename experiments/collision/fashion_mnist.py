@@ -16,7 +16,7 @@ here trains by itself.
     replaced by a Dirichlet(1) draw (one noise draw, ``noise_seed`` 1000, shared by every seed and
     both losses, so differences are paired). ``--steps`` (100) steps at batch 128, Adam with the
     config's cosine decay. Every arm (loss x noise level) gets the same learning-rate budget
-    ``LR_GRID``, tried on the first ``--tune_seeds`` (1) seeds, chosen by the mean accuracy on the
+    ``LR_GRID``, tried on the first ``--tune_seeds`` (2) seeds, chosen by the mean accuracy on the
     dataset's ``validation`` split (clean labels, ``val/accuracy:max``), the chosen rate then run
     on every seed (``--seeds``, 5); the clean ``test`` split is only reported
     (``experiments/fashion_mnist_runs.py``: one trainer run per (point, seed)).
@@ -119,7 +119,7 @@ def parse(argv):
     ap.add_argument("--cluster_batch_size", type=int, default=256)
     ap.add_argument("--cluster_examples", type=int, default=10_000, help="(b); 0: all of train")
   args = fmr.parse_part(
-      argv, __doc__, out=HERE, workdir="runs/collision_fm", seeds=5, add=own,
+      argv, __doc__, out=HERE, workdir="runs/collision_fm", seeds=5, tune_default=2, add=own,
       report="the section and plot",
       helps={"seeds": "seeds of (a)", "tune_seeds": "(a): the lr grid is tried on these",
              "steps": "training steps of (a)"},
