@@ -52,7 +52,7 @@ REPO = Path(__file__).resolve().parent.parent
 # module -> the test files that cover it (the coverage map then picks, per line, the tests that run it)
 TARGETS: Dict[str, List[str]] = {
     "losses/_checks.py": ["tests/test_losses_contracts.py", "tests/test_bad_inputs.py",
-                          "tests/test_losses_simloss.py"],
+                          "tests/test_losses_simloss.py", "tests/test_losses_batch_dims.py"],
     "losses/classification.py": ["tests/test_losses_contracts.py", "tests/test_losses_simloss.py",
                                  "tests/test_losses_average_k.py",
                                  "tests/test_losses_batch_dims.py"],
