@@ -167,3 +167,45 @@ def test_actdiff_gradient_is_finite_at_zero_distance():
   value, grad = jax.value_and_grad(lambda x: jnp.sum(losses.actdiff_penalty(x, f)))(f)
   assert float(value) == 0.0
   np.testing.assert_array_equal(np.asarray(grad), np.zeros((4, 3), np.float32))
+
+
+def test_check_simplex_default_tolerance_is_1e_4():
+  """Rows off 1 by 5e-5 pass the default tolerance, by 2e-4 they do not (hand numbers); a
+  negative entry beyond it is refused too. (Killed mutant: the default ``atol=1e-4`` -> 1.0001.)"""
+  from labelwise.losses import host_checks
+  host_checks.check_simplex(np.array([[0.5, 0.5 + 5e-5], [1.0, 0.0]]))
+  with pytest.raises(ValueError, match=r"rows must sum to 1.*row \[0\]"):
+    host_checks.check_simplex(np.array([[0.5, 0.5 + 2e-4], [1.0, 0.0]]))
+  with pytest.raises(ValueError, match="must be non-negative"):
+    host_checks.check_simplex(np.array([[1.0 + 2e-4, -2e-4]]))
+
+
+def test_check_finite_reads_values_at_their_own_precision():
+  """float64 values are checked as float64 (1e300 is finite; only bfloat16 is widened to float32
+  to be tested), bfloat16 and float16 infinities are found. (Killed mutants: the bfloat16 test
+  ``==`` -> ``!=`` and ``not ==``, which cast every other dtype to float32 and so turned 1e300
+  into inf.)"""
+  import ml_dtypes
+  from labelwise.losses import host_checks
+  host_checks.check_finite(np.array([1.0, 1e300]), "x")
+  with pytest.raises(ValueError, match=r"`x` must be finite, got 1 NaN/inf entries of 2 "
+                                       r"\(first: x\[1\] = inf\)"):
+    host_checks.check_finite(np.array([1.0, np.inf]), "x")
+  for dtype in (ml_dtypes.bfloat16, np.float16):
+    with pytest.raises(ValueError, match=r"got 2 NaN/inf entries of 3 \(first: x\[0\]"):
+      host_checks.check_finite(np.array([np.inf, 1.0, np.nan]).astype(dtype), "x")
+    host_checks.check_finite(np.array([3.0, 1.0]).astype(dtype), "x")
+
+
+def test_validate_where_may_broadcast_over_the_batch_shape():
+  """A ``where`` of shape [batch, 1] for [batch, time] logits broadcasts and is accepted; one whose
+  dims are neither 1 nor the batch's is refused, naming it. (Killed mutant: the broadcast test
+  compared ``where``'s dims with the reference's name instead of its batch shape.)"""
+  z = np.zeros((2, 3, 5), np.float32)
+  y = np.zeros((2, 3), np.int32)
+  losses.validate(logits=z, labels=y, where=np.ones((2, 1)))
+  losses.validate(logits=z, labels=y, where=np.ones((1, 3)))
+  losses.validate(logits=z, labels=y, where=np.ones((2, 3)))
+  with pytest.raises(ValueError, match=r"`where` must have the batch shape \(2, 3\) of `logits`, "
+                                       r"got shape \(3, 1\)"):
+    losses.validate(logits=z, labels=y, where=np.ones((3, 1)))
