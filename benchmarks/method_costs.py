@@ -10,7 +10,9 @@ Two tables, every ratio measured side by side in one process with the programs a
    the same update is in both programs of a pair. Pairs (goal): SimLoss vs
    ``optax.softmax_cross_entropy_with_integer_labels`` (<= 1.3x), collision cross-entropy vs
    ``optax.softmax_cross_entropy`` on the same soft targets (<= 1.2x), two-head average-K loss
-   (both heads) vs optax integer CE on the softmax head (<= 1.3x).
+   (both heads) vs optax integer CE on the softmax head (<= 1.3x), and the two-head loss against
+   itself with the pseudo-label selection it had before (``lax.top_k`` on the gathered non-label
+   scores, kept in this file as ``old_two_head_loss``; <= 1.0x: not slower).
 2. **Training steps**: the trainer's own compiled step (``_common.jax_step``: method from the
    registry, Adam, donated state) for ResNet-18 at ``--step_batch`` (32 on CPU), one program per
    method, each step blocking on its metrics; ratio of medians to the CE step. Goals: SimLoss,
@@ -19,6 +21,7 @@ Two tables, every ratio measured side by side in one process with the programs a
 
     python benchmarks/method_costs.py                 # full (minutes on 2 CPU cores)
     python benchmarks/method_costs.py --quick         # seconds: tiny sizes, not appended
+    python benchmarks/method_costs.py --skip_steps --losses=two_head,two_head_selection
 """
 
 from __future__ import annotations
@@ -58,8 +61,52 @@ def scanned(loss_fn: Callable, calls: int):
   return jax.jit(program)
 
 
+# --- the pseudo-label selection before the uint32-key bisection (a peer row only) ---------------
+
+
+def old_two_head_loss(softmax_logits, multilabel_logits, labels, *, k):
+  """``labelwise.two_head_loss`` (rule B, no ``axis_name``) with the pseudo-label selection it had
+  before the uint32-key selection: the non-label scores gathered into ``[B, C-1]``
+  (``take_along_axis``), ``lax.top_k`` over them (a per-row top-n first when n < C-1), the indices
+  scattered into a mask and back into ``[B, C]``. Same result; kept here to time against."""
+  import jax
+  import jax.numpy as jnp
+
+  from labelwise import losses
+  from labelwise.losses import average_k as ak
+
+  def local_top(scores, n):
+    rows, cols = scores.shape
+    n_local = min(n, rows * cols)
+    if rows > 1 and n < cols:
+      row_vals, col = jax.lax.top_k(scores, n)
+      flat_idx = (jnp.arange(rows, dtype=jnp.int32)[:, None] * cols + col).reshape(-1)
+      vals, pos = jax.lax.top_k(row_vals.reshape(-1), n_local)
+      return vals, flat_idx[pos]
+    return jax.lax.top_k(scores.reshape(-1), n_local)
+
+  def pseudo_labels(scores, labels):
+    batch, num_classes = scores.shape
+    n = ak.num_pseudo_positives(k, batch, num_classes)
+    cols = jnp.arange(num_classes - 1, dtype=jnp.int32)[None, :]
+    other_idx = cols + (cols >= labels[:, None]).astype(jnp.int32)
+    other = jnp.take_along_axis(scores, other_idx, axis=1)
+    _, idx = local_top(other, n)
+    other_mask = jnp.zeros((other.size,), bool).at[idx].set(True).reshape(other.shape)
+    rows = jnp.arange(batch)[:, None]
+    mask = jnp.zeros((batch, num_classes), bool).at[rows, other_idx].set(other_mask)
+    return (mask | jax.nn.one_hot(labels, num_classes, dtype=bool)).astype(jnp.float32)
+
+  logp = jax.nn.log_softmax(softmax_logits.astype(jnp.float32), axis=-1)
+  labels = labels.astype(jnp.int32)
+  ce = -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+  pseudo = pseudo_labels(jax.lax.stop_gradient(logp), labels)
+  return ce + losses.mean_binary_cross_entropy(multilabel_logits, pseudo)
+
+
 def loss_pairs(batch: int, classes: int, seed: int = 0):
-  """[(pair name, goal, peer name, peer fn, method name, method fn, z, aux)] on shared inputs."""
+  """[(key, pair name, goal, peer name, peer fn, method name, method fn, z, aux)] on shared
+  inputs; ``key`` is what ``--losses`` selects."""
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -81,15 +128,26 @@ def loss_pairs(batch: int, classes: int, seed: int = 0):
   def optax_int_two(zz, y):
     return optax.softmax_cross_entropy_with_integer_labels(zz[0], y)
 
+  def two_head(zz, y):
+    return losses.two_head_loss(zz[0], zz[1], y, k=2.0)
+
+  def old_two_head(zz, y):
+    return old_two_head_loss(zz[0], zz[1], y, k=2.0)
+
   return [
-      (f"SimLoss, C={classes}", 1.3, "optax integer CE", optax_int, "labelwise.simloss",
+      ("simloss", f"SimLoss, C={classes}", 1.3, "optax integer CE", optax_int, "labelwise.simloss",
        lambda z, y, s: losses.simloss(z, y, s), z, ((y,), (y, s))),
-      (f"collision CE, C={classes}", 1.2, "optax soft CE", optax.softmax_cross_entropy,
+      ("collision", f"collision CE, C={classes}", 1.2, "optax soft CE", optax.softmax_cross_entropy,
        "labelwise.collision_cross_entropy", losses.collision_cross_entropy, z, ((t,), (t,))),
-      (f"two-head (k=2), C={classes}", 1.3, "optax integer CE (softmax head)", optax_int_two,
-       "labelwise.two_head_loss (both heads)",
-       lambda zz, y: losses.two_head_loss(zz[0], zz[1], y, k=2.0), (z, zm), ((y,), (y,))),
+      ("two_head", f"two-head (k=2), C={classes}", 1.3, "optax integer CE (softmax head)",
+       optax_int_two, "labelwise.two_head_loss (both heads)", two_head, (z, zm), ((y,), (y,))),
+      ("two_head_selection", f"two-head (k=2), C={classes}", 1.0,
+       "two-head, old top_k selection", old_two_head, "labelwise.two_head_loss (both heads)",
+       two_head, (z, zm), ((y,), (y,))),
   ]
+
+
+LOSS_KEYS = ("simloss", "collision", "two_head", "two_head_selection")
 
 
 def time_program(fn, args, warm: bool = False) -> float:
@@ -124,14 +182,20 @@ def profile_program(fn, args, top: int = 8):
 
 
 def loss_table(batch: int, classes_list: Sequence[int], calls: int, rounds: int,
-               profile: bool = False) -> str:
+               profile: bool = False, keys: Sequence[str] = LOSS_KEYS) -> str:
   rows, profiles = [], []
   for classes in classes_list:
-    for name, goal, peer_name, peer, meth_name, meth, z, (peer_aux, meth_aux) in \
+    for key, name, goal, peer_name, peer, meth_name, meth, z, (peer_aux, meth_aux) in \
         loss_pairs(batch, classes):
+      if key not in keys:
+        continue
       progs = [(scanned(peer, calls), (z,) + peer_aux), (scanned(meth, calls), (z,) + meth_aux)]
       for fn, args in progs:
         time_program(fn, args, warm=True)  # compile + one run
+      if key == "two_head_selection":  # the same pseudo-labels: the same losses along the scan
+        import numpy as np
+        np.testing.assert_allclose(progs[0][0](*progs[0][1])[1], progs[1][0](*progs[1][1])[1],
+                                   rtol=1e-6, err_msg="old and new selection disagree")
       times: List[List[float]] = [[], []]
       for _ in range(rounds):
         for i, (fn, args) in enumerate(progs):
@@ -229,6 +293,9 @@ def main(argv=None):
   p.add_argument("--classes", default="100,1000")
   p.add_argument("--calls", type=int, default=100, help="loss calls per scanned program")
   p.add_argument("--loss_rounds", type=int, default=7)
+  p.add_argument("--losses", default=",".join(LOSS_KEYS),
+                 help="comma list of the loss pairs to time (two_head_selection: the two-head "
+                      "loss against its old lax.top_k selection)")
   p.add_argument("--step_model", default="resnet18")
   p.add_argument("--step_batch", type=int, default=32)
   p.add_argument("--steps", type=int, default=2, help="timed steps per round and method")
@@ -246,6 +313,10 @@ def main(argv=None):
   for m in methods:
     if m not in known:
       p.error(f"--methods: unknown method {m!r}; expected a comma list from {known}")
+  loss_keys = [k for k in a.losses.split(",") if k]
+  for k in loss_keys:
+    if k not in LOSS_KEYS:
+      p.error(f"--losses: unknown loss pair {k!r}; expected a comma list from {list(LOSS_KEYS)}")
   if "ce" not in methods:
     methods = ["ce"] + methods
   model_kwargs = None
@@ -254,7 +325,7 @@ def main(argv=None):
     a.step_model, a.step_batch, a.steps, a.rounds = "small_cnn", 4, 1, 1
     model_kwargs = dict(channels=(4, 8), dense=8)
   text = "### Losses (value + grad, one scanned program per loss)\n\n"
-  text += loss_table(a.batch, classes, a.calls, a.loss_rounds, profile=a.profile)
+  text += loss_table(a.batch, classes, a.calls, a.loss_rounds, profile=a.profile, keys=loss_keys)
   if not a.skip_steps:
     text += "\n\n### Training steps against the CE step\n\n"
     text += step_table(a.step_model, a.step_batch, a.steps, a.rounds, methods,

@@ -16,11 +16,14 @@ Readings chosen here (the paper's full text could not be read; see docs/average_
 - ``round`` is round-half-up: ``floor(x + 0.5)``.
 - The BCE is averaged over classes (``mean_j``), so ``weight`` (the paper's alpha) is relative to a
   per-class BCE; the CE is per example.
-- Exactly ``n`` positives even with ties: ``lax.top_k`` indices are scattered into a mask. Ties are
-  broken towards the lower flat index of the (global) ``[B, C]`` matrix, row-major.
-- Under data parallelism (``axis_name``) the threshold is global: every device takes its local top-n
-  candidates, they are gathered, and the global top-n is taken from them; the result equals the
-  single-device result on the concatenated batch, ties included.
+- Exactly ``n`` positives even with ties (a ``>=`` threshold would over-select): the ranking is on
+  order-preserving uint32 keys of the float32 scores (``lax.top_k``'s total order: -0.0 < +0.0,
+  NaN above +inf, a sign-bit NaN below -inf), the ``n``-th largest key is found by bisection on its
+  bits (on a block pre-selection, see ``_top_n_mask``), and ties are broken towards the lower flat
+  index of the (global) ``[B, C]`` matrix, row-major. No sort, no ``top_k``.
+- Under data parallelism (``axis_name``) the threshold is global: the bisection's counts are
+  ``psum``-med and the ties are ranked across devices (offset by the ties of the lower devices); the
+  result equals the single-device result on the concatenated batch, ties included.
 - ``where`` masks the per-example loss only; the pseudo-label statistic always counts all B rows
   (the count must be static). Training batches are full, so this only matters for padded batches.
 """
@@ -116,49 +119,110 @@ def num_pseudo_positives(k: float, batch: int, num_classes: int, *,
   return n
 
 
-def _local_top(scores, n: int):
-  """The ``min(n, R*M)`` largest entries of ``scores`` [R, M]: (values, row-major flat indices),
-  sorted by value, ties by lower flat index.
+def _order_keys(scores):
+  """uint32 keys whose unsigned order is ``lax.top_k``'s total order of float32 ``scores``.
 
-  When ``n < M`` every row holds at most ``n`` winners, so a batched per-row top-n first shrinks
-  the flat top-n from ``R*M`` to ``R*n`` entries (same result, ties included: the per-row pass keeps
-  the lower column, the flat pass the lower (row, rank) position, i.e. the lower flat index).
+  The usual sign flip: a negative float's bits are inverted, a non-negative float gets its sign bit
+  set. So -0.0 < +0.0, +NaN (positive sign bit) ranks above +inf and a NaN with the sign bit set
+  below -inf: the comparator of XLA's TopK (the selection used ``lax.top_k`` before).
   """
-  rows, cols = scores.shape
-  n_local = min(n, rows * cols)
-  if rows > 1 and n < cols:
-    row_vals, col = jax.lax.top_k(scores, n)
-    flat_idx = (jnp.arange(rows, dtype=jnp.int32)[:, None] * cols + col).reshape(-1)
-    vals, pos = jax.lax.top_k(row_vals.reshape(-1), n_local)
-    return vals, flat_idx[pos]
-  return jax.lax.top_k(scores.reshape(-1), n_local)
+  bits = jax.lax.bitcast_convert_type(scores, jnp.uint32)
+  return jnp.where(bits >= jnp.uint32(0x80000000), ~bits, bits | jnp.uint32(0x80000000))
 
 
-def _top_n_mask(scores, n: int, axis_name):
-  """Boolean mask of the ``n`` largest entries of ``scores`` [R, M] over the (global) batch.
+def _psum(x, axis_name):
+  return x if axis_name is None else jax.lax.psum(x, axis_name)
 
-  Ties go to the lower row-major flat index of the global (concatenated) matrix.
+
+def _threshold_mask(keys, valid, n: int, axis_name):
+  """Mask of the ``n`` largest ``keys`` [L] (uint32) among the ``valid`` ones, over the global batch.
+
+  Ties go to the lower position of the global (device-concatenated) array. Invalid entries must
+  hold key 0. The ``n``-th largest key ``t`` is found by bisection on its 32 bits (one count pass
+  over ``keys`` per bit, ``psum``-med under ``axis_name``); the mask is ``keys > t`` plus the first
+  ``n - count(keys > t)`` valid entries with ``keys == t`` (a cumsum, offset by the ties held by the
+  lower devices).
   """
-  rows, cols = scores.shape
-  size = rows * cols
-  if n == 0:
-    return jnp.zeros((rows, cols), bool)
-  if axis_name is None:
-    _, idx = _local_top(scores, n)
-    return jnp.zeros((size,), bool).at[idx].set(True).reshape(rows, cols)
-  # Local top-n candidates (sorted by value, ties by lower index), then the global top-n among the
-  # gathered candidates. Concatenating the candidates in device order keeps ties on the lower
-  # global index, so the result equals the single-device one on the concatenated batch.
-  vals, idx = _local_top(scores, n)
-  n_local = vals.shape[0]
-  all_vals = jax.lax.all_gather(vals, axis_name).reshape(-1)
-  all_idx = jax.lax.all_gather(idx, axis_name).reshape(-1)
-  _, pos = jax.lax.top_k(all_vals, n)
-  owner = pos // n_local
-  me = jax.lax.axis_index(axis_name)
-  target = jnp.where(owner == me, all_idx[pos], size)  # `size` is out of bounds: dropped
-  mask = jnp.zeros((size,), bool).at[target].set(True, mode="drop")
-  return mask.reshape(rows, cols)
+
+  def bit(i, prefix):
+    cand = prefix | jax.lax.shift_left(jnp.uint32(1), (31 - i).astype(jnp.uint32))
+    count = _psum(jnp.sum(keys >= cand, dtype=jnp.int32), axis_name)
+    return jnp.where(count >= n, cand, prefix)
+
+  # Candidates are >= 1, so the key-0 invalid entries are never counted here.
+  t = jax.lax.fori_loop(0, 32, bit, jnp.uint32(0))
+  greater = keys > t
+  missing = n - _psum(jnp.sum(greater, dtype=jnp.int32), axis_name)
+  ties = keys == t
+  if valid is not None:
+    ties = ties & valid
+  rank = jnp.cumsum(ties, dtype=jnp.int32)
+  if axis_name is not None:
+    per_device = jax.lax.all_gather(rank[-1], axis_name)
+    lower = jnp.arange(per_device.shape[0]) < jax.lax.axis_index(axis_name)
+    rank = rank + jnp.sum(jnp.where(lower, per_device, 0))
+  return greater | (ties & (rank <= missing))
+
+
+def _divisors(length: int):
+  small = [d for d in range(1, math.isqrt(length) + 1) if length % d == 0]
+  return sorted(set(small + [length // d for d in small]))
+
+
+def _block_size(length: int, n: int, devices: int, row: Optional[int]):
+  """Block size for the pre-selection of ``_top_n_mask``, or None when blocks cannot help.
+
+  A divisor ``g >= 2`` of ``length`` with at least ``n`` blocks in the global array, closest (in
+  ratio) to ``sqrt(length / n)`` (none unless ``length >= 4 n``) -- which balances the ``length / g`` block maxima against the
+  ``n g`` candidates. With ``row`` (rule B, the row length C), blocks lie inside one row or hold
+  whole rows, so every block holds a non-label entry.
+  """
+  if 4 * n > length * devices:  # n g candidates would not be fewer than `length` entries
+    return None
+  target = math.sqrt(length / n)
+  best = None
+  for g in _divisors(length):
+    if g < 2 or g * n > length * devices:
+      continue
+    if row is not None and row % g and g % row:
+      continue
+    if best is None or abs(math.log(g / target)) < abs(math.log(best / target)):
+      best = g
+  return best
+
+
+def _top_n_mask(keys, valid, n: int, axis_name, row: Optional[int] = None):
+  """Boolean mask of the ``n`` largest ``keys`` [L] (uint32, invalid entries 0) among the ``valid``
+  ones (None: all) over the (global) batch; ties go to the lower position of the global array.
+
+  Pre-selection by blocks: split ``keys`` into blocks of ``g`` consecutive entries; the ``n`` blocks
+  with the largest maxima (ties: lower block) hold every winner -- fewer than ``n`` blocks hold an
+  entry above the ``n``-th largest key ``t``, and the winners tied at ``t`` come first in the array,
+  so their blocks come first among the blocks whose maximum is ``t`` (each of which holds a tie).
+  Those blocks are found the same way (recursively on the block maxima), gathered in array order,
+  and the exact selection runs on their ``n g`` entries only.
+  """
+  length = keys.shape[0]
+  devices = 1 if axis_name is None else int(jax.lax.axis_size(axis_name))
+  g = _block_size(length, n, devices, row)
+  if g is None:
+    return _threshold_mask(keys, valid, n, axis_name)
+  blocks = length // g
+  keys = keys.reshape(blocks, g)
+  chosen = _top_n_mask(jnp.max(keys, axis=1), None, n, axis_name)
+  # Compact the chosen blocks (at most min(n, blocks) on this device) in array order; the slots
+  # left over get the out-of-bounds id `blocks` (filled with invalid entries, dropped on return).
+  slots = min(n, blocks)
+  slot = jnp.where(chosen, jnp.cumsum(chosen, dtype=jnp.int32) - 1, slots)
+  ids = jnp.full((slots,), blocks, jnp.int32).at[slot].set(
+      jnp.arange(blocks, dtype=jnp.int32), mode="drop")
+  cand = keys.at[ids].get(mode="fill", fill_value=0)
+  cand_valid = jnp.broadcast_to((ids < blocks)[:, None], (slots, g))
+  if valid is not None:
+    cand_valid = cand_valid & valid.reshape(blocks, g).at[ids].get(mode="fill", fill_value=False)
+  picked = _threshold_mask(cand.reshape(-1), cand_valid.reshape(-1), n, axis_name)
+  mask = jnp.zeros((blocks, g), bool).at[ids].set(picked.reshape(slots, g), mode="drop")
+  return mask.reshape(length)
 
 
 def _binary_cross_entropy(logits, targets):
@@ -179,9 +243,11 @@ def average_k_pseudo_labels(probs: ArrayLike, labels: ArrayLike, *, k: float,
   With ``include_true`` (rule B): ``P_iy_i = 1`` for every observed label, plus the
   ``n = round((k - 1) B)`` largest entries of ``{probs_ij : j != y_i}`` over the whole batch.
   Without (rule A): the ``n = round(k B)`` largest entries of ``probs``.
-  Exactly ``B + n`` (rule B) or ``n`` (rule A) positives, ties included (top_k indices scattered
-  into a mask; ties go to the lower row-major index). Ranking is in float32. Only the order of
-  ``probs`` matters, so log-probabilities give the same result (and more resolution).
+  Exactly ``B + n`` (rule B) or ``n`` (rule A) positives, ties included (ties go to the lower
+  row-major index). Ranking is in float32, in ``lax.top_k``'s total order (-0.0 below +0.0, NaN
+  above +inf). Only the order of ``probs`` matters, so log-probabilities give the same result
+  (and more resolution). Under ``axis_name`` the selection costs 32 scalar ``psum`` per level of
+  the block pre-selection (a few levels).
 
   Args:
     probs: ``[batch, num_classes]`` floating scores (probabilities or log-probabilities). No
@@ -215,20 +281,17 @@ def average_k_pseudo_labels(probs: ArrayLike, labels: ArrayLike, *, k: float,
   batch, num_classes = probs.shape
   global_batch = _global_batch(batch, axis_name)
   n = num_pseudo_positives(k, global_batch, num_classes, include_true=bool(include_true))
-  scores = jax.lax.stop_gradient(jnp.asarray(probs).astype(jnp.float32))
-  labels = jnp.asarray(labels).astype(jnp.int32)
+  keys = _order_keys(jax.lax.stop_gradient(jnp.asarray(probs).astype(jnp.float32)))
   if not include_true:
-    return _top_n_mask(scores, n, axis_name).astype(jnp.float32)
-  # Rule B: rank only the C - 1 non-observed classes of every row. Column j of `others` is class
-  # j if j < y_i, else j + 1 -- no sentinel values, so -inf scores cannot collide with the labels.
-  cols = jnp.arange(num_classes - 1, dtype=jnp.int32)[None, :]
-  other_idx = cols + (cols >= labels[:, None]).astype(jnp.int32)
-  other_scores = jnp.take_along_axis(scores, other_idx, axis=1)
-  other_mask = _top_n_mask(other_scores, n, axis_name)
-  rows = jnp.arange(batch)[:, None]
-  mask = jnp.zeros((batch, num_classes), bool).at[rows, other_idx].set(other_mask)
-  mask = mask | jax.nn.one_hot(labels, num_classes, dtype=bool)
-  return mask.astype(jnp.float32)
+    mask = _top_n_mask(keys.reshape(-1), None, n, axis_name)
+    return mask.reshape(batch, num_classes).astype(jnp.float32)
+  # Rule B: the observed labels are positive and take no part in the ranking (key 0, not valid).
+  is_label = jnp.asarray(labels).astype(jnp.int32)[:, None] == jnp.arange(num_classes)[None, :]
+  if n == 0:  # k = 1: the labels only
+    return is_label.astype(jnp.float32)
+  keys = jnp.where(is_label, jnp.uint32(0), keys)
+  mask = _top_n_mask(keys.reshape(-1), ~is_label.reshape(-1), n, axis_name, row=num_classes)
+  return (mask.reshape(batch, num_classes) | is_label).astype(jnp.float32)
 
 
 def mean_binary_cross_entropy(multilabel_logits: ArrayLike, targets: ArrayLike, *,

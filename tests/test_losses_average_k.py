@@ -292,6 +292,184 @@ def test_pseudo_labels_count_uses_global_batch():
 
 
 # ------------------------------------------------------------------------------------------------
+# the selection (uint32 keys, bisection, block pre-selection) against independent references
+# ------------------------------------------------------------------------------------------------
+
+
+def np_lexsort_pseudo_labels(scores, labels, n, include_true):
+  """The n largest candidates by (-score, flat index) with np.lexsort (scores without NaN)."""
+  scores = np.asarray(scores, np.float32)
+  b, c = scores.shape
+  flat = np.arange(b * c)
+  cand = np.ones(b * c, bool)
+  if include_true:
+    cand[np.arange(b) * c + labels] = False
+  vals, idx = scores.reshape(-1)[cand].astype(np.float64), flat[cand]
+  order = np.lexsort((idx, -vals))  # last key is primary: -score, then the flat index
+  out = np.zeros(b * c, np.float32)
+  out[idx[order[:n]]] = 1.0
+  if include_true:
+    out[np.arange(b) * c + labels] = 1.0
+  return out.reshape(b, c)
+
+
+def tied_scores(seed, b, c):
+  """Scores with many exact ties (a few levels), some -inf, some distinct values; no NaN, no -0."""
+  rng = np.random.default_rng(seed)
+  levels = np.array([-np.inf, -3.0, -1.0, -0.5, 0.0, 0.25, 2.0], np.float32)
+  s = levels[rng.integers(0, len(levels), size=(b, c))]
+  distinct = rng.random((b, c)) < 0.3
+  s[distinct] = rng.standard_normal(int(distinct.sum())).astype(np.float32)
+  return s, rng.integers(0, c, size=b).astype(np.int32)
+
+
+# (include_true, k) for B = 32, C = 50: n = round((k - 1) B) or round(k B), below and above C.
+SELECTION_CASES = [(True, 1.03), (True, 1.25), (True, 3.0), (True, 20.0), (True, 50.0),
+                   (False, 0.05), (False, 0.5), (False, 4.0), (False, 30.0), (False, 50.0)]
+
+
+def _n_of(include_true, k, b):
+  return np_round((k - 1) * b) if include_true else np_round(k * b)
+
+
+@pytest.mark.parametrize("include_true, k", SELECTION_CASES)
+def test_selection_equals_lexsort_reference_jit_pmap_shard_map(include_true, k):
+  b, c = 32, 50
+  s, y = tied_scores(int(10 * k) + include_true, b, c)
+  n = _n_of(include_true, k, b)
+  assert (n < c) == (k in (1.03, 1.25, 0.05, 0.5))
+  want = np_lexsort_pseudo_labels(s, y, n, include_true)
+  assert want.sum() == n + (b if include_true else 0)
+  fn = functools.partial(ak.average_k_pseudo_labels, k=k, include_true=include_true)
+  np.testing.assert_array_equal(jax.jit(fn)(s, y), want)
+  dist = functools.partial(fn, axis_name="data")
+  got = jax.pmap(dist, axis_name="data")(s.reshape(4, b // 4, c), y.reshape(4, b // 4))
+  np.testing.assert_array_equal(np.asarray(got).reshape(b, c), want)
+  for dev in (1, 4):
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:dev]), ("data",))
+    sm = jax.jit(jax.shard_map(dist, mesh=mesh, in_specs=(P("data"), P("data")),
+                               out_specs=P("data")))
+    got = sm(jax.device_put(s, NamedSharding(mesh, P("data"))),
+             jax.device_put(y, NamedSharding(mesh, P("data"))))
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_selection_block_path_is_taken_for_these_sizes():
+  # The cases above exercise the block pre-selection (and its recursion) on 1 and 4 devices.
+  assert ak._block_size(32 * 50, 8, 1, 50) == 10
+  assert ak._block_size(32 * 50 // 10, 8, 1, None) is not None  # a second level
+  assert ak._block_size(8 * 50, 8, 4, 50) is not None
+  assert ak._block_size(32 * 50, 64, 1, None) == 5
+  assert ak._block_size(32 * 50, 960, 1, None) is None  # 4 n > B C: exact on all entries
+
+
+def test_block_size_choices():
+  # g divides the length, g * n <= length * devices, 4 n <= length * devices, closest (in ratio)
+  # to sqrt(length / n); with `row`, g divides the row or is a multiple of it.
+  assert ak._divisors(1) == [1]
+  assert ak._divisors(12) == [1, 2, 3, 4, 6, 12]
+  assert ak._divisors(16) == [1, 2, 4, 8, 16]
+  assert ak._block_size(409600, 4096, 1, 100) == 10   # sqrt(100) = 10
+  assert ak._block_size(60, 4, 1, None) == 4    # sqrt(15) = 3.87: 4 (ratio 1.03), not 3 or 5 (1.29)
+  assert ak._block_size(60, 7, 1, None) == 3    # sqrt(8.57) = 2.93: 3 (1.02), 2 (1.46), 4 (1.37)
+  assert ak._block_size(60, 7, 1, 5) == 5       # rule B, C = 5: only 5 (10 > 60 / 7)
+  assert ak._block_size(60, 7, 1, 4) == 4       # divisors of the row: 2 (1.46), 4 (1.37)
+  assert ak._block_size(60, 7, 1, 3) == 3       # 3 or its multiple 6 (2.05)
+  assert ak._block_size(40, 10, 1, None) == 2   # 4 n = 40 = length: allowed; sqrt(4) = 2
+  assert ak._block_size(39, 10, 1, None) is None
+  assert ak._block_size(10, 10, 4, None) == 2   # 40 entries on 4 devices: 2 (5 gives 8 < n blocks)
+  assert ak._block_size(10, 10, 3, None) is None
+  assert ak._block_size(7, 1, 1, None) == 7     # a prime length: the whole array is one block
+  assert ak._block_size(64, 15, 1, None) == 2   # sqrt(4.27) = 2.07
+  assert ak._block_size(36, 2, 1, None) == 4    # sqrt(18) = 4.24: 4 (1.06), 3 and 6 (1.41)
+  assert ak._block_size(100, 20, 1, None) == 2  # sqrt(5) = 2.24: 2 (1.12), 4 (1.79), 5 (2.24)
+
+
+def _topk_reference(scores, labels, n, include_true):
+  """The selection with lax.top_k (XLA's total order of float32, ties to the lower index) over the
+  candidates in flat order: the implementation this module had before the uint32 keys."""
+  scores = np.asarray(scores, np.float32)
+  b, c = scores.shape
+  flat = np.arange(b * c)
+  cand = np.ones(b * c, bool)
+  if include_true:
+    cand[flat.reshape(b, c)[np.arange(b), labels]] = False
+  _, pos = jax.lax.top_k(jnp.asarray(scores.reshape(-1)[cand]), n)
+  out = np.zeros(b * c, np.float32)
+  out[flat[cand][np.asarray(pos)]] = 1.0
+  if include_true:
+    out[flat.reshape(b, c)[np.arange(b), labels]] = 1.0
+  return out.reshape(b, c)
+
+
+def _bits(*words):
+  return np.array(words, np.uint32).view(np.float32)
+
+
+def test_order_keys_follow_top_k_total_order():
+  # ascending in top_k's order: sign-bit NaNs (all ones, then the x86 default NaN), -inf, -1,
+  # the smallest negative subnormal, -0.0, +0.0, the smallest subnormal, 1, +inf, NaN, NaN payload
+  x = _bits(0xFFFFFFFF, 0xFFC00000, 0xFF800000, 0xBF800000, 0x80000001, 0x80000000,
+            0x00000000, 0x00000001, 0x3F800000, 0x7F800000, 0x7FC00000, 0x7FC00001)
+  keys = np.asarray(ak._order_keys(jnp.asarray(x)))
+  assert keys.dtype == np.uint32
+  assert np.all(np.diff(keys.astype(np.int64)) > 0)
+  # by hand: negative -> inverted bits, non-negative -> sign bit set
+  assert keys[0] == 0 and keys[1] == 0x003FFFFF and keys[5] == 0x7FFFFFFF
+  assert keys[6] == 0x80000000 and keys[-1] == 0xFFC00001
+  _, idx = jax.lax.top_k(jnp.asarray(x), x.size)
+  np.testing.assert_array_equal(np.asarray(idx), np.arange(x.size)[::-1])
+
+
+@pytest.mark.parametrize("include_true", [True, False])
+def test_selection_nan_signed_zero_order_equals_top_k(include_true):
+  # NaNs of both signs, infinities, signed zeros and subnormals, many of each (ties), and the
+  # all-ones NaN (the lowest key, the same key as the masked-out labels of rule B).
+  rng = np.random.default_rng(5)
+  pool = _bits(0xFFFFFFFF, 0xFFC00000, 0xFF800000, 0xBF800000, 0x80000001, 0x80000000,
+               0x00000000, 0x00000001, 0x3F800000, 0x7F800000, 0x7FC00000)
+  b, c = 16, 12
+  s = pool[rng.integers(0, pool.size, size=(b, c))]
+  y = rng.integers(0, c, size=b).astype(np.int32)
+  for k in (1.5, 2.0, 6.0, 11.0, 11.9, 12.0) if include_true else (0.5, 2.0, 6.0, 11.9, 12.0):
+    n = _n_of(include_true, k, b)
+    want = _topk_reference(s, y, n, include_true)
+    fn = functools.partial(ak.average_k_pseudo_labels, k=k, include_true=include_true)
+    np.testing.assert_array_equal(fn(jnp.asarray(s), jnp.asarray(y)), want, err_msg=str(k))
+    got = jax.pmap(functools.partial(fn, axis_name="data"), axis_name="data")(
+        s.reshape(4, b // 4, c), y.reshape(4, b // 4))
+    np.testing.assert_array_equal(np.asarray(got).reshape(b, c), want, err_msg=str(k))
+
+
+def test_selection_all_lowest_key_rule_b_never_takes_labels():
+  # Every score is the all-ones NaN (key 0 = the labels' key): the n selected are the first n
+  # non-label entries in row-major order, on one device and on four.
+  b, c = 8, 6
+  s = np.broadcast_to(_bits(0xFFFFFFFF), (b, c)).copy()
+  y = np.array([0, 5, 2, 2, 1, 0, 3, 4], np.int32)
+  for k in (1.5, 3.0, 6.0):
+    want = np_pseudo_labels(np.zeros((b, c), np.float32), y, k)  # all tied: the same choice
+    got = ak.average_k_pseudo_labels(jnp.asarray(s), jnp.asarray(y), k=k)
+    np.testing.assert_array_equal(got, want)
+    got4 = jax.pmap(functools.partial(ak.average_k_pseudo_labels, k=k, axis_name="data"),
+                    axis_name="data")(s.reshape(4, 2, c), y.reshape(4, 2))
+    np.testing.assert_array_equal(np.asarray(got4).reshape(b, c), want)
+
+
+def test_selection_realistic_size_log_softmax():
+  # B = 512, C = 100 log-probabilities (continuous, few ties), rule B k = 2 and rule A k = 3.
+  rng = np.random.default_rng(3)
+  z = rng.standard_normal((512, 100)).astype(np.float32) * 2
+  logp = np.asarray(jax.nn.log_softmax(jnp.asarray(z)))
+  y = rng.integers(0, 100, 512).astype(np.int32)
+  for include_true, k in ((True, 2.0), (False, 3.0)):
+    want = np_lexsort_pseudo_labels(logp, y, _n_of(include_true, k, 512), include_true)
+    got = jax.jit(functools.partial(ak.average_k_pseudo_labels, k=k, include_true=include_true))(
+        logp, y)
+    np.testing.assert_array_equal(got, want)
+
+
+# ------------------------------------------------------------------------------------------------
 # two-head loss
 # ------------------------------------------------------------------------------------------------
 
