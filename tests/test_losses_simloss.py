@@ -441,3 +441,34 @@ def test_baselines_under_jit_with_traced_hyperparameters():
   np.testing.assert_allclose(a, sl.smoothed_targets(y, 5, alpha=0.1), rtol=1e-6)
   np.testing.assert_allclose(s, sl.sord_targets(y, 5, scale=2.0), rtol=1e-6)
   np.testing.assert_allclose(h, sl.hierarchical_targets(y, F2C, beta=1.0), rtol=1e-6)
+
+
+def test_validate_similarity_names_the_first_non_finite_entry():
+  """The message names the first NaN/inf entry (row-major) and its value, not the first finite
+  one. (Killed mutant: ``argwhere(~isfinite(s))`` -> ``argwhere(isfinite(s))``.)"""
+  s = np.eye(3)
+  s[1, 2], s[2, 0] = np.nan, np.inf
+  with pytest.raises(ValueError, match=r"must be finite, got similarity\[1, 2\] = nan"):
+    sl.validate_similarity(s)
+
+
+def test_embedding_similarity_of_one_class_and_of_one_dimension():
+  """One class gives [[1]]; 1-d embeddings are valid: cos is the sign product, so with
+  lower_bound 0 the classes on one side of 0 are similar (1) and the others 0 (hand numbers).
+  (Killed mutants: the shape check's ``< 1`` -> ``< 2`` on either axis.)"""
+  np.testing.assert_array_equal(sl.embedding_similarity(np.ones((1, 3)), lower_bound=0.5),
+                                [[1.0]])
+  s = sl.embedding_similarity(np.array([[1.0], [2.0], [-1.0]]), lower_bound=0.0)
+  np.testing.assert_allclose(s, [[1, 1, 0], [1, 1, 0], [0, 0, 1]], atol=1e-7)
+
+
+def test_embedding_similarity_never_exceeds_one():
+  """Parallel embeddings whose float64 cosine rounds to 1 + 2.2e-16, with a lower bound close to
+  1 that magnifies it to ~1 + 2e-7, still give exactly 1: the similarity is clipped to [0, 1].
+  (Killed mutant: ``clip(..., 0.0, 1.0)`` -> ``clip(..., 0.0, 2.0)``.)"""
+  v = np.array([0.9034701816518086, 0.09401229776087457, -0.7434992493538084])
+  u = v / np.linalg.norm(v)
+  w = 3 * v / np.linalg.norm(3 * v)
+  assert u @ w > 1.0          # the rounding this test is about (numpy float64)
+  s = sl.embedding_similarity(np.stack([v, 3 * v, -v]), lower_bound=1.0 - 1e-9)
+  assert s.max() == 1.0 and s[0, 1] == 1.0 and s[0, 2] == 0.0
