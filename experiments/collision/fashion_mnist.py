@@ -462,7 +462,7 @@ def section(res, record, md_path) -> str:
       "epochs of all 70,000 images), strong fairness, per-batch EM (tol 1e-5, at most 200 "
       "iterations), warmup a tenth of the steps. Seeds: (a) "
       f"{meta['seeds']} (learning rate tuned on {len(meta['tune_seeds'])}), (b) "
-      f"{meta['cluster_seeds']} (fewer than 5 to fit the budget).", "",
+      f"{meta['cluster_seeds']}{' (fewer than 5 to fit the budget)' if meta['cluster_seeds'] < 5 else ''}.", "",
       soft_table(res), cluster_table(res), verdicts(res),
       "![Fashion-MNIST part](fashion_mnist.png)", ""]
   return "\n".join(md) + provenance.footer(record, md_path)
