@@ -370,6 +370,7 @@ def test_block_size_choices():
   assert ak._divisors(12) == [1, 2, 3, 4, 6, 12]
   assert ak._divisors(16) == [1, 2, 4, 8, 16]
   assert ak._block_size(409600, 4096, 1, 100) == 10   # sqrt(100) = 10
+  assert ak._block_size(60, 1, 1, None) == 6    # 6 and 10 tie exactly around sqrt(60): the smaller
   assert ak._block_size(60, 4, 1, None) == 4    # sqrt(15) = 3.87: 4 (ratio 1.03), not 3 or 5 (1.29)
   assert ak._block_size(60, 7, 1, None) == 3    # sqrt(8.57) = 2.93: 3 (1.02), 2 (1.46), 4 (1.37)
   assert ak._block_size(60, 7, 1, 5) == 5       # rule B, C = 5: only 5 (10 > 60 / 7)
@@ -383,6 +384,22 @@ def test_block_size_choices():
   assert ak._block_size(64, 15, 1, None) == 2   # sqrt(4.27) = 2.07
   assert ak._block_size(36, 2, 1, None) == 4    # sqrt(18) = 4.24: 4 (1.06), 3 and 6 (1.41)
   assert ak._block_size(100, 20, 1, None) == 2  # sqrt(5) = 2.24: 2 (1.12), 4 (1.79), 5 (2.24)
+
+
+def _bisection_loops(include_true, k, b=32, c=50):
+  fn = functools.partial(ak.average_k_pseudo_labels, k=k, include_true=include_true)
+  jaxpr = jax.make_jaxpr(fn)(np.zeros((b, c), np.float32), np.zeros(b, np.int32)).jaxpr
+  return sum(e.primitive.name in ("scan", "while") for e in jaxpr.eqns)
+
+
+def test_selection_levels_of_the_block_pre_selection():
+  # One bisection per level and one on the final candidates: B C = 1600, rule B n = 8 takes blocks
+  # of 10, then of 4 or 5 and of 2 on the maxima (4 bisections); rule A n = 16 blocks of 10 and 4
+  # (3); n = 960 > 1600 / 4 none (1); k = 1 with rule B none at all (the labels only).
+  assert _bisection_loops(True, 1.25) == 4
+  assert _bisection_loops(False, 0.5) == 3
+  assert _bisection_loops(False, 30.0) == 1
+  assert _bisection_loops(True, 1.0) == 0
 
 
 def _topk_reference(scores, labels, n, include_true):
