@@ -699,3 +699,55 @@ def test_mi_loss_refuses_a_negative_marginal_weight():
       C.mutual_information_loss(z, marginal_weight=bad)
   np.testing.assert_allclose(C.mutual_information_loss(z, marginal_weight=0.0),
                              np_mi_loss(z, 0.0), rtol=1e-5)
+
+
+def _skewed_probs(seed=3, n=40):
+  """Two classes, most rows confident in class 0: the optimum's marginal is far from uniform,
+  where strong (KL(u || ybar)) and classic (KL(ybar || u)) fairness pull differently (near the
+  uniform marginal their gradients agree up to a constant, so balanced problems cannot tell them
+  apart)."""
+  rng = np.random.default_rng(seed)
+  z = np.stack([rng.normal(2.0, 1.0, n), rng.normal(0.0, 1.0, n)], 1)
+  return np_softmax(z).astype(np.float32)
+
+
+def test_pgd_follows_its_fairness_on_a_skewed_problem():
+  """PGD with strong fairness reaches the strong optimum (numpy EM, 20k iterations) and with
+  classic fairness the classic EM's optimum, each to 1e-5 of its own objective; the two optima
+  differ (marginals 0.84 vs 0.89 at lambda 0.3), so a PGD that used the other term's gradient
+  fails. (Killed mutants: ``fairness == "strong"`` -> ``!=`` / ``not ==`` in ``_pgd``.)"""
+  sigma, lam = _skewed_probs(), 0.3
+  y_ref = np_em_strong(sigma, lam, 20000)
+  f_ref = np_objective(sigma, y_ref, lam)
+  y, _ = C.pgd_pseudo_labels(sigma, fairness_weight=lam, step_size=0.5, tol=1e-9, max_iter=5000)
+  assert abs(np_objective(sigma, y, lam) - f_ref) / abs(f_ref) < 1e-5
+  y_c, _ = C.pgd_pseudo_labels(sigma, fairness_weight=lam, fairness="classic", step_size=0.5,
+                               tol=1e-9, max_iter=5000)
+  y_em, _ = C.collision_pseudo_labels(sigma, fairness_weight=lam, fairness="classic", tol=1e-9,
+                                      max_iter=5000)
+  f_c = np_objective(sigma, y_em, lam, fairness="classic")
+  assert abs(np_objective(sigma, y_c, lam, fairness="classic") - f_c) / abs(f_c) < 1e-5
+  assert abs(np.asarray(y_c).mean(0)[0] - y_ref.mean(0)[0]) > 0.02   # the two optima differ
+
+
+def test_mutual_information_loss_with_an_empty_cluster():
+  """A class whose softmax underflows to exactly 0 in every row (logit -200): the loss is 0 (hand:
+  every row is one-hot, the marginal [1, 0] has entropy 0) and its gradient is finite. (Killed
+  mutants: the marginal's ``0 log 0`` term set to -1 instead of 0, and the inner guard
+  ``marginal > 0`` -> ``> -1``, whose log(0) makes the gradient NaN.)"""
+  z = jnp.array([[0.0, -200.0], [0.0, -200.0], [0.0, -200.0]])
+  assert float(C.mutual_information_loss(z)) == 0.0
+  g = jax.jit(jax.grad(C.mutual_information_loss))(z)
+  assert np.all(np.isfinite(np.asarray(g)))
+
+
+def test_shannon_bisection_steps_must_be_a_python_int():
+  """A bool or a float count is refused (the check is ``not int or bool``). (Killed mutant:
+  ``or`` -> ``and``, which let both through.)"""
+  p = random_probs(5, 8, 3)
+  for bad in (True, 3.0):
+    with pytest.raises(ValueError, match=r"`bisection_steps` must be a Python int >= 1, got "
+                                         + repr(bad)):
+      C.shannon_pseudo_labels(p, bisection_steps=bad)
+  y, _ = C.shannon_pseudo_labels(p, bisection_steps=np.int64(3))
+  np.testing.assert_allclose(np.asarray(y).sum(1), 1.0, atol=1e-5)
