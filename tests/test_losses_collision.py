@@ -751,3 +751,29 @@ def test_shannon_bisection_steps_must_be_a_python_int():
       C.shannon_pseudo_labels(p, bisection_steps=bad)
   y, _ = C.shannon_pseudo_labels(p, bisection_steps=np.int64(3))
   np.testing.assert_allclose(np.asarray(y).sum(1), 1.0, atol=1e-5)
+
+
+def test_classic_fairness_of_an_empty_cluster_counts_0_log_0_as_0():
+  """Every pseudo-label one-hot on class 0 of K = 2: classic fairness is KL(ybar || u) with
+  ybar = [1, 0]: 1 log 1 + 0 log 0 + log 2 = log 2 (hand, 0 log 0 = 0); the collision term is
+  -mean log sigma_i0. (Killed mutant: the empty cluster's term -1 instead of 0.)"""
+  sigma = np.array([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7]], np.float32)
+  y = np.array([[1.0, 0.0]] * 3, np.float32)
+  want = -np.mean(np.log(sigma[:, 0].astype(np.float64))) + np.log(2.0)
+  got = C.self_labeling_objective(sigma, y, fairness="classic", fairness_weight=1.0)
+  np.testing.assert_allclose(float(got), want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("solver", [C.collision_pseudo_labels, C.shannon_pseudo_labels])
+def test_a_mask_that_keeps_one_row_solves_that_row(solver):
+  """``where`` keeping exactly one row: that row's pseudo-label is the solver's answer on the row
+  alone (not the start point sigma, which is only returned when no row is kept), and the
+  iteration count is the same. (Killed mutant: ``kept > 0`` -> ``kept > 1`` in
+  ``_or_start_point``.)"""
+  sigma = random_probs(7, 6, 4)
+  where = np.array([False, False, True, False, False, False])
+  y, n = solver(sigma, fairness_weight=1.0, where=where)
+  y1, n1 = solver(sigma[2:3], fairness_weight=1.0)
+  np.testing.assert_allclose(np.asarray(y)[2], np.asarray(y1)[0], atol=1e-6)
+  assert int(n) == int(n1) > 0
+  assert np.abs(np.asarray(y1)[0] - sigma[2]).max() > 1e-2   # the solver moved it
