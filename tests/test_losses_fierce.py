@@ -521,3 +521,17 @@ def test_convex_max_entropy_must_be_finite_and_non_negative():
       fierce_objective(ce, h, lam=1.0, form="convex", max_entropy=bad)
   np.testing.assert_allclose(fierce_objective(ce, h, lam=1.0, form="convex", max_entropy=0.0),
                              np.full(4, 0.5 * 1.0 + 0.5 * (0.0 - 1.0)))
+
+
+def test_koleo_gradient_finite_at_exact_duplicates():
+  """Rows whose normalized dot product is exactly 1 (axis-aligned duplicates: the nearest squared
+  distance is exactly 0, which the random duplicates above only approach through rounding): the
+  value is the hand number and the gradient is finite. (Killed mutant: the sqrt's inner guard
+  ``where(pos, nn2, 1.0)`` -> ``0.0``, whose sqrt'(0) = inf made the gradient NaN.)"""
+  f = jnp.array([[2.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0]])
+  # nearest distances: 0, 0 (the duplicates, left at log(0 + eps)), sqrt(2), sqrt(2)
+  eps = 1e-8
+  want = (2 * math.log(eps) + 2 * math.log(math.sqrt(2) + eps)) / 4
+  assert float(koleo_entropy(f)) == pytest.approx(want, rel=1e-6)
+  g = jax.jit(jax.grad(koleo_entropy))(f)
+  assert np.all(np.isfinite(np.asarray(g)))
