@@ -526,8 +526,9 @@ def test_convex_max_entropy_must_be_finite_and_non_negative():
 def test_koleo_gradient_finite_at_exact_duplicates():
   """Rows whose normalized dot product is exactly 1 (axis-aligned duplicates: the nearest squared
   distance is exactly 0, which the random duplicates above only approach through rounding): the
-  value is the hand number and the gradient is finite. (Killed mutant: the sqrt's inner guard
-  ``where(pos, nn2, 1.0)`` -> ``0.0``, whose sqrt'(0) = inf made the gradient NaN.)"""
+  value is the hand number and the gradient is finite. (The sqrt's inner guard's constant,
+  ``where(pos, nn2, 1.0)`` -> ``0.0``, is an equivalent mutant: the inner ``where`` already drops
+  the unselected branch's cotangent, so this test passes with it too.)"""
   f = jnp.array([[2.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0]])
   # nearest distances: 0, 0 (the duplicates, left at log(0 + eps)), sqrt(2), sqrt(2)
   eps = 1e-8
