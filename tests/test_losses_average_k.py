@@ -425,15 +425,16 @@ def _bits(*words):
 
 def test_order_keys_follow_top_k_total_order():
   # ascending in top_k's order: sign-bit NaNs (all ones, then the x86 default NaN), -inf, -1,
-  # the smallest negative subnormal, -0.0, +0.0, the smallest subnormal, 1, +inf, NaN, NaN payload
+  # the smallest negative subnormal, -0.0, +0.0, the smallest subnormal, 1, +inf, NaN, NaN payloads
+  # up to the all-ones one below the sign bit (the largest key)
   x = _bits(0xFFFFFFFF, 0xFFC00000, 0xFF800000, 0xBF800000, 0x80000001, 0x80000000,
-            0x00000000, 0x00000001, 0x3F800000, 0x7F800000, 0x7FC00000, 0x7FC00001)
+            0x00000000, 0x00000001, 0x3F800000, 0x7F800000, 0x7FC00000, 0x7FC00001, 0x7FFFFFFF)
   keys = np.asarray(ak._order_keys(jnp.asarray(x)))
   assert keys.dtype == np.uint32
   assert np.all(np.diff(keys.astype(np.int64)) > 0)
   # by hand: negative -> inverted bits, non-negative -> sign bit set
   assert keys[0] == 0 and keys[1] == 0x003FFFFF and keys[5] == 0x7FFFFFFF
-  assert keys[6] == 0x80000000 and keys[-1] == 0xFFC00001
+  assert keys[6] == 0x80000000 and keys[-2] == 0xFFC00001 and keys[-1] == 0xFFFFFFFF
   _, idx = jax.lax.top_k(jnp.asarray(x), x.size)
   np.testing.assert_array_equal(np.asarray(idx), np.arange(x.size)[::-1])
 
@@ -444,7 +445,7 @@ def test_selection_nan_signed_zero_order_equals_top_k(include_true):
   # all-ones NaN (the lowest key, the same key as the masked-out labels of rule B).
   rng = np.random.default_rng(5)
   pool = _bits(0xFFFFFFFF, 0xFFC00000, 0xFF800000, 0xBF800000, 0x80000001, 0x80000000,
-               0x00000000, 0x00000001, 0x3F800000, 0x7F800000, 0x7FC00000)
+               0x00000000, 0x00000001, 0x3F800000, 0x7F800000, 0x7FC00000, 0x7FFFFFFF)
   b, c = 16, 12
   s = pool[rng.integers(0, pool.size, size=(b, c))]
   y = rng.integers(0, c, size=b).astype(np.int32)
