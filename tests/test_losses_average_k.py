@@ -376,6 +376,7 @@ def test_block_size_choices():
   assert ak._block_size(60, 7, 1, 5) == 5       # rule B, C = 5: only 5 (10 > 60 / 7)
   assert ak._block_size(60, 7, 1, 4) == 4       # divisors of the row: 2 (1.46), 4 (1.37)
   assert ak._block_size(60, 7, 1, 3) == 3       # 3 or its multiple 6 (2.05)
+  assert ak._block_size(60, 13, 1, 5) is None   # rule B, C = 5: 5 would give 12 < n = 13 blocks
   assert ak._block_size(40, 10, 1, None) == 2   # 4 n = 40 = length: allowed; sqrt(4) = 2
   assert ak._block_size(39, 10, 1, None) is None
   assert ak._block_size(10, 10, 4, None) == 2   # 40 entries on 4 devices: 2 (5 gives 8 < n blocks)
@@ -633,6 +634,11 @@ def test_expected_positive_regularizer_numpy_grads_where():
   where = np.array([1, 1, 0, 1, 0, 0, 1, 1], bool)
   np.testing.assert_allclose(ak.expected_positive_regularizer(zm, k=2.0, where=where),
                              np_epr(zm, 2.0, where), rtol=1e-5)
+  # found by mutation testing: one unmasked row is its own mean (the count floor 1 is not 2)
+  one = np.zeros(8, bool)
+  one[3] = True
+  np.testing.assert_allclose(ak.expected_positive_regularizer(zm, k=2.0, where=one),
+                             np_epr(zm, 2.0, one), rtol=1e-5)
   with pytest.raises(ValueError, match="k"):
     ak.expected_positive_regularizer(zm, k=0.0)
   with pytest.raises(ValueError, match="multilabel_logits"):
