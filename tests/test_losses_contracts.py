@@ -58,6 +58,16 @@ def test_keyword_only_hyperparameters_refuse_positions():
   with pytest.raises(TypeError):
     losses.rrr_penalty(g, m, np.array([True, False]))
   np.testing.assert_allclose(losses.rrr_penalty(g, m, where=np.array([True, False])), [4.0, 0.0])
+  # gradmask_penalty: |-2| outside the mask; actdiff_penalty: the 3-4-5 distance (hand numbers)
+  with pytest.raises(TypeError):
+    losses.gradmask_penalty(g, m, np.array([True, False]))
+  np.testing.assert_allclose(losses.gradmask_penalty(g, m, where=np.array([True, False])),
+                             [2.0, 0.0])
+  h, h2 = np.array([[3.0, 0.0], [1.0, 1.0]]), np.array([[0.0, 4.0], [1.0, 1.0]])
+  with pytest.raises(TypeError):
+    losses.actdiff_penalty(h, h2, np.array([True, True]))
+  np.testing.assert_allclose(losses.actdiff_penalty(h, h2, where=np.array([True, True])),
+                             [5.0, 0.0])
   # reduce_masked_penalty: (2 + 4) / 2 over the masked examples; the sum is 6
   pen, w = np.array([2.0, 4.0, 9.0]), np.array([1.0, 1.0, 0.0])
   with pytest.raises(TypeError):
