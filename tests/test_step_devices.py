@@ -180,6 +180,9 @@ def test_nan_policy_skip_keeps_the_state_but_counts_the_step(nan_policy):
   assert not np.allclose(after_good.params["w"], 1.0)
   if nan_policy == "skip":
     assert (float(m_good["skipped"]), float(m_bad["skipped"])) == (0.0, 1.0)
+    # the running count in the state and its metric (killed mutant: counting the finite steps)
+    assert (int(after_good.skipped), int(after_bad.skipped)) == (0, 1)
+    assert (float(m_good["skipped_steps"]), float(m_bad["skipped_steps"])) == (0.0, 1.0)
     np.testing.assert_array_equal(after_bad.params["w"], after_good.params["w"])
   else:
     assert "skipped" not in m_bad and np.isnan(float(m_bad["loss"]))
@@ -280,3 +283,16 @@ def test_make_train_step_options_are_keyword_only():
   with pytest.raises(TypeError):
     make_train_step(_LeastSquares({}), None, tx, None)
   assert callable(make_train_step(method=_LeastSquares({}), apply_fn=None, tx=tx, axis_name=None))
+
+
+@pytest.mark.parametrize("mode", ["jit", "shard_map", "pmap"])
+def test_gathers_in_step_and_pmap_through_jit_by_process_count(mode, monkeypatch):
+  """In one process every mode gathers its batch inside the step and pmap compiles through jit;
+  with several processes pmap is ``jax.pmap`` and cannot (both are properties, read as bools).
+  (Killed mutant: ``@property`` removed from ``gathers_in_step``, a bound method always truthy.)"""
+  par = Parallel(mode, jax.devices()[:NUM_DEVICES])
+  assert par.gathers_in_step is True
+  assert par.pmap_through_jit is (mode == "pmap")
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  assert par.gathers_in_step is (mode != "pmap")
+  assert par.pmap_through_jit is False
