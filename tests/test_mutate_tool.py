@@ -123,3 +123,38 @@ def test_targets_exist():
   for module, tests in mutate.TARGETS.items():
     assert os.path.isfile(os.path.join(root, module)), module
     assert tests and all(os.path.isfile(os.path.join(root, t)) for t in tests), (module, tests)
+
+
+def test_coverage_maps_are_kept_until_an_imported_source_changes(tmp_path):
+  """A test file's coverage map records the sources it imported (under the scratch root, with
+  their sha1); it is reused while they are unchanged and rerun when one changes or vanishes, or
+  when the map predates ``deps``. Files outside the root, in a virtualenv inside it and non-Python modules are not deps."""
+  import hashlib
+  import types
+  root = tmp_path / "src"
+  (root / "pkg").mkdir(parents=True)
+  (root / "pkg" / "a.py").write_text("x = 1\n")
+  (root / "tests").mkdir()
+  (root / "tests" / "test_a.py").write_text("def test(): pass\n")
+  (tmp_path / "outside.py").write_text("y = 2\n")
+  (root / "pkg" / "ext.so").write_bytes(b"\0")
+  (root / ".venv" / "lib" / "site-packages").mkdir(parents=True)
+  (root / ".venv" / "lib" / "site-packages" / "dep.py").write_text("z = 3\n")
+  mods = [types.SimpleNamespace(__file__=str(root / "pkg" / "a.py")),
+          types.SimpleNamespace(__file__=str(root / "tests" / "test_a.py")),
+          types.SimpleNamespace(__file__=str(tmp_path / "outside.py")),
+          types.SimpleNamespace(__file__=str(root / "pkg" / "ext.so")),
+          types.SimpleNamespace(__file__=str(root / ".venv" / "lib" / "site-packages" / "dep.py")),
+          types.SimpleNamespace(__file__=None), types.SimpleNamespace()]
+  deps = mutate.imported_sources(root, mods)
+  assert deps == {"pkg/a.py": hashlib.sha1(b"x = 1\n").hexdigest(),
+                  "tests/test_a.py": hashlib.sha1(b"def test(): pass\n").hexdigest()}
+  data = {"tests": [], "modules": {}, "deps": deps}
+  assert mutate.map_is_current(data, root)
+  (root / "tests" / "test_a.py").write_text("def test(): assert True\n")
+  assert not mutate.map_is_current(data, root)          # the test file changed
+  data["deps"] = mutate.imported_sources(root, mods)
+  assert mutate.map_is_current(data, root)
+  (root / "pkg" / "a.py").unlink()
+  assert not mutate.map_is_current(data, root)          # an imported source is gone
+  assert not mutate.map_is_current({"tests": [], "modules": {}}, root)   # a map without deps

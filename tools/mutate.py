@@ -136,9 +136,41 @@ def make_scratch(workdir: Path) -> Path:
 
 # ------------------------------------------------------------------ coverage map (runs in the scratch)
 
+def _sha1(path: Path) -> str:
+  return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def imported_sources(root: Path, modules) -> Dict[str, str]:
+  """``{path relative to root: sha1}`` of the ``.py`` files under ``root`` among ``modules``
+  (``sys.modules`` after a test file ran: every source it could have executed)."""
+  root = root.resolve()
+  out = {}
+  for m in list(modules):
+    f = getattr(m, "__file__", None)
+    if not f or not f.endswith(".py"):
+      continue
+    path = Path(f).resolve()
+    if (path.is_relative_to(root) and path.is_file()
+        and not any(p.startswith(".") or p == "site-packages"
+                    for p in path.relative_to(root).parts)):  # a virtualenv inside the checkout
+      out[str(path.relative_to(root))] = _sha1(path)
+  return dict(sorted(out.items()))
+
+
+def map_is_current(data: dict, src: Path) -> bool:
+  """Whether a stored coverage map still holds: every source its test file imported (``deps``,
+  the test file itself and conftest included) has the same content in ``src`` now."""
+  deps = data.get("deps")
+  if not deps:
+    return False
+  return all((src / rel).is_file() and _sha1(src / rel) == sha for rel, sha in deps.items())
+
+
 def coverage_map(test_file: str, out: str) -> int:
   """Runs ``test_file`` under coverage of every target module, one context per test; writes
-  ``{"tests": [node ids in run order], "modules": {module: {line: [node ids]}}}``."""
+  ``{"tests": [node ids in run order], "modules": {module: {line: [node ids]}}, "deps": {source:
+  sha1}}`` (``deps``: the sources under the working directory it imported, for
+  :func:`map_is_current`)."""
   import coverage
   import pytest
 
@@ -164,21 +196,25 @@ def coverage_map(test_file: str, out: str) -> int:
   modules = {m: {str(k): sorted(c for c in v if c)
                  for k, v in data.contexts_by_lineno(os.path.abspath(m)).items()}
              for m in TARGETS}
-  Path(out).write_text(json.dumps({"tests": order, "modules": modules}))
+  deps = imported_sources(Path.cwd(), [m for name, m in sys.modules.items()
+                                       if name not in ("__main__", "__mp_main__")])  # this script
+  deps[test_file] = _sha1(Path(test_file))
+  Path(out).write_text(json.dumps({"tests": order, "modules": modules, "deps": deps}))
   return int(code)
 
 
 def module_map(module: str, src: Path, workdir: Path, log) -> tuple:
-  """The coverage map of ``module`` over its test files (each test file is run once under
-  coverage per source state, and that run is the baseline); returns (map, baseline seconds)."""
-  tree = hashlib.sha1()
-  for f in sorted(src.rglob("*.py")):
-    tree.update(f.read_bytes())
+  """The coverage map of ``module`` over its test files; returns (map, baseline seconds).
+
+  Each test file is run once under coverage (that run is the baseline), and its map is kept until
+  one of the sources it imported changes (:func:`map_is_current`): a change to one test file or
+  one module reruns only the test files that import it.
+  """
   merged, seconds = {"tests": [], "lines": {}}, 0.0
   for test_file in TARGETS[module]:
-    out = workdir / "coverage" / f"{_slug(test_file)}.{tree.hexdigest()[:12]}.json"
+    out = workdir / "coverage" / f"{_slug(test_file)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not out.exists():
+    if not (out.exists() and map_is_current(json.loads(out.read_text()), src)):
       log(f"[{module}] baseline + coverage map: {test_file}")
       t0 = time.time()
       code = subprocess.run([sys.executable, str(src / "tools" / "mutate.py"), "map", test_file,
