@@ -231,6 +231,14 @@ def test_run_schedule_throughput_summary_and_progress(tmp_path, monkeypatch):
 
 
 def test_preemption_stops_at_that_step(tmp_path, monkeypatch):
+  """A preempted run saves its step, writes no results and closes its checkpointer (which waits
+  for the save to finish). (Killed mutant: ``checkpointer is not None`` -> ``is None`` before the
+  close.)"""
+  from labelwise.train import checkpoint as checkpoint_lib
+  closed = []
+  close = checkpoint_lib.Checkpointer.close
+  monkeypatch.setattr(checkpoint_lib.Checkpointer, "close",
+                      lambda self: (closed.append(self), close(self))[1])
   monkeypatch.setattr(preemption.PreemptionGuard, "should_stop", lambda self, step: step >= 2)
   monkeypatch.setattr(tqdm_module, "tqdm", _Bar)
   _Bar.instances.clear()
@@ -238,6 +246,7 @@ def test_preemption_stops_at_that_step(tmp_path, monkeypatch):
   assert _Bar.instances == []  # progress_bar=False: no bar, even on the writer
   assert results["step"] == 2 and results["preempted"] is True
   assert _checkpoints(tmp_path) == [2]
+  assert len(closed) == 1
   assert not (tmp_path / "results.json").exists()
 
 
@@ -307,3 +316,41 @@ def test_forward_flops_reads_the_cost_estimate(monkeypatch, cost, expected):
                              config=types.SimpleNamespace(batch_size=8))
   state = types.SimpleNamespace(params={"w": np.ones((4, 2), np.float32)}, model_state={})
   assert trainer.Trainer.forward_flops(me, state) == expected
+
+
+def test_host_context_first_batch_is_the_replicas_own(tmp_path):
+  """``host_context(...).first_batch()`` is step 0's training batch: the whole ``[R, B, ...]``
+  batch for the run's view and replica r's ``[B, ...]`` slice for replica r (a sweep's
+  ``host_update`` runs per replica). (Killed mutant: the two branches swapped.)"""
+  from labelwise.train import replicas as replicas_lib
+  config = _cfg()
+  config.sweep = "seed=0,1"
+  t = trainer.Trainer(config, str(tmp_path))
+  dstate = t.parallel.put_state(t.initial_state())
+  whole = t.host_batch(0)
+  got = t.host_context(0, dstate).first_batch()
+  assert got.keys() == whole.keys()
+  for k in whole:
+    np.testing.assert_array_equal(got[k], whole[k])
+  for r in (0, 1):
+    mine = t.host_context(0, dstate, replica=r).first_batch()
+    for k in whole:
+      assert mine[k].shape == whole[k].shape[1:]
+      np.testing.assert_array_equal(mine[k], replicas_lib.take(whole, r)[k])
+  assert not np.array_equal(replicas_lib.take(whole, 0)["input"],
+                            replicas_lib.take(whole, 1)["input"])  # each seed its own order
+
+
+@pytest.mark.parametrize("dtype, ok", [(None, True), ("float32", True), ("bfloat16", True),
+                                       ("float8", False), ("", True)])
+def test_dtype_is_checked_and_defaults_to_float32(dtype, ok):
+  """``config.dtype`` must name a known compute dtype; an empty value means float32. (Killed
+  mutant: ``dtype or "float32"`` -> ``and``, which accepted any dtype.)"""
+  config = _cfg()
+  config.dtype = dtype
+  if ok:
+    trainer.validate_config(config)
+  else:
+    with pytest.raises(ValueError, match=r"`dtype` \(the model compute dtype\) must be one of "
+                                         r"\['float32', 'bfloat16'\], got 'float8'"):
+      trainer.validate_config(config)
