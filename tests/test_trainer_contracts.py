@@ -354,3 +354,13 @@ def test_dtype_is_checked_and_defaults_to_float32(dtype, ok):
     with pytest.raises(ValueError, match=r"`dtype` \(the model compute dtype\) must be one of "
                                          r"\['float32', 'bfloat16'\], got 'float8'"):
       trainer.validate_config(config)
+
+
+def test_unknown_evaluator_is_refused_before_training():
+  """``validate_config`` looks every evaluator name up, so a typo fails before any step runs, with
+  the known names. (Killed mutant: the loop over ``config.evaluators`` made to run zero times.)"""
+  config = _cfg(evaluators=("classification", "no_such_evaluator"))
+  with pytest.raises(ValueError, match=r"Unknown evaluator 'no_such_evaluator'; known evaluators: "
+                                       r"\[.*'classification'"):
+    trainer.validate_config(config)
+  trainer.validate_config(_cfg(evaluators=("classification",)))
