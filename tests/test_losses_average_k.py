@@ -216,6 +216,7 @@ def test_num_pseudo_positives_counts():
   assert ak.num_pseudo_positives(1.5, 10, 4) == 5
   assert ak.num_pseudo_positives(1.25, 2, 4) == 1  # 0.5 rounds half-up
   assert ak.num_pseudo_positives(2.0, 10, 4, include_true=False) == 20
+  assert ak.num_pseudo_positives(0.1, 10, 4, include_true=False) == 1  # rounds to 1: allowed
   assert ak.num_pseudo_positives(4.0, 3, 4) == 9  # every candidate
   with pytest.raises(ValueError, match="not reachable"):
     ak.num_pseudo_positives(0.99, 10, 4)
@@ -593,6 +594,13 @@ def test_two_head_errors():
     ak.two_head_loss(zs, zm, y, k=6.0)
   with pytest.raises(TypeError, match="multilabel_logits"):
     ak.two_head_loss(zs, zm.astype(np.int32), y, k=2.0)
+  # found by mutation testing: the hyperparameters are keyword-only, the default weight is 1
+  with pytest.raises(TypeError):
+    ak.two_head_loss(zs, zm, y, 2.0)
+  np.testing.assert_array_equal(ak.two_head_loss(zs, zm, y, k=2.0),
+                                ak.two_head_loss(zs, zm, y, k=2.0, weight=1.0))
+  np.testing.assert_allclose(ak.two_head_loss(zs, zm, y, k=2.0), np_two_head(zs, zm, y, 2.0, 1.0),
+                             rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------
