@@ -217,6 +217,9 @@ def test_num_pseudo_positives_counts():
   assert ak.num_pseudo_positives(1.25, 2, 4) == 1  # 0.5 rounds half-up
   assert ak.num_pseudo_positives(2.0, 10, 4, include_true=False) == 20
   assert ak.num_pseudo_positives(0.1, 10, 4, include_true=False) == 1  # rounds to 1: allowed
+  with pytest.raises(ValueError, match=r"`k`=0.04 with a batch of 10 gives k\*B = 0.4, which "
+                                       r"rounds to 0"):
+    ak.num_pseudo_positives(0.04, 10, 4, include_true=False)
   assert ak.num_pseudo_positives(4.0, 3, 4) == 9  # every candidate
   with pytest.raises(ValueError, match="not reachable"):
     ak.num_pseudo_positives(0.99, 10, 4)
@@ -625,6 +628,8 @@ def test_assume_negative_matches_optax_and_grads():
                                                         jnp.array([0])))).all()
   with pytest.raises(ValueError, match="labels"):
     ak.assume_negative_loss(zm, y[:2])
+  with pytest.raises(TypeError):  # found by mutation testing: `where` is keyword-only
+    ak.assume_negative_loss(zm, y, None)
 
 
 def test_expected_positive_regularizer_numpy_grads_where():
@@ -649,6 +654,8 @@ def test_expected_positive_regularizer_numpy_grads_where():
                              np_epr(zm, 2.0, one), rtol=1e-5)
   with pytest.raises(ValueError, match="k"):
     ak.expected_positive_regularizer(zm, k=0.0)
+  with pytest.raises(TypeError):  # found by mutation testing: `k` is keyword-only
+    ak.expected_positive_regularizer(zm, 2.0)
   with pytest.raises(ValueError, match="multilabel_logits"):
     ak.expected_positive_regularizer(zm[0], k=1.0)
 
