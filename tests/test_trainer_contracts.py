@@ -364,3 +364,22 @@ def test_unknown_evaluator_is_refused_before_training():
                                        r"\[.*'classification'"):
     trainer.validate_config(config)
   trainer.validate_config(_cfg(evaluators=("classification",)))
+
+
+def test_a_run_resumed_at_its_end_reports_the_last_logged_loss_and_sorted_results(tmp_path):
+  """A run that saved its final checkpoint but not its results (e.g. killed during the final
+  evaluation) resumes with no step left: its results carry the last logged training loss (step
+  4's, not step 2's), and results.json lists its keys sorted (diff-friendly across runs).
+  (Killed mutants: ``logged[-1]`` -> ``logged[-2]``, ``sort_keys=True`` -> ``False``.)"""
+  import json
+  first = trainer.Trainer(_cfg(), str(tmp_path)).run()
+  logged = [m for m in read_metrics(str(tmp_path)) if "train/loss" in m]
+  assert [m["step"] for m in logged] == [2, 4] and logged[0]["train/loss"] != logged[1]["train/loss"]
+  assert first["train/loss"] == pytest.approx(logged[-1]["train/loss"])
+  text = (tmp_path / "results.json").read_text()
+  keys = list(json.loads(text, object_pairs_hook=lambda kv: [k for k, _ in kv]))
+  assert keys == sorted(keys) and "train/loss" in keys
+  (tmp_path / "results.json").unlink()
+  again = trainer.Trainer(_cfg(), str(tmp_path)).run()
+  assert again["step"] == 4
+  assert again["train/loss"] == pytest.approx(logged[-1]["train/loss"])
