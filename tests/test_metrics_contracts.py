@@ -219,3 +219,14 @@ def test_evaluator_without_a_posterior_has_no_oracle_and_no_ambiguity():
   assert out and all(key.startswith("avgk/softmax/K2/") for key in out)
   assert not any(key.endswith(("regret", "ambiguous_accuracy", "expected_accuracy")) for key in out)
   assert "avgk/softmax/K2/top_k_accuracy" in out and "avgk/softmax/K2/tail_accuracy" in out
+
+
+def test_one_example_without_a_batch_axis():
+  """Logits ``[C]`` with a scalar label are one example (the class axis is all that is needed):
+  accuracy 1 / 0 and the cross-entropy by hand. (Killed mutant: the class-axis check ``< 1`` ->
+  ``< 2``, which refused 1-D logits.)"""
+  z = jnp.array([0.0, np.log(3.0)])
+  assert float(metrics.accuracy(z, jnp.array(1))) == 1.0
+  assert float(metrics.accuracy(z, jnp.array(0))) == 0.0
+  np.testing.assert_allclose(float(metrics.cross_entropy(z, jnp.array(1))), np.log(4.0 / 3.0),
+                             rtol=1e-6)
