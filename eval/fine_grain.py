@@ -36,7 +36,8 @@ from labelwise.eval.context import EvalContext
 # ---------------------------------------------------------------- k-NN
 
 def _normalize_np(x):
-  x = np.asarray(x, np.float32).reshape(len(x), -1)
+  x = np.asarray(x, np.float32)
+  x = x.reshape(len(x), int(np.prod(x.shape[1:])))  # (not -1: an empty set keeps its features)
   n = np.linalg.norm(x, axis=1, keepdims=True)
   return x / np.maximum(n, 1e-12)
 

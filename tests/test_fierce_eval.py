@@ -197,3 +197,69 @@ def test_spearman_of_constants_is_nan_without_warnings():
     assert np.isnan(fine_grain.spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
     assert np.isnan(fine_grain.spearman([1.0, 2.0, 3.0], [2.0, 2.0, 2.0]))
     assert np.isnan(fine_grain.spearman([1.0], [2.0]))
+
+
+# --- survivors of the clean-clone `make mutate` (0.2 sample) --------------------------------------
+
+def _fan(labels):
+  """2-D training features at angles 0.1, 0.2, ... from the query (1, 0): neighbour i is the i-th
+  nearest by cosine; labels in that order."""
+  ang = 0.1 * np.arange(1, len(labels) + 1)
+  return np.stack([np.cos(ang), np.sin(ang)], 1).astype(np.float32), np.asarray(labels)
+
+
+def test_knn_default_k_is_5_and_k_is_keyword_only():
+  """Neighbours by distance vote 1, 1, 1, 0, 0, 0: 5 of them vote 1, 6 tie 3-3 and the tie goes to
+  the smaller class 0 (hand), so the default (5) is seen; ``k`` is keyword-only. (Killed mutants:
+  the default 5 -> 6, ``*`` -> ``/``.)"""
+  x, y = _fan([1, 1, 1, 0, 0, 0])
+  q = np.array([[1.0, 0.0]], np.float32)
+  assert fine_grain.knn_predict(x, y, q).tolist() == [1]
+  assert fine_grain.knn_predict(x, y, q, k=6).tolist() == [0]
+  with pytest.raises(TypeError):
+    fine_grain.knn_predict(x, y, q, 5)
+
+
+def test_knn_of_no_queries_and_the_feature_count_message():
+  """No test rows: an empty prediction (it failed before in the normalization's
+  ``reshape(0, -1)``); a test set with another feature count is refused naming both counts. (Killed mutants: the empty result's shape (0,) -> (1,), the message's
+  ``xte.shape[1]`` -> ``shape[0]``.)"""
+  x, y = _fan([0, 1, 0])
+  out = fine_grain.knn_predict(x, y, np.zeros((0, 2), np.float32), k=1)
+  assert out.shape == (0,)
+  with pytest.raises(ValueError, match=r"`test_x` must have 2 features \(as `train_x`\), got 5\."):
+    fine_grain.knn_predict(x, y, np.ones((3, 5), np.float32), k=1)
+
+
+def test_standardize_by_hand():
+  """Both sides use the training mean and std: train [0, 2, 4] -> [-1.22, 0, 1.22]
+  (std sqrt(8/3)), test [6] -> 3 / sqrt(8/3); a constant feature stays 0. (Killed mutant: the
+  training side multiplied by the std.)"""
+  tr, te = fine_grain.standardize(np.array([[0.0, 1.0], [2.0, 1.0], [4.0, 1.0]]),
+                                  np.array([[6.0, 1.0]]))
+  s = np.sqrt(8.0 / 3.0)
+  np.testing.assert_allclose(tr, [[-2 / s, 0], [0, 0], [2 / s, 0]], rtol=1e-12)
+  np.testing.assert_allclose(te, [[4 / s, 0]], rtol=1e-12)
+
+
+def test_spearman_of_two_points():
+  """Two distinct points are perfectly rank-correlated (+1 or -1), not undefined. (Killed mutant:
+  ``len(x) < 2`` -> ``<= 2``.)"""
+  assert fine_grain.spearman([1.0, 2.0], [3.0, 5.0]) == pytest.approx(1.0)
+  assert fine_grain.spearman([1.0, 2.0], [5.0, 3.0]) == pytest.approx(-1.0)
+  assert np.isnan(fine_grain.spearman([1.0], [2.0]))
+
+
+def test_ridge_probe_accuracy_default_l2_is_1e_3():
+  """8 training points of class 0 at x = 0 and 2 of class 1 at x = 1, the test point at x = 0.6:
+  with l2 = 1e-3 the ridge fit interpolates (class-1 score 0.6, hand) and predicts 1; l2 = 1
+  halves the slope about the training mean (score 0.2 + 0.5 * 0.4 = 0.4) and predicts 0. The
+  default call matches l2 = 1e-3. (Killed mutants: the default 1e-3 -> 1.001 and -> -0.999.)"""
+  tr_x = np.array([[0.0]] * 8 + [[1.0]] * 2)
+  tr_y = np.array([0] * 8 + [1] * 2)
+  te_x, te_y = np.array([[0.6]]), np.array([1])
+  np.testing.assert_allclose(fine_grain.ridge_probe(tr_x, np.eye(2)[tr_y], te_x, l2=1.0),
+                             [[0.6, 0.4]], atol=1e-12)
+  assert fine_grain.ridge_probe_accuracy(tr_x, tr_y, te_x, te_y, l2=1e-3) == 1.0
+  assert fine_grain.ridge_probe_accuracy(tr_x, tr_y, te_x, te_y, l2=1.001) == 0.0
+  assert fine_grain.ridge_probe_accuracy(tr_x, tr_y, te_x, te_y) == 1.0
