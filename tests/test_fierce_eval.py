@@ -263,3 +263,33 @@ def test_ridge_probe_accuracy_default_l2_is_1e_3():
   assert fine_grain.ridge_probe_accuracy(tr_x, tr_y, te_x, te_y, l2=1e-3) == 1.0
   assert fine_grain.ridge_probe_accuracy(tr_x, tr_y, te_x, te_y, l2=1.001) == 0.0
   assert fine_grain.ridge_probe_accuracy(tr_x, tr_y, te_x, te_y) == 1.0
+
+
+def test_fine_grain_evaluator_defaults_k_5_and_l2_1e_3():
+  """The evaluator's options default to k = 5 and l2 = 1e-3 (the docstring's numbers): on the fan
+  of neighbours voting 1, 1, 1, 0, 0, 0 the default k gives the query's class 1 and k = 6 the tie's
+  class 0; on the ridge example of ``test_ridge_probe_accuracy_default_l2_is_1e_3`` (a second,
+  constant feature added: standardized to 0) the default l2 predicts class 1 and l2 = 1.001 class 0
+  (hand). (Killed mutants: the evaluator's ``5`` -> ``6`` and ``1e-3`` -> ``1.001``.)"""
+  x, y = _fan([1, 1, 1, 0, 0, 0])
+  splits = {"train": {"features": x, "label": y},
+            "test": {"features": np.array([[1.0, 0.0]], np.float32), "label": np.array([1])}}
+  assert fine_grain.fine_grain(_eval_context(splits))["fine_knn_accuracy"] == 1.0
+  assert fine_grain.fine_grain(_eval_context(splits, k=6))["fine_knn_accuracy"] == 0.0
+  tr_x = np.array([[0.0, 1.0]] * 8 + [[1.0, 1.0]] * 2, np.float32)
+  ridge = {"train": {"features": tr_x, "label": np.array([0] * 8 + [1] * 2)},
+           "test": {"features": np.array([[0.6, 1.0]], np.float32), "label": np.array([1])}}
+  assert fine_grain.fine_grain(_eval_context(ridge, probe="ridge"))["fine_probe_accuracy"] == 1.0
+  assert fine_grain.fine_grain(
+      _eval_context(ridge, probe="ridge", l2=1.001))["fine_probe_accuracy"] == 0.0
+
+
+def test_fine_grain_evaluator_max_train_draws_without_replacement():
+  """``max_train = 4`` of 5 one-point classes (orthogonal features, the test set is the training
+  set, k = 1) keeps 4 distinct points: the 1-NN is right on 4 of 5. A draw with replacement
+  (``RandomState(0).choice(5, 4)`` = [4, 0, 3, 3]) keeps 3 classes: 3 of 5. (Killed mutant:
+  ``replace=False`` -> ``True``; without replacement the draw is [2, 0, 1, 3].)"""
+  x, y = np.eye(5, dtype=np.float32), np.arange(5)
+  splits = {"train": {"features": x, "label": y}, "test": {"features": x, "label": y}}
+  out = fine_grain.fine_grain(_eval_context(splits, k=1, max_train=4))
+  assert out["fine_knn_accuracy"] == pytest.approx(0.8)
