@@ -225,9 +225,29 @@ def _top_n_mask(keys, valid, n: int, axis_name, row: Optional[int] = None):
   return mask.reshape(length)
 
 
+@jax.custom_jvp
 def _binary_cross_entropy(logits, targets):
-  """Elementwise ``-t log sigmoid(z) - (1 - t) log sigmoid(-z) = softplus(z) - t z`` (stable)."""
-  return jax.nn.softplus(logits) - targets * logits
+  """Elementwise ``-t log sigmoid(z) - (1 - t) log sigmoid(-z) = softplus(z) - t z`` (stable).
+
+  ``softplus(z) = max(z, 0) + log1p(exp(-|z|))``. Written out with its own derivative (``d/dz =
+  sigmoid(z) - t``, ``d/dt = -z``) so that value and gradient share the one ``exp(-|z|)``:
+  ``jax.nn.softplus`` is ``logaddexp(z, 0)``, whose JVP computes two more exponentials per entry
+  (issue 18: the softplus was the two-head loss's largest op). Same values (to rounding), NaN and
+  infinities as the plain formula; ``tests/test_losses_average_k.py`` checks both, and the gradient
+  against ``jax.nn.sigmoid``.
+  """
+  e = jnp.exp(-jnp.abs(logits))
+  return jnp.maximum(logits, 0.0) + jnp.log1p(e) - targets * logits
+
+
+@_binary_cross_entropy.defjvp
+def _binary_cross_entropy_jvp(primals, tangents):
+  z, t = primals
+  dz, dt = tangents
+  e = jnp.exp(-jnp.abs(z))
+  out = jnp.maximum(z, 0.0) + jnp.log1p(e) - t * z
+  sigmoid = jnp.where(z >= 0, 1.0, e) / (1.0 + e)
+  return out, (sigmoid - t) * dz - z * dt
 
 
 # ----------------------------------------------------------------------------------------------

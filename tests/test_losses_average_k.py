@@ -532,6 +532,79 @@ def test_two_head_bce_part_matches_optax():
   np.testing.assert_allclose(ak.mean_binary_cross_entropy(zm, pl), want, rtol=1e-5, atol=1e-6)
 
 
+def _np_bce(z, t):
+  z = np.asarray(z, np.float64)
+  return np.logaddexp(0.0, z) - np.asarray(t, np.float64) * z
+
+
+def _np_sigmoid(z):
+  z = np.asarray(z, np.float64)
+  return np.where(z >= 0, 1.0 / (1.0 + np.exp(-np.abs(z))),
+                  np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))))
+
+
+_BCE_Z = np.array([-1e4, -120.0, -80.0, -30.0, -5.0, -0.7, -1e-3, 0.0, 1e-3, 0.7, 5.0, 30.0,
+                   80.0, 120.0, 1e4], np.float32)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.3, 1.0])
+def test_binary_cross_entropy_values_and_derivatives_numpy(t):
+  """The hand-written softplus (own JVP, issue 18) against float64 numpy, large |z| included."""
+  z = jnp.asarray(_BCE_Z)
+  tt = jnp.full_like(z, t)
+  np.testing.assert_allclose(ak._binary_cross_entropy(z, tt), _np_bce(_BCE_Z, t), rtol=1e-6,
+                             atol=1e-6)
+  # d/dz = sigmoid(z) - t, d/dt = -z, elementwise; finite even where exp(|z|) overflows.
+  gz, gt = jax.grad(lambda a, b: jnp.sum(ak._binary_cross_entropy(a, b)), argnums=(0, 1))(z, tt)
+  np.testing.assert_allclose(gz, _np_sigmoid(_BCE_Z) - t, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(gz, jax.nn.sigmoid(z) - t, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(gt, -_BCE_Z, rtol=0)
+  # Second derivative in z: sigmoid (1 - sigmoid), through the JVP rule itself.
+  g2 = jax.vmap(jax.grad(jax.grad(lambda a: ak._binary_cross_entropy(a, jnp.float32(t)))))(z)
+  s = _np_sigmoid(_BCE_Z)
+  np.testing.assert_allclose(g2, s * (1 - s), rtol=1e-5, atol=1e-7)
+
+
+def test_binary_cross_entropy_forward_reverse_jit_and_check_grads():
+  rng = np.random.default_rng(11)
+  z = jnp.asarray(rng.normal(size=(4, 6)) * 3, jnp.float32)
+  t = jnp.asarray(rng.uniform(size=(4, 6)), jnp.float32)
+  f = lambda a, b: jnp.sum(ak._binary_cross_entropy(a, b) ** 2)
+  check_grads(f, (z, t), order=2, modes=["fwd", "rev"], eps=1e-2, atol=2e-2, rtol=2e-2)
+  jf = jax.jit(jax.jacfwd(lambda a: ak._binary_cross_entropy(a, t)))(z)
+  jr = jax.jacrev(lambda a: ak._binary_cross_entropy(a, t))(z)
+  np.testing.assert_allclose(jf, jr, rtol=1e-6, atol=1e-7)
+  diag = np.einsum("ijij->ij", np.asarray(jf))
+  np.testing.assert_allclose(diag, _np_sigmoid(np.asarray(z)) - np.asarray(t), rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(jax.jit(ak._binary_cross_entropy)(z, t),
+                             _np_bce(np.asarray(z), np.asarray(t)), rtol=1e-6, atol=1e-6)
+
+
+def test_binary_cross_entropy_nan_and_infinities_like_the_plain_formula():
+  z = jnp.array([np.nan, np.inf, -np.inf, np.inf, -np.inf, 2.0, np.inf], jnp.float32)
+  t = jnp.array([0.5, 1.0, 0.0, 0.0, 1.0, np.nan, 0.5], jnp.float32)
+  plain = jax.nn.softplus(z) - t * z
+  got = ak._binary_cross_entropy(z, t)
+  np.testing.assert_array_equal(np.isnan(got), np.isnan(plain))
+  np.testing.assert_array_equal(got, plain)
+  # By hand: nan; inf - 1*inf; 0 - 0*(-inf); inf - 0*inf; 0 - 1*(-inf) = +inf; t nan; inf - inf/2.
+  np.testing.assert_array_equal(np.isnan(got), [1, 1, 1, 1, 0, 1, 1])
+  assert got[4] == np.inf
+
+
+def test_binary_cross_entropy_bfloat16():
+  z = jnp.asarray(_BCE_Z, jnp.bfloat16)
+  got = ak._binary_cross_entropy(z, jnp.zeros_like(z))
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(got, np.float32), _np_bce(np.asarray(z, np.float32), 0.0),
+                             rtol=1e-2, atol=1e-2)
+  g = jax.grad(lambda a: jnp.sum(ak._binary_cross_entropy(a, jnp.zeros_like(a))))(z)
+  assert g.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(g, np.float32), _np_sigmoid(np.asarray(z, np.float32)),
+                             rtol=1e-2, atol=1e-2)
+
+
 def test_two_head_gradients():
   zs, zm, y = _two_head_inputs(3)
   f = lambda a, b: jnp.sum(ak.two_head_loss(a, b, y, k=1.5, weight=0.5))

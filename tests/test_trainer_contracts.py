@@ -69,6 +69,16 @@ def test_num_devices_defaults_to_all_devices():
   assert trainer.select_devices({"num_devices": 2}) == jax.devices()[:2]
 
 
+def test_num_devices_in_a_multi_process_run_must_be_all_devices(monkeypatch):
+  """Two processes (``jax.process_count`` patched): a subset of the devices is refused, by name;
+  all of them (-1 or their count) are accepted. Kills ``process_count() > 1 -> > 2``."""
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  with pytest.raises(ValueError, match=r"`num_devices` must be -1 \(all 4 devices of the 2 "):
+    trainer.select_devices({"num_devices": 2})
+  assert trainer.select_devices({"num_devices": 4}) == jax.devices()
+  assert trainer.select_devices({"num_devices": -1}) == jax.devices()
+
+
 def test_batch_size_and_total_steps_of_one_are_accepted_zero_is_not():
   trainer.validate_config(_cfg(total_steps=1))
   trainer.validate_config(_cfg(batch_size=1, eval_batch_size=1, num_devices=1))
@@ -128,6 +138,20 @@ def test_predictions_drop_the_padded_eval_examples(tmp_path):
   np.testing.assert_array_equal(out["index"], np.arange(n))
   np.testing.assert_array_equal(out["label"], split.get(np.arange(n))["label"])
   assert len(out["logits"]) == n
+
+
+def test_predictions_of_one_process_gather_nothing_across_hosts(tmp_path, monkeypatch):
+  """One process: the eval outputs never go through ``process_allgather`` (a host collective that
+  a single process has no peer for). Kills ``process_count() > 1 -> > 0`` before the gather."""
+  from jax.experimental import multihost_utils
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("process_allgather called in a one-process run")
+
+  monkeypatch.setattr(multihost_utils, "process_allgather", refuse)
+  t = trainer.Trainer(_cfg(eval_batch_size=64), str(tmp_path))
+  out = t.predictions("test", t.initial_state())
+  assert len(out["logits"]) == t.dataset.split("test").num_examples
 
 
 def test_validation_pass_only_when_asked_and_workdir_only_for_the_eval_pass(tmp_path):
