@@ -104,6 +104,23 @@ def old_two_head_loss(softmax_logits, multilabel_logits, labels, *, k):
   return ce + losses.mean_binary_cross_entropy(multilabel_logits, pseudo)
 
 
+def plain_bce_two_head_loss(softmax_logits, multilabel_logits, labels, *, k):
+  """``labelwise.two_head_loss`` (rule B) with the BCE it had before its hand-written derivative:
+  ``jax.nn.softplus(z) - t z``, differentiated by JAX (softplus is ``logaddexp(z, 0)``). Same
+  values; kept here to time against."""
+  import jax
+  import jax.numpy as jnp
+
+  from labelwise.losses import average_k as ak
+
+  logp = jax.nn.log_softmax(softmax_logits.astype(jnp.float32), axis=-1)
+  labels = labels.astype(jnp.int32)
+  ce = -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+  pseudo = ak.average_k_pseudo_labels(jax.lax.stop_gradient(logp), labels, k=k)
+  z = multilabel_logits.astype(jnp.float32)
+  return ce + jnp.mean(jax.nn.softplus(z) - pseudo * z, axis=-1)
+
+
 def loss_pairs(batch: int, classes: int, seed: int = 0):
   """[(key, pair name, goal, peer name, peer fn, method name, method fn, z, aux)] on shared
   inputs; ``key`` is what ``--losses`` selects."""
@@ -134,6 +151,9 @@ def loss_pairs(batch: int, classes: int, seed: int = 0):
   def old_two_head(zz, y):
     return old_two_head_loss(zz[0], zz[1], y, k=2.0)
 
+  def plain_bce_two_head(zz, y):
+    return plain_bce_two_head_loss(zz[0], zz[1], y, k=2.0)
+
   return [
       ("simloss", f"SimLoss, C={classes}", 1.3, "optax integer CE", optax_int, "labelwise.simloss",
        lambda z, y, s: losses.simloss(z, y, s), z, ((y,), (y, s))),
@@ -144,10 +164,13 @@ def loss_pairs(batch: int, classes: int, seed: int = 0):
       ("two_head_selection", f"two-head (k=2), C={classes}", 1.0,
        "two-head, old top_k selection", old_two_head, "labelwise.two_head_loss (both heads)",
        two_head, (z, zm), ((y,), (y,))),
+      ("two_head_bce", f"two-head (k=2), C={classes}", 1.0,
+       "two-head, jax.nn.softplus BCE", plain_bce_two_head, "labelwise.two_head_loss (both heads)",
+       two_head, (z, zm), ((y,), (y,))),
   ]
 
 
-LOSS_KEYS = ("simloss", "collision", "two_head", "two_head_selection")
+LOSS_KEYS = ("simloss", "collision", "two_head", "two_head_selection", "two_head_bce")
 
 
 def time_program(fn, args, warm: bool = False) -> float:
@@ -192,10 +215,10 @@ def loss_table(batch: int, classes_list: Sequence[int], calls: int, rounds: int,
       progs = [(scanned(peer, calls), (z,) + peer_aux), (scanned(meth, calls), (z,) + meth_aux)]
       for fn, args in progs:
         time_program(fn, args, warm=True)  # compile + one run
-      if key == "two_head_selection":  # the same pseudo-labels: the same losses along the scan
+      if key in ("two_head_selection", "two_head_bce"):  # the same losses along the scan
         import numpy as np
         np.testing.assert_allclose(progs[0][0](*progs[0][1])[1], progs[1][0](*progs[1][1])[1],
-                                   rtol=1e-6, err_msg="old and new selection disagree")
+                                   rtol=1e-6, err_msg=f"{key}: old and new two-head loss disagree")
       times: List[List[float]] = [[], []]
       for _ in range(rounds):
         for i, (fn, args) in enumerate(progs):
@@ -295,7 +318,8 @@ def main(argv=None):
   p.add_argument("--loss_rounds", type=int, default=7)
   p.add_argument("--losses", default=",".join(LOSS_KEYS),
                  help="comma list of the loss pairs to time (two_head_selection: the two-head "
-                      "loss against its old lax.top_k selection)")
+                      "loss against its old lax.top_k selection; two_head_bce: against its "
+                      "jax.nn.softplus BCE)")
   p.add_argument("--step_model", default="resnet18")
   p.add_argument("--step_batch", type=int, default=32)
   p.add_argument("--steps", type=int, default=2, help="timed steps per round and method")
