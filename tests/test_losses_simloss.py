@@ -399,6 +399,12 @@ def test_smoothed_targets_and_label_smoothing_equal_optax():
                              optax.softmax_cross_entropy_with_integer_labels(z, y), rtol=1e-5)
   with pytest.raises(ValueError, match="alpha"):
     sl.smoothed_targets(y, 5, alpha=1.5)
+  # Both ends of [0, 1]: a negative smoothing (targets off the simplex) is refused too, and the
+  # ends themselves are accepted (1: the uniform row).
+  with pytest.raises(ValueError, match=r"`alpha` must be a scalar in \[0, 1\], got -0.5"):
+    sl.smoothed_targets(y, 5, alpha=-0.5)
+  np.testing.assert_allclose(sl.smoothed_targets(y, 5, alpha=1.0), np.full((len(y), 5), 0.2),
+                             rtol=1e-6)
 
 
 def test_sord_targets_against_numpy():
