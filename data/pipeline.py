@@ -63,20 +63,26 @@ def quiet_generation():
     tfds.display_progress_bar(was_active)
 
 
+def _is_prepared(builder) -> bool:
+  """``builder.is_prepared()``, without TFDS's warning "Variant folder ... has no
+  dataset_info.json" when the version folder does not exist yet (the first run on a machine)."""
+  return os.path.isdir(builder.data_dir) and builder.is_prepared()
+
+
 def _open_source(spec: DatasetSpec, split: str, data_dir: str, manual_dir: Optional[str] = None):
   """A random-access TFDS data source; offline builders are generated on first use (from the
   files in ``manual_dir`` for builders that read user-supplied files)."""
   import tensorflow_datasets as tfds
   if spec.builder is not None:
     builder = spec.builder(data_dir=data_dir, file_format="array_record")
-    if not builder.is_prepared():
+    if not _is_prepared(builder):
       # Several processes (pytest workers, hosts of a pod) may generate at once: take a file lock.
       import fcntl
       os.makedirs(data_dir, exist_ok=True)
       with open(os.path.join(data_dir, f".{spec.tfds_name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         builder = spec.builder(data_dir=data_dir, file_format="array_record")
-        if not builder.is_prepared():
+        if not _is_prepared(builder):
           config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
           with quiet_generation():
             builder.download_and_prepare(download_config=config)

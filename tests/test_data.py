@@ -334,3 +334,18 @@ def test_an_offline_dataset_is_generated_in_an_empty_data_dir(tmp_path):
   fresh = make_dataset(c)
   assert os.listdir(tmp_path / "fresh")
   np.testing.assert_array_equal(fresh.train_batch(1)["input"], shared.train_batch(1)["input"])
+
+
+def test_first_generation_logs_no_tfds_variant_warning(tmp_path, monkeypatch):
+  """A fresh data dir: the offline builder is generated without TFDS's misleading "Variant folder
+  ... has no dataset_info.json" warning (TFDS's is_prepared() logs it for a folder that does not
+  exist yet); a prepared one is reused."""
+  from tensorflow_datasets.core.utils import file_utils
+  warnings = []
+  monkeypatch.setattr(file_utils.logging, "warning", lambda msg, *a, **k: warnings.append(msg % a))
+  c = load_config("digits_ce", "runlocal")
+  c.data.data_dir = str(tmp_path)
+  ds = make_dataset(c)
+  assert ds.split("train").num_examples > 0
+  assert not [w for w in warnings if "dataset_info.json" in w], warnings
+  assert os.path.isfile(os.path.join(str(tmp_path), "digits", "1.0.0", "dataset_info.json"))
