@@ -531,6 +531,53 @@ def test_shannon_pseudo_labels_monotone_and_kkt():
   assert np.min(g - mu) > -5e-2
 
 
+def np_shannon_mm_step(sigma, y, lam):
+  """One majorize-minimize step of Shannon self-labeling in float64: per row, y_k = b_k / (a_k + mu)
+  with a = -log sigma, b = lam y / (K ybar) and mu solving sum_k b_k / (a_k + mu) = 1 (bisection on
+  mu itself, 200 steps; independent of the solver's bisection on log mu)."""
+  sigma, y = np.asarray(sigma, np.float64), np.asarray(y, np.float64)
+  k = sigma.shape[1]
+  a = -np.log(sigma)
+  b = lam * y / (k * y.mean(0))
+  out = []
+  for ai, bi in zip(a, b):
+    lo, hi = -ai.min() + 1e-300, -ai.min() + bi.sum() + 1.0  # sum at lo is +inf, at hi < 1
+    for _ in range(200):
+      mid = 0.5 * (lo + hi)
+      if np.sum(bi / (ai + mid)) > 1.0:
+        lo = mid
+      else:
+        hi = mid
+    yi = bi / (ai + 0.5 * (lo + hi))
+    out.append(yi / yi.sum())
+  return np.array(out)
+
+
+@pytest.mark.parametrize("lam", [0.5, 2.0])
+def test_shannon_pseudo_labels_one_and_two_steps_match_numpy(lam):
+  """The solver's first two iterations against the float64 step above, from y0 = sigma."""
+  sigma = random_probs(29, 12, 4, scale=2.0)
+  y1 = np_shannon_mm_step(sigma, sigma, lam)
+  y2 = np_shannon_mm_step(sigma, y1, lam)
+  got1, n1 = C.shannon_pseudo_labels(sigma, fairness_weight=lam, tol=0.0, max_iter=1)
+  got2, n2 = C.shannon_pseudo_labels(sigma, fairness_weight=lam, tol=0.0, max_iter=2)
+  assert int(n1) == 1 and int(n2) == 2
+  np.testing.assert_allclose(got1, y1, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(got2, y2, rtol=1e-4, atol=1e-6)
+
+
+def test_shannon_fairness_weight_must_be_positive():
+  """0 is refused by the Shannon solver itself (the collision EM accepts it); negatives already
+  by the shared check."""
+  p = random_probs(5, 8, 3)
+  with pytest.raises(ValueError, match=r"`fairness_weight` must be > 0 for shannon_pseudo_labels"):
+    C.shannon_pseudo_labels(p, fairness_weight=0.0)
+  with pytest.raises(ValueError, match=r"`fairness_weight` must be a finite number >= 0"):
+    C.shannon_pseudo_labels(p, fairness_weight=-0.5)
+  y, _ = C.shannon_pseudo_labels(p, fairness_weight=1e-3)
+  np.testing.assert_allclose(np.asarray(y).sum(1), 1.0, atol=1e-5)
+
+
 def np_projection_bisection(v):
   """Simplex projection by bisection on theta (independent of the sort-based formula)."""
   out = []
