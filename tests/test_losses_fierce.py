@@ -536,3 +536,29 @@ def test_koleo_gradient_finite_at_exact_duplicates():
   assert float(koleo_entropy(f)) == pytest.approx(want, rel=1e-6)
   g = jax.jit(jax.grad(koleo_entropy))(f)
   assert np.all(np.isfinite(np.asarray(g)))
+
+
+# --- found by the clean-clone make mutate pass (docs/testing.md, fifth pass) ---------------------
+def test_assignments_default_temperature_one_gradient_matches_numpy():
+  """``fierce_assignments`` without ``temperature``: the straight-through gradient of the softmax
+  at T = 1, by hand: with s = f C^T (dot similarity) and L = sum_ik w_ik z_ik,
+  dL/ds_i = p_i * (w_i - w_i . p_i), p = softmax(s_i), and dL/df = dL/ds C."""
+  f, c = _ok()
+  w = np.asarray(rand(3, (4, 5)), np.float64)
+  got = jax.grad(lambda x: jnp.sum(jnp.asarray(w, jnp.float32)
+                                   * fierce_assignments(x, c, similarity="dot")))(f)
+  s = np_logits(f, c, "dot")
+  p = np.exp(s - s.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  ds = p * (w - np.sum(w * p, 1, keepdims=True))
+  np.testing.assert_allclose(np.asarray(got), ds @ np.asarray(c, np.float64), rtol=1e-4, atol=1e-6)
+
+
+def test_scalar_features_are_refused_with_the_rank_message():
+  """A 0-d ``features`` gets the rank error that names it, not an IndexError from the emptiness
+  check (``len(shape) >= 1`` guards ``shape[0]``)."""
+  c = codebook(0, 5, 3)
+  with pytest.raises(ValueError, match=r"`features` must have rank 2 \(\[batch, dim\]\), got shape \(\)"):
+    fierce_logits(jnp.float32(1.0), c)
+  with pytest.raises(ValueError, match=r"`features` must not be empty"):
+    fierce_logits(jnp.zeros((0, 3)), c)
