@@ -296,3 +296,14 @@ def test_gathers_in_step_and_pmap_through_jit_by_process_count(mode, monkeypatch
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   assert par.gathers_in_step is (mode != "pmap")
   assert par.pmap_through_jit is False
+
+
+@pytest.mark.parametrize("mode,n", [("jit", 1), ("pmap", 4), ("shard_map", 2)])
+def test_parallel_properties_are_plain_values(mode, n):
+  """``Parallel``'s descriptors are properties (read as values, not called): its device count, the
+  axis name (None under jit) and whether the step gathers its own batch. (Killed mutant of the
+  clean-clone pass: ``@property`` removed from ``num_devices``, which made it a bound method.)"""
+  par = Parallel(mode, jax.devices()[:n])
+  assert par.num_devices == n and isinstance(par.num_devices, int)
+  assert par.axis_name == (None if mode == "jit" else "data")
+  assert par.gathers_in_step is True
