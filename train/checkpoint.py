@@ -71,9 +71,8 @@ def is_disk_full(error: BaseException) -> bool:
 def _leaves(tree) -> dict:
   """``{path: (shape, dtype)}`` of a state (``template``) or of orbax's metadata tree."""
   flat = ocp.tree.to_flat_dict(ocp.tree.serialize_tree(tree, keep_empty_nodes=True))
-  def empty(v):  # optax's EmptyState, None, {}: nothing is stored for them
-    return v is None or (isinstance(v, (dict, list, tuple)) and not v) or not (
-        hasattr(v, "shape") or isinstance(v, (int, float, np.number)))
+  def empty(v):  # optax's EmptyState, None, {}, []: no array or number, nothing is stored
+    return not (hasattr(v, "shape") or isinstance(v, (int, float, np.number)))
   return {"/".join(str(k) for k in path): (tuple(np.shape(v) if not hasattr(v, "shape")
                                                else v.shape),
                                          str(np.dtype(v.dtype)) if hasattr(v, "dtype")
