@@ -284,6 +284,7 @@ def test_preemption_stops_at_that_step(tmp_path, monkeypatch):
     (7, (0, 0, 0, 0), 100, (9,), 2),       # before the host-update step 9
     (7, (0, 0, 0, 0), 100, (7,), 16),      # a host update at the call's own first step: no cut
     (7, (0, 0, 0, 0), 100, (8, 9), 1),     # the first of two host-update steps
+    (7, (1, 0, 0, 0), 100, (), 1),         # logging every step: one step per call
 ])
 def test_call_length_by_hand(step, intervals, total, host_steps, expected):
   """``Trainer.call_length`` with ``steps_per_call`` 16: the call from ``step`` ends at the next
@@ -407,3 +408,30 @@ def test_a_run_resumed_at_its_end_reports_the_last_logged_loss_and_sorted_result
   again = trainer.Trainer(_cfg(), str(tmp_path)).run()
   assert again["step"] == 4
   assert again["train/loss"] == pytest.approx(logged[-1]["train/loss"])
+
+
+# --- found by the clean-clone make mutate pass (docs/testing.md, fifth pass) ---------------------
+def test_sweep_writes_each_replicas_eval_metrics(tmp_path):
+  """A two-seed sweep logs one eval line per replica at every eval step, each replica's own
+  numbers. (Killed mutant: the loop over the replicas' eval metrics emptied.)"""
+  config = _cfg(eval_every=2)
+  config.sweep = "seed=0,1"
+  trainer.train_and_evaluate(config, str(tmp_path))
+  evals = {(m["step"], m["replica"]): m for m in read_metrics(str(tmp_path)) if "eval/loss" in m}
+  assert sorted(evals) == [(2, 0), (2, 1), (4, 0), (4, 1)]
+  n_test = trainer.Trainer(_cfg(), str(tmp_path / "probe")).dataset.split("test").num_examples
+  assert all(m["eval/num_examples"] == n_test for m in evals.values())
+  assert evals[(4, 0)]["eval/loss"] != evals[(4, 1)]["eval/loss"]  # seeds 0 and 1 differ
+
+
+def test_host_fed_batches_advance_one_step_per_call(tmp_path):
+  """``data.device_cache='off'``: every call gets one host batch and advances one step; the run
+  ends at total_steps with the usual log and checkpoint steps. (Killed mutant: a host batch
+  counted as 0 steps, which never ends the run: a timeout.)"""
+  config = _cfg(checkpoint_every=4)
+  config.data.device_cache = "off"
+  t = trainer.Trainer(config, str(tmp_path))
+  assert not t.device_cache
+  t.run()
+  assert [m["step"] for m in read_metrics(str(tmp_path)) if "train/loss" in m] == [2, 4]
+  assert _checkpoints(tmp_path) == [4]
