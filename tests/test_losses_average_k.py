@@ -196,6 +196,14 @@ def test_pseudo_labels_bad_k(k, include_true, match):
     ak.average_k_pseudo_labels(jnp.asarray(p), jnp.asarray(y), k=k, include_true=include_true)
 
 
+def test_pseudo_labels_complex_k_is_refused_by_name():
+  """A complex k passes the numeric-dtype check and fails in float(): the error still names `k`.
+  (Killed mutant of the clean-clone pass: TypeError left out of the except clause.)"""
+  p, y = rand_probs(0, 4, 5)
+  with pytest.raises(TypeError, match=r"`k` must be a number, got \(2\+1j\)"):
+    ak.average_k_pseudo_labels(jnp.asarray(p), jnp.asarray(y), k=2 + 1j)
+
+
 def test_pseudo_labels_bad_inputs():
   p, y = rand_probs(0, 4, 5)
   with pytest.raises(ValueError, match="probs"):
