@@ -209,13 +209,16 @@ def _fan(labels):
 
 
 def test_knn_default_k_is_5_and_k_is_keyword_only():
-  """Neighbours by distance vote 1, 1, 1, 0, 0, 0: 5 of them vote 1, 6 tie 3-3 and the tie goes to
-  the smaller class 0 (hand), so the default (5) is seen; ``k`` is keyword-only. (Killed mutants:
-  the default 5 -> 6, ``*`` -> ``/``.)"""
-  x, y = _fan([1, 1, 1, 0, 0, 0])
+  """Neighbours by distance vote 0, 0, 1, 1, 1, 0: 4 of them tie 2-2 and 6 tie 3-3, each tie going
+  to the smaller class 0, while 5 vote 1 (hand), so the default (5) is seen; ``k`` is
+  keyword-only. (Killed mutants: the default 5 -> 6 and 5 -> 4, ``*`` -> ``/``.)"""
+  x, y = _fan([0, 0, 1, 1, 1, 0])
   q = np.array([[1.0, 0.0]], np.float32)
   assert fine_grain.knn_predict(x, y, q).tolist() == [1]
   assert fine_grain.knn_predict(x, y, q, k=6).tolist() == [0]
+  assert fine_grain.knn_predict(x, y, q, k=4).tolist() == [0]
+  assert fine_grain.knn_accuracy(x, y, q, np.array([1])) == 1.0            # its default k is 5 too
+  assert fine_grain.knn_accuracy(x, y, q, np.array([1]), k=4) == 0.0
   with pytest.raises(TypeError):
     fine_grain.knn_predict(x, y, q, 5)
 
@@ -267,15 +270,16 @@ def test_ridge_probe_accuracy_default_l2_is_1e_3():
 
 def test_fine_grain_evaluator_defaults_k_5_and_l2_1e_3():
   """The evaluator's options default to k = 5 and l2 = 1e-3 (the docstring's numbers): on the fan
-  of neighbours voting 1, 1, 1, 0, 0, 0 the default k gives the query's class 1 and k = 6 the tie's
-  class 0; on the ridge example of ``test_ridge_probe_accuracy_default_l2_is_1e_3`` (a second,
+  of neighbours voting 0, 0, 1, 1, 1, 0 the default k gives the query's class 1 and k = 4 or 6 the
+  tie's class 0; on the ridge example of ``test_ridge_probe_accuracy_default_l2_is_1e_3`` (a second,
   constant feature added: standardized to 0) the default l2 predicts class 1 and l2 = 1.001 class 0
   (hand). (Killed mutants: the evaluator's ``5`` -> ``6`` and ``1e-3`` -> ``1.001``.)"""
-  x, y = _fan([1, 1, 1, 0, 0, 0])
+  x, y = _fan([0, 0, 1, 1, 1, 0])
   splits = {"train": {"features": x, "label": y},
             "test": {"features": np.array([[1.0, 0.0]], np.float32), "label": np.array([1])}}
   assert fine_grain.fine_grain(_eval_context(splits))["fine_knn_accuracy"] == 1.0
   assert fine_grain.fine_grain(_eval_context(splits, k=6))["fine_knn_accuracy"] == 0.0
+  assert fine_grain.fine_grain(_eval_context(splits, k=4))["fine_knn_accuracy"] == 0.0
   tr_x = np.array([[0.0, 1.0]] * 8 + [[1.0, 1.0]] * 2, np.float32)
   ridge = {"train": {"features": tr_x, "label": np.array([0] * 8 + [1] * 2)},
            "test": {"features": np.array([[0.6, 1.0]], np.float32), "label": np.array([1])}}
