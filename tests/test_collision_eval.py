@@ -62,3 +62,15 @@ def test_errors():
     metrics.clustering_accuracy([0, 1], [0.0, 1.0])
   with pytest.raises(ValueError, match="labels"):
     metrics.normalized_mutual_information(np.zeros((2, 2), int), [0, 1])
+
+
+# --- found by the clean-clone make mutate pass (docs/testing.md, fifth pass) ---------------------
+def test_clustering_accuracy_of_one_example_and_keyword_only_option():
+  """One example is always matched (1.0), no examples give NaN; ``many_to_one`` is keyword-only.
+  (Killed mutants: ``labels.size == 0`` -> ``== 1``, the ``*`` -> ``/`` of the signature.)"""
+  from labelwise.eval import clustering
+  assert clustering.clustering_accuracy([3], [0]) == 1.0
+  assert np.isnan(clustering.clustering_accuracy(np.zeros(0, int), np.zeros(0, int)))
+  with pytest.raises(TypeError):
+    clustering.clustering_accuracy([0, 1], [1, 0], True)
+  assert clustering.clustering_accuracy([0, 0, 1], [0, 1, 2], many_to_one=True) == 1.0

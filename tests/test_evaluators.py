@@ -108,6 +108,18 @@ def test_clustering_evaluator_hand_example():
   assert out["cluster_size_entropy"] == pytest.approx(np.log(2.0))  # sizes 3, 0, 3 (nats)
 
 
+def test_clustering_evaluator_counts_a_one_example_cluster():
+  """A cluster holding one example is non-empty: clusters 0 (3), 1 (1), 2 (2). (Killed mutant of
+  the clean-clone pass: ``sizes > 0`` -> ``> 1``.)"""
+  clusters = np.array([0, 0, 0, 1, 2, 2])
+  labels = np.array([0, 0, 0, 1, 2, 2])
+  out = evaluators.get_evaluator("clustering")(fake_eval_context(
+      {"test": {"logits": _one_hot_logits(clusters, 3), "label": labels}}))
+  assert out["num_nonempty_clusters"] == 3.0
+  assert out["cluster_size_entropy"] == pytest.approx(
+      -sum(q * np.log(q) for q in (3 / 6, 1 / 6, 2 / 6)))
+
+
 def test_masked_mean():
   from labelwise.eval.metrics import masked_mean
   assert masked_mean([1.0, 2.0, 6.0]) == 3.0

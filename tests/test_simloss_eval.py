@@ -170,3 +170,14 @@ def test_hierarchy_and_confusion_evaluators(tmp_path):
   saved = json.loads((tmp_path / "confusion_test.json").read_text())
   assert saved["split"] == "test"
   np.testing.assert_array_equal(saved["matrix"], metrics.confusion_matrix(split["logits"], labels))
+
+
+def test_check_hierarchy_refuses_a_negative_group_index():
+  """Group indices must be >= 0: -1 is refused, naming the level. (Killed mutant of the clean-clone
+  pass: ``m.min() < 0`` -> ``< -1``.)"""
+  from labelwise.eval import simloss as simloss_eval
+  with pytest.raises(ValueError, match=r"`levels\[0\]` must map each of the 4 classes to a group "
+                                       r"index >= 0"):
+    simloss_eval.check_hierarchy([np.array([0, 0, -1, 1])], 4)
+  out = simloss_eval.check_hierarchy([np.array([0, 0, 1, 1])], 4)
+  np.testing.assert_array_equal(out[0], [0, 0, 1, 1])
