@@ -181,3 +181,24 @@ def test_check_hierarchy_refuses_a_negative_group_index():
     simloss_eval.check_hierarchy([np.array([0, 0, -1, 1])], 4)
   out = simloss_eval.check_hierarchy([np.array([0, 0, 1, 1])], 4)
   np.testing.assert_array_equal(out[0], [0, 0, 1, 1])
+
+
+def test_one_example_without_a_batch_axis_by_hand():
+  """Logits ``[C]`` and a scalar label (accepted by the shared check): prediction 1, label 3,
+  groups {0, 1} {2, 3}: |1 - 3| = 2, superclasses differ (0.0), mistake height 1 + 1 = 2; a map of
+  the wrong length is refused with the class axis's shape. (Killed mutants of the clean-clone pass:
+  ``axis=-1`` -> ``axis=1`` in the argmax, ``shape[-1]`` -> ``shape[1]`` and ``shape[-1:]`` ->
+  ``shape[1:]``, and mistake_severity's ``*`` -> ``/``.)"""
+  from labelwise.eval import simloss as simloss_eval
+  z = np.array([0.1, 2.0, 0.3, 0.0], np.float32)
+  groups = np.array([0, 0, 1, 1])
+  assert float(simloss_eval.ordinal_absolute_error(z, 3)) == 2.0
+  assert float(simloss_eval.superclass_correct(z, 3, groups)) == 0.0
+  assert float(simloss_eval.mistake_heights(z, 3, [groups])) == 2.0
+  with pytest.raises(ValueError, match=r"one superclass id per class, shape \(4,\), got \(3,\)"):
+    simloss_eval.superclass_correct(z, 3, groups[:3])
+  zz = np.stack([z, z])
+  assert simloss_eval.mistake_severity(zz, np.array([3, 1]), [groups],
+                                       where=np.array([True, False])) == 2.0
+  with pytest.raises(TypeError):
+    simloss_eval.mistake_severity(zz, np.array([3, 1]), [groups], np.array([True, False]))
